@@ -1,0 +1,426 @@
+"""Checkpoints: what the last successful run delivered, as hashes and destination ids.
+
+A checkpoint holds, per primary key: key hash -> (row hash, destination id). No raw
+values are stored. It carries its format version, the hash algorithm, and two
+fingerprints of what defines the sync:
+
+* ``target_fingerprint`` (destination, object, key, match field): when it differs the
+  destination ids mean nothing for this sync, so the whole checkpoint is discarded;
+* ``payload_fingerprint`` (the mapping): when it differs, the ids are kept but every
+  row is re-sent, because the same row now produces another payload.
+
+Stores persist a *base* plus an append-only *journal* of this run's committed
+outcomes, so committing progress after a batch costs in proportion to the batch.
+``finalize`` folds everything into a new base; ``load`` folds a journal a killed or
+failed try left behind, which is how a retry resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import tempfile
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import orjson
+import pandas as pd
+
+from airflow_provider_retl.sync.errors import CheckpointError
+
+FORMAT_VERSION = 1
+#: Canonical value encoding + pandas' SipHash-2-4 (fixed key) combined per column.
+HASH_ALGORITHM = "canon1-siphash64"
+
+_EMPTY_U64 = np.empty(0, dtype=np.uint64)
+
+
+def _pack_u64(values: np.ndarray) -> str:
+    return base64.b64encode(zlib.compress(np.ascontiguousarray(values, dtype="<u8").tobytes(), 1)).decode()
+
+
+def _unpack_u64(text: str) -> np.ndarray:
+    return np.frombuffer(zlib.decompress(base64.b64decode(text)), dtype="<u8").astype(np.uint64)
+
+
+def _pack_ids(ids: np.ndarray) -> str:
+    return base64.b64encode(zlib.compress(orjson.dumps(list(ids)), 1)).decode()
+
+
+def _unpack_ids(text: str) -> np.ndarray:
+    return np.array(orjson.loads(zlib.decompress(base64.b64decode(text))), dtype=object)
+
+
+@dataclass
+class JournalEntry:
+    """Outcomes of one committed batch: keys now delivered (with row hash and id) or deleted."""
+
+    key_hashes: np.ndarray = field(default_factory=lambda: _EMPTY_U64)
+    row_hashes: np.ndarray = field(default_factory=lambda: _EMPTY_U64)
+    dest_ids: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=object))
+    deleted: np.ndarray = field(default_factory=lambda: _EMPTY_U64)
+
+    @classmethod
+    def puts(cls, key_hashes: Sequence[int], row_hashes: Sequence[int], dest_ids: Sequence[str | None]) -> JournalEntry:
+        return cls(
+            key_hashes=np.asarray(key_hashes, dtype=np.uint64),
+            row_hashes=np.asarray(row_hashes, dtype=np.uint64),
+            dest_ids=np.asarray(list(dest_ids), dtype=object),
+        )
+
+    @classmethod
+    def deletes(cls, key_hashes: Sequence[int]) -> JournalEntry:
+        return cls(deleted=np.asarray(key_hashes, dtype=np.uint64))
+
+    def __len__(self) -> int:
+        return len(self.key_hashes) + len(self.deleted)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "k": _pack_u64(self.key_hashes),
+            "r": _pack_u64(self.row_hashes),
+            "i": _pack_ids(self.dest_ids),
+            "d": _pack_u64(self.deleted),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> JournalEntry:
+        try:
+            entry = cls(
+                key_hashes=_unpack_u64(data["k"]),
+                row_hashes=_unpack_u64(data["r"]),
+                dest_ids=_unpack_ids(data["i"]),
+                deleted=_unpack_u64(data["d"]),
+            )
+        except Exception as exc:  # any decoding problem means the journal is not ours
+            raise CheckpointError(f"checkpoint journal entry is unreadable: {type(exc).__name__}") from exc
+        if not (len(entry.key_hashes) == len(entry.row_hashes) == len(entry.dest_ids)):
+            raise CheckpointError("checkpoint journal entry is inconsistent (array lengths differ)")
+        return entry
+
+
+@dataclass
+class Checkpoint:
+    """What has been delivered for one sync: arrays aligned by position, keys unique."""
+
+    target_fingerprint: str
+    payload_fingerprint: str
+    key_hashes: np.ndarray = field(default_factory=lambda: _EMPTY_U64)
+    row_hashes: np.ndarray = field(default_factory=lambda: _EMPTY_U64)
+    dest_ids: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=object))
+    format_version: int = FORMAT_VERSION
+    hash_algorithm: str = HASH_ALGORITHM
+    #: Journal entries folded in by ``load`` (a previous try's progress); 0 for a clean base.
+    resumed_entries: int = 0
+
+    def __len__(self) -> int:
+        return len(self.key_hashes)
+
+    def frame(self) -> pd.DataFrame:
+        """The checkpoint as a frame indexed by key hash (columns row_hash, dest_id)."""
+        return pd.DataFrame(
+            {"row_hash": self.row_hashes, "dest_id": self.dest_ids},
+            index=pd.Index(self.key_hashes, dtype=np.uint64, name="key_hash"),
+        )
+
+    def with_fingerprints(self, target: str, payload: str) -> Checkpoint:
+        return Checkpoint(target, payload, self.key_hashes, self.row_hashes, self.dest_ids)
+
+    def apply(self, entries: Sequence[JournalEntry]) -> Checkpoint:
+        """Fold journal entries (in order; later wins) into a new checkpoint."""
+        if not entries:
+            return self
+        keys = [self.key_hashes]
+        rows = [self.row_hashes]
+        ids = [self.dest_ids]
+        dels = [np.zeros(len(self.key_hashes), dtype=bool)]
+        for entry in entries:
+            keys += [entry.key_hashes, entry.deleted]
+            rows += [entry.row_hashes, np.zeros(len(entry.deleted), dtype=np.uint64)]
+            ids += [entry.dest_ids, np.full(len(entry.deleted), None, dtype=object)]
+            dels += [np.zeros(len(entry.key_hashes), dtype=bool), np.ones(len(entry.deleted), dtype=bool)]
+        log = pd.DataFrame(
+            {
+                "key_hash": np.concatenate(keys).astype(np.uint64),
+                "row_hash": np.concatenate(rows).astype(np.uint64),
+                "dest_id": np.concatenate(ids),
+                "deleted": np.concatenate(dels),
+            }
+        )
+        last = log.drop_duplicates("key_hash", keep="last")
+        last = last[~last["deleted"].to_numpy()]
+        return Checkpoint(
+            self.target_fingerprint,
+            self.payload_fingerprint,
+            last["key_hash"].to_numpy(dtype=np.uint64),
+            last["row_hash"].to_numpy(dtype=np.uint64),
+            last["dest_id"].to_numpy(dtype=object),
+            self.format_version,
+            self.hash_algorithm,
+            self.resumed_entries,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format_version": self.format_version,
+            "hash_algorithm": self.hash_algorithm,
+            "target_fingerprint": self.target_fingerprint,
+            "payload_fingerprint": self.payload_fingerprint,
+            "count": len(self),
+            "keys": _pack_u64(self.key_hashes),
+            "rows": _pack_u64(self.row_hashes),
+            "ids": _pack_ids(self.dest_ids),
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> Checkpoint:
+        if not isinstance(data, dict) or "format_version" not in data:
+            raise CheckpointError("checkpoint is unreadable: not a checkpoint document")
+        _check_format(data.get("format_version"), data.get("hash_algorithm"))
+        try:
+            checkpoint = cls(
+                target_fingerprint=str(data["target_fingerprint"]),
+                payload_fingerprint=str(data["payload_fingerprint"]),
+                key_hashes=_unpack_u64(data["keys"]),
+                row_hashes=_unpack_u64(data["rows"]),
+                dest_ids=_unpack_ids(data["ids"]),
+                format_version=int(data["format_version"]),
+                hash_algorithm=str(data["hash_algorithm"]),
+            )
+        except Exception as exc:
+            raise CheckpointError(f"checkpoint is unreadable: {type(exc).__name__}") from exc
+        if not (len(checkpoint.key_hashes) == len(checkpoint.row_hashes) == len(checkpoint.dest_ids) == data["count"]):
+            raise CheckpointError("checkpoint is unreadable: its arrays do not match its count")
+        return checkpoint
+
+
+def _check_format(version: Any, algorithm: Any) -> None:
+    if not isinstance(version, int):
+        raise CheckpointError("checkpoint is unreadable: no format version")
+    if version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"checkpoint was written by a newer airflow-provider-retl (format {version}, this one reads "
+            f"up to {FORMAT_VERSION}); upgrade the provider or reset with full_resync=True"
+        )
+    if version < 1:
+        raise CheckpointError(f"checkpoint format {version} has no upgrade path")
+
+
+@runtime_checkable
+class CheckpointStore(Protocol):
+    """Where a sync keeps its checkpoint: load, commit progress, finalize."""
+
+    @property
+    def description(self) -> str:
+        """Where the checkpoint lives, for the report (never a secret)."""
+
+    def load(self) -> Checkpoint | None:
+        """The base with any leftover journal folded in; None when the sync never ran."""
+
+    def commit(self, entry: JournalEntry, *, target_fingerprint: str, payload_fingerprint: str) -> None:
+        """Durably append one batch's outcomes (cost proportional to the batch).
+
+        The fingerprints travel with every journal entry so a first run that dies
+        before ``finalize`` still leaves a journal that says which sync it belongs to.
+        """
+
+    def finalize(self, checkpoint: Checkpoint) -> None:
+        """Replace the base with ``checkpoint`` and drop the journal."""
+
+
+class JournalingStore:
+    """A store built from five primitives: read/write a base document, append/read/clear a journal.
+
+    Subclasses (Variable, XCom, file...) only move JSON documents; folding, format checks
+    and error wrapping live here once.
+    """
+
+    description = "checkpoint"
+
+    # Store developer overrides:
+    def _read_base(self) -> Any | None:
+        raise NotImplementedError
+
+    def _write_base(self, document: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def _append_journal(self, document: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def _read_journal(self) -> list[Any]:
+        raise NotImplementedError
+
+    def _clear_journal(self) -> None:
+        raise NotImplementedError
+
+    # Framework part:
+    def load(self) -> Checkpoint | None:
+        base_doc = self._read_base()
+        journal_docs = self._read_journal()
+        if base_doc is None and not journal_docs:
+            return None
+        entries = [JournalEntry.from_json(doc["entry"]) for doc in journal_docs]
+        if base_doc is None:
+            # A first run that failed part-way: its journal is all there is.
+            first = journal_docs[0]
+            _check_format(first.get("format_version"), first.get("hash_algorithm"))
+            base = Checkpoint(first["target_fingerprint"], first["payload_fingerprint"])
+        else:
+            base = Checkpoint.from_json(base_doc)
+        for doc in journal_docs:
+            if doc.get("target_fingerprint") != base.target_fingerprint or doc.get("hash_algorithm") != base.hash_algorithm:
+                raise CheckpointError("checkpoint journal belongs to another sync definition than its base")
+        folded = base.apply(entries)
+        folded.resumed_entries = len(entries)
+        return folded
+
+    def commit(self, entry: JournalEntry, *, target_fingerprint: str, payload_fingerprint: str) -> None:
+        self._append_journal(
+            {
+                "format_version": FORMAT_VERSION,
+                "hash_algorithm": HASH_ALGORITHM,
+                "target_fingerprint": target_fingerprint,
+                "payload_fingerprint": payload_fingerprint,
+                "entry": entry.to_json(),
+            }
+        )
+
+    def finalize(self, checkpoint: Checkpoint) -> None:
+        # Base first, then journal: a crash in between leaves a journal that folds to the same state.
+        self._write_base(checkpoint.to_json())
+        self._clear_journal()
+
+
+class MemoryCheckpointStore(JournalingStore):
+    """Keeps the checkpoint in this process: for tests, benchmarks and dry runs."""
+
+    description = "memory"
+
+    def __init__(self) -> None:
+        self.base: dict[str, Any] | None = None
+        self.journal: list[dict[str, Any]] = []
+        self.commits = 0
+
+    def _read_base(self) -> Any | None:
+        return orjson.loads(orjson.dumps(self.base)) if self.base is not None else None
+
+    def _write_base(self, document: dict[str, Any]) -> None:
+        self.base = document
+
+    def _append_journal(self, document: dict[str, Any]) -> None:
+        self.commits += 1
+        self.journal.append(document)
+
+    def _read_journal(self) -> list[Any]:
+        return list(self.journal)
+
+    def _clear_journal(self) -> None:
+        self.journal = []
+
+
+class FileCheckpointStore(JournalingStore):
+    """A Parquet base file plus a JSON-lines journal beside it; handles millions of keys.
+
+    ``path`` is a local path (the base); the journal is ``<path>.journal.jsonl``. Each
+    commit appends one line and fsyncs it; ``finalize`` writes a new Parquet file to a
+    temporary name and renames it over the old one, so a crash never leaves half a base.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.journal_path = self.path.with_name(self.path.name + ".journal.jsonl")
+
+    @property
+    def description(self) -> str:
+        return f"file:{self.path}"
+
+    def _read_base(self) -> Any | None:
+        if not self.path.exists():
+            return None
+        import pyarrow.parquet as pq
+
+        try:
+            table = pq.read_table(self.path)
+            meta = orjson.loads(table.schema.metadata[b"retl_checkpoint"])
+        except Exception as exc:
+            raise CheckpointError(f"checkpoint file {self.path} is unreadable: {type(exc).__name__}") from exc
+        meta["_table"] = table
+        return meta
+
+    def load(self) -> Checkpoint | None:
+        base_doc = self._read_base()
+        journal_docs = self._read_journal()
+        if base_doc is None:
+            return super().load() if journal_docs else None
+        _check_format(base_doc.get("format_version"), base_doc.get("hash_algorithm"))
+        table = base_doc.pop("_table")
+        base = Checkpoint(
+            target_fingerprint=base_doc["target_fingerprint"],
+            payload_fingerprint=base_doc["payload_fingerprint"],
+            key_hashes=table.column("key_hash").to_numpy().astype(np.uint64),
+            row_hashes=table.column("row_hash").to_numpy().astype(np.uint64),
+            dest_ids=np.asarray(table.column("dest_id").to_pylist(), dtype=object),
+            format_version=base_doc["format_version"],
+            hash_algorithm=base_doc["hash_algorithm"],
+        )
+        entries = [JournalEntry.from_json(doc["entry"]) for doc in journal_docs]
+        for doc in journal_docs:
+            if doc.get("target_fingerprint") != base.target_fingerprint:
+                raise CheckpointError("checkpoint journal belongs to another sync definition than its base")
+        folded = base.apply(entries)
+        folded.resumed_entries = len(entries)
+        return folded
+
+    def _write_base(self, document: dict[str, Any]) -> None:
+        raise NotImplementedError  # finalize writes Parquet directly
+
+    def finalize(self, checkpoint: Checkpoint) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        meta = {k: v for k, v in checkpoint.to_json().items() if k not in ("keys", "rows", "ids")}
+        table = pa.table(
+            {
+                "key_hash": pa.array(checkpoint.key_hashes, type=pa.uint64()),
+                "row_hash": pa.array(checkpoint.row_hashes, type=pa.uint64()),
+                "dest_id": pa.array(list(checkpoint.dest_ids), type=pa.string()),
+            }
+        ).replace_schema_metadata({b"retl_checkpoint": orjson.dumps(meta)})
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=self.path.name, suffix=".tmp")
+        os.close(fd)
+        try:
+            pq.write_table(table, tmp)
+            os.replace(tmp, self.path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        self._clear_journal()
+
+    def _append_journal(self, document: dict[str, Any]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.journal_path, "ab") as fh:
+            fh.write(orjson.dumps(document) + b"\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def _read_journal(self) -> list[Any]:
+        if not self.journal_path.exists():
+            return []
+        docs = []
+        with open(self.journal_path, "rb") as fh:
+            for line in fh:
+                if not line.endswith(b"\n"):
+                    break  # a torn last line from a kill mid-write: that commit never completed
+                try:
+                    docs.append(orjson.loads(line))
+                except orjson.JSONDecodeError as exc:
+                    raise CheckpointError(f"checkpoint journal {self.journal_path} is corrupt") from exc
+        return docs
+
+    def _clear_journal(self) -> None:
+        self.journal_path.unlink(missing_ok=True)

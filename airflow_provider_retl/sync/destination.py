@@ -1,0 +1,64 @@
+"""The contract between the engine and a destination (a Sink-sized surface).
+
+A destination says what it can do with class attributes and implements the
+per-batch calls it supports. Every call returns one ``Outcome`` per input
+record, in input order; a call that fails as a whole raises an error from
+``sync.errors``. The engine owns batching, planning, bookkeeping and commits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+from airflow_provider_retl.sync.records import Outcome, Record
+
+
+@runtime_checkable
+class Destination(Protocol):
+    """What ``run_sync`` needs from a destination (``DestinationHook`` implements it)."""
+
+    #: Records per write call (create/update/upsert/delete).
+    max_batch_size: int
+    #: Keys per lookup call.
+    lookup_batch_size: int
+    #: Write calls in flight at once.
+    max_concurrency: int
+
+    def supports_upsert(self, object: str, match_field: str | None) -> bool:
+        """True when ``upsert`` can match records on ``match_field`` for ``object``."""
+
+    def supports_delete(self, object: str) -> bool:
+        """True when ``delete`` works for ``object`` (mirror mode needs it)."""
+
+    def needs_lookup(self, object: str) -> bool:
+        """False for destinations with no notion of existing records (a webhook)."""
+
+    def default_match_field(self, object: str) -> str | None:
+        """The destination field that identifies a record when the user names none."""
+
+    def validate(self, object: str, fields: Mapping[str, Any]) -> list[tuple[str | None, str]]:
+        """Local checks before sending: a list of (field, reason); empty when valid."""
+
+    def upsert(self, object: str, records: Sequence[Record], match_field: str) -> list[Outcome]:
+        """Create or update by ``match_field``; idempotent."""
+
+    def lookup(self, object: str, match_field: str, values: Sequence[Any]) -> dict[Any, str]:
+        """Find existing records: {match value: destination id} for those that exist."""
+
+    def create(self, object: str, records: Sequence[Record]) -> list[Outcome]:
+        """Create new records; not idempotent (raise OutcomeUnknownError if unsure)."""
+
+    def update(self, object: str, records: Sequence[Record]) -> list[Outcome]:
+        """Update records by their ``dest_id``; idempotent."""
+
+    def delete(self, object: str, dest_ids: Sequence[str]) -> list[Outcome]:
+        """Delete or archive by destination id; idempotent (already gone is ok)."""
+
+    @property
+    def request_count(self) -> int:
+        """HTTP requests sent so far (the report shows the difference)."""
+
+    @property
+    def retry_count(self) -> int:
+        """Retries made so far."""

@@ -1,0 +1,71 @@
+"""Error types the engine decides on (by type, never by message text).
+
+Destinations raise these; the operator alone maps them to Airflow exceptions
+(retryable -> AirflowException, fatal -> AirflowFailException).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class SyncError(Exception):
+    """Base class of every error a sync raises on purpose."""
+
+
+class FatalSyncError(SyncError):
+    """A retry cannot fix this: bad configuration, auth refused, unknown object."""
+
+
+class ConfigurationError(FatalSyncError, ValueError):
+    """The sync's parameters are inconsistent (raised before anything is sent)."""
+
+
+class RetryableSyncError(SyncError):
+    """Transient: the same call may succeed later (429, 5xx, network)."""
+
+
+class DestinationError(SyncError):
+    """An HTTP call failed; keeps the response (and request) like requests' exceptions do."""
+
+    def __init__(self, message: str, *, status: int | None = None, response: Any = None, request: Any = None):
+        super().__init__(message)
+        self.status = status
+        self.response = response
+        self.request = request
+
+
+class RetryableDestinationError(DestinationError, RetryableSyncError):
+    """429, 5xx, connection problems: retried under the hook's policy."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any):
+        super().__init__(message, **kwargs)
+        self.retry_after = retry_after
+
+
+class FatalDestinationError(DestinationError, FatalSyncError):
+    """401/403 and other refusals that no retry fixes."""
+
+
+class OutcomeUnknownError(DestinationError, RetryableSyncError):
+    """A non-idempotent call may have been applied, but its response was lost.
+
+    The engine reconciles the batch (lookup by key) before sending it again,
+    so a lost create response never becomes a duplicate record.
+    """
+
+
+class BatchRejectedError(DestinationError):
+    """The destination refused the whole batch for a reason that applies to every record."""
+
+
+class CheckpointError(SyncError):
+    """A checkpoint could not be read or does not belong to this sync."""
+
+
+class RejectRatioExceeded(FatalSyncError):
+    """More rows were rejected than ``max_reject_ratio`` allows; the report is attached."""
+
+    def __init__(self, message: str, report: Any):
+        super().__init__(message)
+        self.report = report

@@ -1,0 +1,161 @@
+"""Plain data that flows between the engine, the destinations and the report.
+
+Nothing here imports Airflow or an HTTP library: destinations (hooks) build
+``Outcome`` objects, the engine builds ``Change`` and ``Reject`` objects and a
+``SyncReport`` that the operator returns as its XCom.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+class Mode(str, enum.Enum):
+    """What a sync is allowed to do in the destination."""
+
+    UPSERT = "upsert"  # create new records, update changed ones
+    UPDATE = "update"  # only update records that already exist; never create
+    INSERT = "insert"  # only create records that do not exist; never update
+    MIRROR = "mirror"  # upsert, and delete/archive records whose key left the query
+
+    @classmethod
+    def parse(cls, value: str | Mode) -> Mode:
+        try:
+            return cls(value)
+        except ValueError:
+            allowed = ", ".join(m.value for m in cls)
+            raise ValueError(f"mode must be one of {allowed}; got {value!r}") from None
+
+
+class ChangeKind(str, enum.Enum):
+    """Why a row is in the plan, as decided by the diff against the checkpoint."""
+
+    NEW = "new"  # key not in the checkpoint
+    CHANGED = "changed"  # key in the checkpoint with another row hash
+    REMOVED = "removed"  # key in the checkpoint, absent from this run's result
+
+
+@dataclass(slots=True)
+class Record:
+    """One row on its way to a destination.
+
+    ``fields`` are wire-ready values (str, int, float, bool, None, list, dict).
+    ``match_value`` is the value of the destination field used to find the
+    record when ``dest_id`` is unknown (e.g. the email).
+    """
+
+    key: str
+    fields: dict[str, Any]
+    key_hash: int = 0
+    row_hash: int = 0
+    dest_id: str | None = None
+    match_value: Any = None
+
+
+@dataclass(slots=True, frozen=True)
+class Outcome:
+    """Result of one record in one destination call.
+
+    ``ok`` records carry the destination id when the API returns one;
+    failed records carry a human-readable ``reason`` (and the destination's
+    error code in ``code``) and are reported as rejects and not checkpointed.
+    ``created`` is True/False when the API says which, None when it does not.
+    """
+
+    ok: bool
+    dest_id: str | None = None
+    reason: str | None = None
+    code: str | None = None
+    created: bool | None = None
+
+    @classmethod
+    def success(cls, dest_id: str | None = None, created: bool | None = None) -> Outcome:
+        return cls(ok=True, dest_id=dest_id, created=created)
+
+    @classmethod
+    def failure(cls, reason: str, code: str | None = None) -> Outcome:
+        return cls(ok=False, reason=reason, code=code)
+
+
+@dataclass(slots=True, frozen=True)
+class Reject:
+    """A row that was not synced, with the key it had and why."""
+
+    key: str
+    reason: str
+    stage: str  # "source" (key problems), "validation" (local rules), "destination" (API said no)
+    field: str | None = None
+    code: str | None = None
+
+
+#: Rejects kept in full in the report (the count is always exact).
+MAX_REJECTS_IN_REPORT = 1000
+
+
+@dataclass
+class SyncReport:
+    """What one sync run did; returned by the operator as a JSON-serialisable dict."""
+
+    sync_id: str
+    object: str
+    mode: str
+    dry_run: bool = False
+    full_resync: bool = False
+    rebaseline: bool = False
+    rows_read: int = 0
+    unchanged: int = 0
+    planned: dict[str, int] = field(default_factory=lambda: {"new": 0, "changed": 0, "removed": 0})
+    created: int = 0
+    updated: int = 0
+    upserted: int = 0
+    deleted: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+    rejected: int = 0
+    rejects: list[Reject] = field(default_factory=list)
+    requests: int = 0
+    retries: int = 0
+    batches: int = 0
+    checkpoint: str = ""
+    checkpoint_reset: str | None = None
+    seconds: float = 0.0
+    rows_per_second: float = 0.0
+
+    def add_reject(self, reject: Reject) -> None:
+        self.rejected += 1
+        if len(self.rejects) < MAX_REJECTS_IN_REPORT:
+            self.rejects.append(reject)
+
+    def skip(self, reason: str, n: int = 1) -> None:
+        self.skipped[reason] = self.skipped.get(reason, 0) + n
+
+    @property
+    def pushed(self) -> int:
+        return self.created + self.updated + self.upserted + self.deleted
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["pushed"] = self.pushed
+        data["rejects_truncated"] = self.rejected > len(self.rejects)
+        return data
+
+    def summary(self) -> str:
+        """A few readable lines for logs and the demo."""
+        lines = [
+            f"sync {self.sync_id} -> {self.object} ({self.mode}{', dry run' if self.dry_run else ''}):",
+            f"  read {self.rows_read} rows: {self.planned['new']} new, {self.planned['changed']} changed, "
+            f"{self.planned['removed']} removed, {self.unchanged} unchanged",
+            f"  pushed {self.pushed}: {self.created} created, {self.updated} updated, "
+            f"{self.upserted} upserted, {self.deleted} deleted, in {self.requests} requests "
+            f"({self.retries} retries, {self.batches} batches)",
+            f"  rejected {self.rejected}" + (f", skipped {self.skipped}" if self.skipped else ""),
+            f"  {self.seconds:.2f}s, {self.rows_per_second:,.0f} rows/s, checkpoint: {self.checkpoint}",
+        ]
+        if self.checkpoint_reset:
+            lines.append(f"  checkpoint reset: {self.checkpoint_reset}")
+        for reject in self.rejects[:10]:
+            lines.append(f"  reject {reject.key!r} [{reject.stage}] {reject.reason}")
+        if self.rejected > 10:
+            lines.append(f"  ... and {self.rejected - 10} more rejects (see the report's 'rejects')")
+        return "\n".join(lines)
