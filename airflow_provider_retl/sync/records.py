@@ -107,6 +107,8 @@ class SyncReport:
     rows_read: int = 0
     unchanged: int = 0
     planned: dict[str, int] = field(default_factory=lambda: {"new": 0, "changed": 0, "removed": 0})
+    #: Rows per destination call kind (upsert/update/create/lookup) as planned.
+    plan: dict[str, int] = field(default_factory=dict)
     created: int = 0
     updated: int = 0
     upserted: int = 0

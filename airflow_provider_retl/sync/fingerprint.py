@@ -1,0 +1,173 @@
+"""Stable, vectorised row and key hashing.
+
+Every value is first put in a canonical text form that does not depend on which
+warehouse or driver produced it (``5``, ``5.0``, ``Decimal("5")`` and ``"5"`` are the
+same value; a tz-aware timestamp is written in UTC; NULL, NaN and NaT are one NULL
+distinct from the empty string). Columns are then hashed with pandas' SipHash-2-4
+(fixed key, so hashes are identical across processes and machines) and combined per
+row. The algorithm name is stored in checkpoints: changing anything here must change
+``HASH_ALGORITHM`` in ``checkpoint.py`` so old checkpoints are re-planned, never misread.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import decimal
+import math
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import orjson
+import pandas as pd
+
+#: Canonical text of NULL; cannot collide with real text because of the NUL byte.
+NULL = "\x00N"
+_KEY_SEPARATOR = "\x1f"
+_SAFE_FLOAT_INT = 2**53
+
+
+def _canon_timestamp(value: dt.datetime) -> str:
+    if value.tzinfo is not None:
+        value = value.astimezone(dt.timezone.utc)
+        return value.strftime("%Y-%m-%dT%H:%M:%S.%f") + "+00:00"
+    return value.strftime("%Y-%m-%dT%H:%M:%S.%f")
+
+
+def _canon_float(value: float) -> str:
+    if math.isnan(value):
+        return NULL
+    if value.is_integer() and abs(value) < _SAFE_FLOAT_INT:
+        return str(int(value))
+    return repr(value)
+
+
+def _json_default(value: Any) -> Any:
+    text = canonical_value(value)
+    return None if text == NULL else text
+
+
+def canonical_value(value: Any) -> str:
+    """The canonical text of one value (the slow path; columns use ``canonical_column``)."""
+    if value is None or value is pd.NA or value is pd.NaT:
+        return NULL
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (bool, np.bool_)):
+        return "true" if value else "false"
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        return _canon_float(float(value))
+    if isinstance(value, decimal.Decimal):
+        if value.is_nan():
+            return NULL
+        if value == value.to_integral_value():
+            return str(int(value))
+        return format(value.normalize(), "f")
+    if isinstance(value, dt.datetime):  # pd.Timestamp is a datetime
+        return _canon_timestamp(value)
+    if isinstance(value, np.datetime64):
+        return NULL if np.isnat(value) else _canon_timestamp(pd.Timestamp(value).to_pydatetime())
+    if isinstance(value, (dt.date, dt.time)):
+        return value.isoformat()
+    if isinstance(value, (dt.timedelta, np.timedelta64)):
+        return repr(pd.Timedelta(value).total_seconds())
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return base64.b64encode(bytes(value)).decode()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, (dict, list, tuple, np.ndarray)):
+        return orjson.dumps(
+            value, option=orjson.OPT_SORT_KEYS | orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS, default=_json_default
+        ).decode()
+    return str(value)
+
+
+def canonical_column(series: pd.Series) -> np.ndarray:
+    """Canonical text of a whole column as an object array, vectorised where the dtype allows."""
+    n = len(series)
+    dtype = series.dtype
+    mask = series.isna().to_numpy()
+    if pd.api.types.is_bool_dtype(dtype):
+        values = np.where(series.fillna(False).to_numpy(dtype=bool), "true", "false").astype(object)
+    elif pd.api.types.is_integer_dtype(dtype):
+        filled = series.fillna(0) if mask.any() else series
+        values = filled.to_numpy(dtype=np.int64).astype(str).astype(object)
+    elif pd.api.types.is_float_dtype(dtype):
+        floats = series.to_numpy(dtype=np.float64, na_value=np.nan)
+        mask = mask | np.isnan(floats)
+        safe = np.where(mask, 0.0, floats)
+        integral = (safe == np.floor(safe)) & (np.abs(safe) < _SAFE_FLOAT_INT)
+        values = np.empty(n, dtype=object)
+        values[integral] = safe[integral].astype(np.int64).astype(str)
+        rest = ~integral
+        values[rest] = [repr(float(v)) for v in safe[rest]]
+    elif isinstance(dtype, pd.DatetimeTZDtype):
+        text = series.dt.tz_convert("UTC").dt.strftime("%Y-%m-%dT%H:%M:%S.%f") + "+00:00"
+        values = text.to_numpy(dtype=object, na_value=NULL)
+    elif pd.api.types.is_datetime64_dtype(dtype):
+        values = series.dt.strftime("%Y-%m-%dT%H:%M:%S.%f").to_numpy(dtype=object, na_value=NULL)
+    else:
+        values = series.to_numpy(dtype=object)
+        if pd.api.types.infer_dtype(values, skipna=True) != "string":
+            values = np.array([canonical_value(v) for v in values], dtype=object)
+        else:
+            values = values.copy()
+    if mask.any():
+        values[mask] = NULL
+    return values
+
+
+def hash_text(values: np.ndarray) -> np.ndarray:
+    """SipHash-2-4 (pandas' fixed key) of an object array of str, as uint64."""
+    return pd.util.hash_array(values, categorize=False).astype(np.uint64, copy=False)
+
+
+def combine_hashes(columns: Sequence[np.ndarray], n: int) -> np.ndarray:
+    """Order-dependent combination of per-column hashes (the scheme pandas uses for frames)."""
+    result = np.full(n, 0x345678, dtype=np.uint64)
+    mult = np.uint64(1000003)
+    with np.errstate(over="ignore"):
+        for i, column in enumerate(columns):
+            result = (result ^ column) * mult
+            mult += np.uint64(82520 + 2 * (len(columns) - i))
+        result += np.uint64(97531)
+    # 0 is reserved in checkpoints for "destination id known, content not synced".
+    result[result == 0] = 1
+    return result
+
+
+def row_hashes(frame: pd.DataFrame) -> np.ndarray:
+    """One uint64 per row over the frame's columns, independent of column order."""
+    columns = sorted(frame.columns)
+    hashed = []
+    for name in columns:
+        # Mixing the column name in makes {"a": 1, "b": NULL} differ from {"a": NULL, "b": 1}.
+        name_hash = hash_text(np.array([str(name)], dtype=object))[0]
+        hashed.append(hash_text(canonical_column(frame[name])) ^ name_hash)
+    return combine_hashes(hashed, len(frame))
+
+
+def key_parts(frame: pd.DataFrame, key_columns: Sequence[str]) -> list[np.ndarray]:
+    """Canonical text of each key column; NULL parts are ``NULL`` so callers can reject them."""
+    return [canonical_column(frame[c]) for c in key_columns]
+
+
+def join_key_parts(parts: Sequence[np.ndarray]) -> np.ndarray:
+    """One key string per row from its parts (a separator that never occurs in data)."""
+    if len(parts) == 1:
+        return parts[0]
+    return np.array([_KEY_SEPARATOR.join(row) for row in zip(*parts, strict=True)], dtype=object)
+
+
+def key_hashes(keys: np.ndarray) -> np.ndarray:
+    """Hash of canonical key strings (what checkpoints store instead of the key)."""
+    return hash_text(keys)
+
+
+def display_key(key: str) -> str:
+    """How a key is shown in rejects (composite parts joined by '|')."""
+    return key.replace(_KEY_SEPARATOR, "|").replace(NULL, "NULL")

@@ -1,0 +1,123 @@
+"""An in-memory destination for engine unit tests (the engine's collaborator, not the engine).
+
+Integration tests use the real hooks against the HTTP emulators; this one lets the engine's
+rules be tested exhaustively and fast, with exact call counts.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from airflow_provider_retl.sync.errors import OutcomeUnknownError, RetryableDestinationError
+from airflow_provider_retl.sync.records import Outcome, Record
+from airflow_provider_retl.sync.validate import email, run_validators
+
+
+class InMemoryDestination:
+    """Records keyed by id, unique on ``match_field``; counts every call."""
+
+    def __init__(
+        self,
+        *,
+        upsert: bool = True,
+        lookup: bool = True,
+        batch: int = 100,
+        match_field: str | None = "email",
+        concurrency: int = 2,
+        reject: Callable[[dict[str, Any]], str | None] | None = None,
+    ):
+        self.can_upsert = upsert
+        self.can_lookup = lookup
+        self.max_batch_size = batch
+        self.lookup_batch_size = batch
+        self.max_concurrency = concurrency
+        self.match = match_field
+        self.reject = reject
+        self.records: dict[str, dict[str, Any]] = {}
+        self.calls: list[tuple[str, int]] = []
+        self._ids = itertools.count(1)
+        self.retry_count = 0
+        # Fault switches: raise on the n-th call of a kind, or apply-then-lose the response.
+        self.fail_on: dict[str, int] = {}
+        self.lose_response_on: dict[str, int] = {}
+
+    @property
+    def request_count(self) -> int:
+        return len(self.calls)
+
+    def count(self, kind: str) -> int:
+        return sum(1 for k, _ in self.calls if k == kind)
+
+    def by_match(self, value: Any) -> str | None:
+        for rid, fields in self.records.items():
+            if str(fields.get(self.match, "")).lower() == str(value).lower():
+                return rid
+        return None
+
+    def _call(self, kind: str, n: int) -> None:
+        self.calls.append((kind, n))
+        if self.fail_on.get(kind) == self.count(kind):
+            raise RetryableDestinationError(f"{kind} failed (injected)", status=503)
+
+    def _lost(self, kind: str) -> bool:
+        return self.lose_response_on.get(kind) == self.count(kind)
+
+    # capabilities
+    def supports_upsert(self, object: str, match_field: str | None) -> bool:
+        return self.can_upsert and match_field == self.match
+
+    def supports_delete(self, object: str) -> bool:
+        return True
+
+    def needs_lookup(self, object: str) -> bool:
+        return self.can_lookup
+
+    def default_match_field(self, object: str) -> str | None:
+        return self.match
+
+    def validate(self, object: str, fields: Mapping[str, Any]) -> list[tuple[str | None, str]]:
+        return run_validators(fields, {"email": [email]})
+
+    # calls
+    def _write(self, record: Record, rid: str | None) -> Outcome:
+        reason = self.reject(record.fields) if self.reject else None
+        if reason:
+            return Outcome.failure(reason, code="INVALID")
+        created = rid is None
+        rid = rid or str(next(self._ids))
+        self.records.setdefault(rid, {}).update(record.fields)
+        return Outcome.success(rid, created=created)
+
+    def upsert(self, object: str, records: Sequence[Record], match_field: str) -> list[Outcome]:
+        self._call("upsert", len(records))
+        if not self.can_lookup:
+            # A webhook-like destination: keyed by the sync key, says nothing about created vs updated.
+            outcomes = [self._write(r, r.key) for r in records]
+            return [Outcome.success(o.dest_id) if o.ok else o for o in outcomes]
+        return [self._write(r, self.by_match(r.fields[match_field])) for r in records]
+
+    def lookup(self, object: str, match_field: str, values: Sequence[Any]) -> dict[Any, str]:
+        self._call("lookup", len(values))
+        return {v: rid for v in values if (rid := self.by_match(v)) is not None}
+
+    def create(self, object: str, records: Sequence[Record]) -> list[Outcome]:
+        self._call("create", len(records))
+        outcomes = [self._write(r, None) for r in records]
+        if self._lost("create"):
+            raise OutcomeUnknownError("connection reset after sending (injected)")
+        return outcomes
+
+    def update(self, object: str, records: Sequence[Record]) -> list[Outcome]:
+        self._call("update", len(records))
+        return [
+            self._write(r, r.dest_id) if r.dest_id in self.records else Outcome.failure("not found", "OBJECT_NOT_FOUND")
+            for r in records
+        ]
+
+    def delete(self, object: str, dest_ids: Sequence[str]) -> list[Outcome]:
+        self._call("delete", len(dest_ids))
+        for rid in dest_ids:
+            self.records.pop(rid, None)
+        return [Outcome.success(rid) for rid in dest_ids]
