@@ -1,0 +1,98 @@
+"""Faithful local emulators of destination APIs, for tests, the demo and benchmarks.
+
+One call starts one on a free port and returns a handle::
+
+    with start_emulator("hubspot", rate_limit=100, rate_window=1.0) as hs:
+        hs.url          # "http://127.0.0.1:54321": point a Connection's host at it
+        hs.faults.fail_next(2, "reset")
+        ...
+        hs.emulator.records("contacts")
+
+Every emulator also answers admin routes (no auth, never faulted):
+``GET /_emulator/state``, ``GET /_emulator/requests``, ``POST /_emulator/reset``,
+``GET|POST /_emulator/faults``, ``GET /_emulator/health``.
+From a shell: ``python -m airflow_provider_retl.testing.emulators --help``.
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Any
+
+from airflow_provider_retl.testing.emulators.base import BaseEmulator
+from airflow_provider_retl.testing.emulators.faults import FAULT_KINDS, FaultDecision, Faults
+from airflow_provider_retl.testing.emulators.hubspot import DEFAULT_TOKEN, HubSpotEmulator
+from airflow_provider_retl.testing.emulators.hubspot_schema import ObjectTypeDef, PropertyDef, custom_object_type
+from airflow_provider_retl.testing.emulators.server import EmulatorServer
+from airflow_provider_retl.testing.emulators.webhook import WebhookReceiver, sign, signed_headers
+
+__all__ = [
+    "DEFAULT_TOKEN",
+    "FAULT_KINDS",
+    "BaseEmulator",
+    "EmulatorServer",
+    "FaultDecision",
+    "Faults",
+    "HubSpotEmulator",
+    "ObjectTypeDef",
+    "PropertyDef",
+    "RunningEmulator",
+    "WebhookReceiver",
+    "custom_object_type",
+    "sign",
+    "signed_headers",
+    "start_emulator",
+]
+
+EMULATORS: dict[str, type[BaseEmulator]] = {"hubspot": HubSpotEmulator, "webhook": WebhookReceiver}
+
+
+class RunningEmulator:
+    """An emulator serving on a socket: ``.url``, ``.emulator`` (its state), ``.faults``, ``.stop()``."""
+
+    def __init__(self, emulator: BaseEmulator, server: EmulatorServer) -> None:
+        self.emulator = emulator
+        self.server = server
+
+    @property
+    def url(self) -> str:
+        """Base URL, e.g. ``http://127.0.0.1:54321``."""
+        return self.server.url
+
+    @property
+    def faults(self) -> Faults:
+        """The emulator's fault switches (changes apply to the next request)."""
+        return self.emulator.faults
+
+    def stop(self) -> None:
+        """Stop serving (idempotent)."""
+        self.server.stop()
+
+    def __enter__(self) -> RunningEmulator:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"RunningEmulator({self.emulator.kind}, {self.url})"
+
+
+def start_emulator(kind: str, *, host: str = "127.0.0.1", port: int = 0, **options: Any) -> RunningEmulator:
+    """Start a ``"hubspot"`` or ``"webhook"`` emulator in a background thread.
+
+    ``options`` go to the emulator's constructor (``HubSpotEmulator`` or
+    ``WebhookReceiver``); ``port=0`` picks a free port.
+    """
+    try:
+        cls = EMULATORS[kind]
+    except KeyError:
+        raise ValueError(f"unknown emulator {kind!r}; expected one of {', '.join(EMULATORS)}") from None
+    emulator = cls(**options)
+    server = EmulatorServer(emulator, host=host, port=port).start()
+    return RunningEmulator(emulator, server)

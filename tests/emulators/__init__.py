@@ -1,0 +1,1 @@
+"""Tests of the emulators in airflow_provider_retl.testing.emulators."""
