@@ -39,7 +39,7 @@ from airflow_provider_retl.sync.errors import (
     SyncError,
 )
 from airflow_provider_retl.sync.plan import SKIP_NOT_MIRROR, Action, after_lookup, plan_changes
-from airflow_provider_retl.sync.records import ChangeKind, Mode, Outcome, Record, Reject, SyncReport
+from airflow_provider_retl.sync.records import EXISTS, ChangeKind, Mode, Outcome, Record, Reject, SyncReport
 from airflow_provider_retl.sync.values import column_to_wire, frame_to_wire
 
 _KEY = "__retl_key"
@@ -378,7 +378,20 @@ class _Run:
         return records, rejects, outcomes
 
     def _create_reconciling(self, records: list[Record]) -> list[Outcome]:
-        """Create; if the response was lost, look the records up before creating again (no duplicates)."""
+        """Create; records that turn out to exist are updated, and a lost response is reconciled by lookup."""
+        outcomes = self._create_or_lookup(records)
+        exists = [i for i, o in enumerate(outcomes) if not o.ok and o.code == EXISTS and o.dest_id]
+        if exists:
+            # Created meanwhile (by another tool or an earlier lost response): update it by id instead.
+            targets = [records[i] for i in exists]
+            for i, record in zip(exists, targets, strict=True):
+                record.dest_id = outcomes[i].dest_id
+            updated = self.destination.update(self.config.object, targets)
+            for i, outcome in zip(exists, updated, strict=True):
+                outcomes[i] = Outcome.success(outcome.dest_id or records[i].dest_id, created=False) if outcome.ok else outcome
+        return outcomes
+
+    def _create_or_lookup(self, records: list[Record]) -> list[Outcome]:
         obj = self.config.object
         try:
             return self.destination.create(obj, records)
@@ -430,9 +443,12 @@ class _Run:
             keys.append(record.key_hash)
             rows.append(record.row_hash)
             ids.append(outcome.dest_id or record.dest_id)
-            if action is Action.CREATE or (action is Action.UPSERT and outcome.created is True):
+            created = outcome.created
+            if created is None and action is not Action.UPSERT:
+                created = action is Action.CREATE
+            if created is True:
                 self.report.created += 1
-            elif action is Action.UPDATE or (action is Action.UPSERT and outcome.created is False):
+            elif created is False:
                 self.report.updated += 1
             else:
                 self.report.upserted += 1

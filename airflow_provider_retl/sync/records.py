@@ -54,6 +54,11 @@ class Record:
     match_value: Any = None
 
 
+#: ``Outcome.code`` of a create refused because the record already exists; ``dest_id`` then
+#: holds the existing record's id, and the engine updates that record instead.
+EXISTS = "EXISTS"
+
+
 @dataclass(slots=True, frozen=True)
 class Outcome:
     """Result of one record in one destination call.

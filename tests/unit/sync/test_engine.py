@@ -344,3 +344,22 @@ def test_config_is_validated_before_anything_runs():
         SyncConfig(sync_id="t", object="contacts", primary_key=[])
     with pytest.raises(ConfigurationError):
         SyncConfig(sync_id="t", object="contacts", primary_key="email", max_reject_ratio=2)
+
+
+def test_create_refused_as_existing_updates_that_record():
+    from airflow_provider_retl.sync.records import EXISTS, Outcome
+
+    dest = InMemoryDestination(upsert=False)
+    real_create = dest.create
+
+    def create_racing(object, records):
+        # Someone else created user1 between our lookup and our create.
+        dest.records["77"] = {"email": "user1@example.com"}
+        outcomes = real_create(object, [r for r in records if r.fields["email"] != "user1@example.com"])
+        it = iter(outcomes)
+        return [Outcome(ok=False, dest_id="77", code=EXISTS, reason="exists") if r.fields["email"] == "user1@example.com" else next(it) for r in records]
+
+    dest.create = create_racing
+    report = sync(contacts(3), dest, MemoryCheckpointStore())
+    assert report.created == 2 and report.updated == 1 and report.rejected == 0
+    assert dest.records["77"]["firstname"] == "First1" and len(dest.records) == 3
