@@ -1,0 +1,21 @@
+"""Destination hooks. Imported lazily: ``from airflow_provider_retl.hooks import HubSpotHook``."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "DestinationHook": "airflow_provider_retl.hooks.destination",
+    "HubSpotHook": "airflow_provider_retl.hooks.hubspot",
+    "WebhookHook": "airflow_provider_retl.hooks.webhook",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

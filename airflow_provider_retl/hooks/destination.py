@@ -1,0 +1,728 @@
+"""DestinationHook: what every reverse-ETL destination shares.
+
+Everything comes from an Airflow Connection, the way Airflow's ``HttpHook`` does
+it: the base URL in ``host`` (a full URL, or a bare host name for https), the
+token in ``password``, transport and destination knobs in ``extra``. Options
+passed by the caller beat the extras; the extras are copied, never mutated.
+
+``get_conn()`` builds one ``requests.Session`` in small steps a subclass can
+override (``_configure_base_url``, ``_configure_auth``, ``_configure_from_extra``,
+``_configure_adapters``). ``request()`` sends one call under the account's
+rolling-window rate limit and the retry policy and turns failures into the
+engine's error types (``sync.errors``), keeping the response on the error.
+
+A destination subclass says what it can do (``supports_upsert`` ...) and
+implements the per-batch calls of the ``sync.destination.Destination`` protocol;
+the defaults here say "cannot" and raise ``NotImplementedError``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+import hashlib
+import threading
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import orjson
+import requests
+from airflow.sdk import BaseHook
+from airflow.sdk.log import mask_secret
+from requests.adapters import BaseAdapter, HTTPAdapter
+
+from airflow_provider_retl.hooks.ratelimit import RollingWindowLimiter, shared_limiter
+from airflow_provider_retl.hooks.retrying import (
+    RetryPolicy,
+    RetryStats,
+    error_from_exception,
+    parse_retry_after,
+)
+from airflow_provider_retl.sync.errors import (
+    BatchRejectedError,
+    ConfigurationError,
+    DestinationError,
+    FatalDestinationError,
+    OutcomeUnknownError,
+    RetryableDestinationError,
+)
+from airflow_provider_retl.sync.records import EXISTS as records_EXISTS
+from airflow_provider_retl.sync.records import Outcome, Record
+
+if TYPE_CHECKING:
+    from airflow.sdk import Connection
+
+__all__ = ["DestinationHook", "EXISTS", "chunked"]
+
+T = TypeVar("T")
+
+# ``Outcome.code`` of a create refused because the record already exists (defined with Outcome).
+EXISTS = records_EXISTS
+
+#: HTTP methods that are safe to resend (RFC 9110); a POST is idempotent only when the caller says so.
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+
+_UNSET: Any = object()
+
+#: Characters of a response body quoted in error messages and reject reasons.
+BODY_EXCERPT_CHARS = 300
+
+#: Connection extras every destination understands (the caller's keyword arguments of the same name win).
+EXTRA_KNOBS = (
+    "timeout",
+    "connect_timeout",
+    "read_timeout",
+    "verify",
+    "proxies",
+    "headers",
+    "rate_limit",
+    "rate_window",
+    "max_retries",
+    "retry_deadline",
+    "max_concurrency",
+    "batch_size",
+)
+
+
+def chunked(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    """Consecutive slices of at most ``size`` items."""
+    for start in range(0, len(items), max(1, size)):
+        yield items[start : start + size]
+
+
+def _json_default(value: Any) -> Any:
+    # Warehouse drivers hand over Decimal, date and numpy scalars; send them as plain JSON.
+    if isinstance(value, decimal.Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, datetime.date | datetime.time):
+        return value.isoformat()
+    if hasattr(value, "item"):  # numpy / pandas scalars
+        return value.item()
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    if isinstance(value, set | frozenset | tuple):
+        return list(value)
+    raise TypeError(f"cannot send a value of type {type(value).__name__} as JSON")
+
+
+def dumps(payload: Any) -> bytes:
+    """JSON bytes for a request body (orjson; Decimal, dates and numpy scalars allowed)."""
+    return orjson.dumps(payload, default=_json_default, option=orjson.OPT_NON_STR_KEYS)
+
+
+class DestinationHook(BaseHook):
+    """Base hook of reverse-ETL destinations: session, auth, rate limit, retries, batching.
+
+    :param destination_conn_id: the Airflow connection (subclasses also accept their
+        own name, e.g. ``hubspot_conn_id``, as given by ``conn_name_attr``).
+    :param adapter: a ``requests`` transport adapter mounted for http:// and https://
+        (keep-alive tuning, or a test double); default: a pooled ``HTTPAdapter``.
+    :param timeout: seconds, or ``(connect, read)``.
+    :param verify: TLS verification: bool or a CA bundle path.
+    :param proxies: ``requests`` proxies mapping.
+    :param headers: extra headers sent with every request.
+    :param rate_limit: at most this many requests per ``rate_window`` seconds (0: no limit).
+    :param rate_window: length of the rolling window in seconds.
+    :param max_retries: retries after the first attempt of a retryable call.
+    :param retry_deadline: seconds after which a call stops retrying.
+    :param max_concurrency: write calls the engine may run at once.
+    :param batch_size: records per write call (at most the API's limit).
+    :param retry_policy: a complete ``RetryPolicy`` (overrides max_retries/retry_deadline).
+    :param limiter: a rate limiter to use instead of the account's shared one (tests).
+    :param sleep: the sleep used between retries (tests inject a no-op).
+    """
+
+    conn_name_attr = "destination_conn_id"
+    default_conn_name = "destination_default"
+    conn_type = "retl_destination"
+    hook_name = "Reverse ETL destination"
+    #: Base URL used when the connection has no host (the vendor's public API).
+    default_host: ClassVar[str | None] = None
+    default_headers: ClassVar[dict[str, str]] = {"Accept": "application/json"}
+
+    # Capabilities and API limits, DbApiHook-style: subclasses override these.
+    #: Records per write call the API accepts.
+    api_batch_limit: ClassVar[int] = 100
+    #: Keys per lookup call the API accepts.
+    api_lookup_limit: ClassVar[int] = 100
+    default_max_concurrency: ClassVar[int] = 1
+    #: Requests per ``default_rate_window`` seconds; None: no client-side limit.
+    default_rate_limit: ClassVar[int | None] = None
+    default_rate_window: ClassVar[float] = 1.0
+    default_max_retries: ClassVar[int] = 5
+    default_retry_deadline: ClassVar[float] = 300.0
+    default_timeout: ClassVar[tuple[float, float]] = (10.0, 60.0)
+
+    def __init__(
+        self,
+        destination_conn_id: str | None = None,
+        *,
+        adapter: BaseAdapter | None = None,
+        timeout: float | tuple[float, float] | None = None,
+        verify: bool | str | None = None,
+        proxies: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        rate_limit: int | None = None,
+        rate_window: float | None = None,
+        max_retries: int | None = None,
+        retry_deadline: float | None = None,
+        max_concurrency: int | None = None,
+        batch_size: int | None = None,
+        retry_policy: RetryPolicy | None = None,
+        limiter: RollingWindowLimiter | None = None,
+        sleep: Callable[[float], None] | None = None,
+        logger_name: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(logger_name=logger_name)
+        alias = kwargs.pop(self.conn_name_attr, None) if self.conn_name_attr != "destination_conn_id" else None
+        if kwargs:
+            raise TypeError(f"{type(self).__name__}() got unexpected arguments: {', '.join(sorted(kwargs))}")
+        self.destination_conn_id: str = destination_conn_id or alias or self.default_conn_name
+        setattr(self, self.conn_name_attr, self.destination_conn_id)
+        caller = {
+            "timeout": timeout,
+            "verify": verify,
+            "proxies": proxies,
+            "headers": headers,
+            "rate_limit": rate_limit,
+            "rate_window": rate_window,
+            "max_retries": max_retries,
+            "retry_deadline": retry_deadline,
+            "max_concurrency": max_concurrency,
+            "batch_size": batch_size,
+        }
+        self._options: dict[str, Any] = {k: v for k, v in caller.items() if v is not None}
+        self._adapter = adapter
+        self._injected_policy = retry_policy
+        self._injected_limiter = limiter
+        self._sleep = sleep
+        self._stats = RetryStats()
+        self._conn_lock = threading.RLock()
+        self._session: requests.Session | None = None
+        self._secret: str | None = None
+        self._limiter: RollingWindowLimiter | None = None
+        self._retry_policy: RetryPolicy = retry_policy or RetryPolicy()
+        self.base_url: str = ""
+        self.timeout: tuple[float, float] = self.default_timeout
+        self.rate_limit: int | None = None
+        self.rate_window: float = self.default_rate_window
+        self._max_concurrency = self.default_max_concurrency
+        self._batch_size = self.api_batch_limit
+
+    def __repr__(self) -> str:
+        where = f" url={self.display_url!r}" if self.base_url else ""
+        return f"<{type(self).__name__} {self.conn_name_attr}={self.destination_conn_id!r}{where}>"
+
+    def __enter__(self) -> DestinationHook:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ connection -> session
+
+    @cached_property
+    def connection(self) -> Connection:
+        return self.get_connection(self.destination_conn_id)
+
+    def get_conn(self) -> requests.Session:
+        """The hook's ``requests.Session``, configured from the Connection on first use."""
+        with self._conn_lock:
+            if self._session is None:
+                conn = self.connection
+                extra = dict(conn.extra_dejson)  # a copy: the Connection's extras stay untouched
+                session = requests.Session()
+                session.headers.update(self.default_headers)
+                self._configure_base_url(conn)
+                self._configure_auth(session, conn)
+                self._configure_from_extra(session, extra)
+                self._configure_adapters(session)
+                self._session = session
+            return self._session
+
+    def close(self) -> None:
+        with self._conn_lock:
+            if self._session is not None:
+                self._session.close()
+                self._session = None
+
+    def _configure_base_url(self, conn: Connection) -> None:
+        """``host`` may be a full URL (any scheme, port and path prefix) or a bare host name (https)."""
+        host = (conn.host or "").strip() or (self.default_host or "")
+        if not host:
+            raise ConfigurationError(
+                f"connection {self.destination_conn_id!r} has no host and {self.hook_name} has no default "
+                "base URL; put the endpoint URL in the connection's host"
+            )
+        if "://" not in host:
+            host = f"https://{host}"
+        parts = urlsplit(host)
+        if conn.port and parts.port is None:
+            parts = parts._replace(netloc=f"{parts.netloc}:{conn.port}")
+        self.base_url = urlunsplit(parts).rstrip("/")
+
+    def _configure_auth(self, session: requests.Session, conn: Connection) -> None:
+        """Password -> bearer token. Override for other schemes (keep calling ``_register_secret``)."""
+        token = conn.password
+        if token:
+            self._register_secret(token)
+            session.headers["Authorization"] = f"Bearer {token}"
+
+    def _register_secret(self, secret: str) -> None:
+        """Remember a secret so it is masked in Airflow logs and scrubbed from our messages."""
+        self._secret = secret
+        mask_secret(secret)
+
+    def _configure_from_extra(self, session: requests.Session, extra: dict[str, Any]) -> None:
+        """Transport settings (timeout, verify, proxies, headers) and destination knobs."""
+
+        def option(name: str) -> Any:
+            return self._option(extra, name)
+
+        self.timeout = self._parse_timeout(option("timeout"), option("connect_timeout"), option("read_timeout"))
+        verify = option("verify")
+        if verify is not None:
+            session.verify = _as_bool_or_path(verify)
+        proxies = option("proxies")
+        if proxies:
+            if not isinstance(proxies, Mapping):
+                raise ConfigurationError(f"extra 'proxies' must be a mapping like {{'https': 'http://proxy:3128'}}")
+            session.proxies.update(dict(proxies))
+        headers = option("headers")
+        if headers:
+            if not isinstance(headers, Mapping):
+                raise ConfigurationError("extra 'headers' must be a mapping of header names to values")
+            session.headers.update({str(k): str(v) for k, v in headers.items()})
+
+        rate_limit = _as_int("rate_limit", option("rate_limit"), self.default_rate_limit, minimum=0)
+        self.rate_limit = rate_limit or None
+        self.rate_window = _as_float("rate_window", option("rate_window"), self.default_rate_window, positive=True)
+        max_retries = _as_int("max_retries", option("max_retries"), self.default_max_retries, minimum=0)
+        deadline = _as_float("retry_deadline", option("retry_deadline"), self.default_retry_deadline, positive=True)
+        self._max_concurrency = _as_int(
+            "max_concurrency", option("max_concurrency"), self.default_max_concurrency, minimum=1
+        )
+        batch_size = _as_int("batch_size", option("batch_size"), self.api_batch_limit, minimum=1)
+        if batch_size > self.api_batch_limit:
+            self.log.warning(
+                "batch_size %d is above the %s limit of %d records per call; using %d",
+                batch_size,
+                self.hook_name,
+                self.api_batch_limit,
+                self.api_batch_limit,
+            )
+            batch_size = self.api_batch_limit
+        self._batch_size = batch_size
+
+        if self._injected_policy is not None:
+            self._retry_policy = self._injected_policy
+        else:
+            kwargs: dict[str, Any] = {"max_attempts": max_retries + 1, "deadline": deadline}
+            if self._sleep is not None:
+                kwargs["sleep"] = self._sleep
+            self._retry_policy = RetryPolicy(**kwargs)
+        if self._injected_limiter is not None:
+            self._limiter = self._injected_limiter
+        elif self.rate_limit:
+            self._limiter = shared_limiter(self.account_key, self.rate_limit, self.rate_window)
+        else:
+            self._limiter = None
+
+    def _configure_adapters(self, session: requests.Session) -> None:
+        """Mount the injected adapter, or a pool sized for ``max_concurrency``; requests itself never retries."""
+        adapter = self._adapter or HTTPAdapter(
+            pool_connections=4, pool_maxsize=max(10, 2 * self._max_concurrency), max_retries=0
+        )
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+
+    def _option(self, extra: Mapping[str, Any], name: str) -> Any:
+        """Caller option, else the extra (plain or ``extra__<conn_type>__<name>``), else None."""
+        if name in self._options:
+            return self._options[name]
+        for key in (name, f"extra__{self.conn_type}__{name}"):
+            value = extra.get(key)
+            if value not in (None, ""):
+                return value
+        return None
+
+    def _parse_timeout(self, timeout: Any, connect: Any, read: Any) -> tuple[float, float]:
+        connect_s, read_s = self.default_timeout
+        if isinstance(timeout, list | tuple):
+            if len(timeout) != 2:
+                raise ConfigurationError(f"timeout must be seconds or [connect, read]; got {timeout!r}")
+            connect_s = _as_float("timeout", timeout[0], connect_s, positive=True)
+            read_s = _as_float("timeout", timeout[1], read_s, positive=True)
+        elif timeout is not None:
+            connect_s = read_s = _as_float("timeout", timeout, read_s, positive=True)
+        connect_s = _as_float("connect_timeout", connect, connect_s, positive=True)
+        read_s = _as_float("read_timeout", read, read_s, positive=True)
+        return (connect_s, read_s)
+
+    @property
+    def account_key(self) -> str:
+        """Who the rate limit belongs to: the base URL plus a hash of the token (or the conn id)."""
+        if self._secret:
+            digest = hashlib.sha256(f"{self.base_url}\0{self._secret}".encode()).hexdigest()[:16]
+            return f"{self.base_url}#token:{digest}"
+        return f"{self.base_url}#conn:{self.destination_conn_id}"
+
+    # ------------------------------------------------------------------ settings the engine reads
+
+    @property
+    def max_batch_size(self) -> int:
+        """Records per write call (connection's ``batch_size``, capped at the API limit)."""
+        self.get_conn()
+        return self._batch_size
+
+    @property
+    def lookup_batch_size(self) -> int:
+        return self.api_lookup_limit
+
+    @property
+    def max_concurrency(self) -> int:
+        self.get_conn()
+        return self._max_concurrency
+
+    @property
+    def limiter(self) -> RollingWindowLimiter | None:
+        self.get_conn()
+        return self._limiter
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        self.get_conn()
+        return self._retry_policy
+
+    @property
+    def request_count(self) -> int:
+        return self._stats.requests
+
+    @property
+    def retry_count(self) -> int:
+        return self._stats.retries
+
+    # ------------------------------------------------------------------ sending
+
+    @property
+    def display_url(self) -> str:
+        """The base URL as shown in messages and reprs."""
+        return self.base_url
+
+    def _call_name(self, method: str, url: str) -> str:
+        """How a call is named in messages: the path only (a query string may carry anything)."""
+        return f"{self.hook_name} {method} {urlsplit(url).path or '/'}"
+
+    def url_for(self, path: str) -> str:
+        if "://" in path:
+            return path
+        return f"{self.base_url}/{path.lstrip('/')}" if path else self.base_url
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        idempotent: bool | None = None,
+        retry: bool = True,
+        accept: Collection[int] = (),
+    ) -> requests.Response:
+        """Send one API call under the rate limit and the retry policy; return the response.
+
+        ``idempotent`` defaults to the method's nature; pass True for POSTs that are
+        safe to resend (reads, upserts, updates by id). Statuses in ``accept`` are
+        returned instead of raised. Failures raise ``sync.errors`` types that keep
+        the response: 401/403 fatal, 408/429/5xx/network retryable (5xx and
+        maybe-sent network errors are ``OutcomeUnknownError`` when not idempotent),
+        other 4xx ``BatchRejectedError``.
+        """
+        method = method.upper()
+        session = self.get_conn()
+        url = self.url_for(path)
+        body = None if json is None else dumps(json)
+        if idempotent is None:
+            idempotent = method in IDEMPOTENT_METHODS
+        what = self._call_name(method, url)
+        for attempt in self._retry_policy.retrying(self._stats, on_retry=self._log_retry, enabled=retry):
+            with attempt:
+                return self._send(session, method, url, body, params, headers, idempotent, what, accept)
+        raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
+
+    def _send(
+        self,
+        session: requests.Session,
+        method: str,
+        url: str,
+        body: bytes | None,
+        params: Mapping[str, Any] | None,
+        headers: Mapping[str, str] | None,
+        idempotent: bool,
+        what: str,
+        accept: Collection[int],
+    ) -> requests.Response:
+        send_headers = dict(headers or {})
+        if body is not None:
+            send_headers.setdefault("Content-Type", "application/json")
+        send_headers.update(self._attempt_headers(body or b""))
+        limiter = self._limiter
+        if limiter is not None:
+            limiter.acquire()
+        self._stats.add_request()
+        try:
+            response = session.request(
+                method, url, data=body, params=params, headers=send_headers, timeout=self.timeout
+            )
+        except requests.RequestException as exc:
+            self._scrub(getattr(exc, "request", None))
+            raise error_from_exception(exc, idempotent=idempotent, what=what, redact=self.redact) from exc
+        finally:
+            if limiter is not None:
+                limiter.release()
+        self._scrub(response.request)
+        if response.status_code < 400:
+            self._check_body(response, idempotent=idempotent, what=what)
+            return response
+        if response.status_code in accept:
+            return response
+        error = self._error_for(response, idempotent=idempotent, what=what)
+        if (
+            isinstance(error, RetryableDestinationError)
+            and error.retry_after
+            and error.retry_after <= self._retry_policy.max_retry_after
+            and limiter is not None
+        ):
+            limiter.pause(error.retry_after)  # hold back every task sharing this account
+        raise error
+
+    def _check_body(self, response: requests.Response, *, idempotent: bool, what: str) -> None:
+        """A success whose JSON body is cut off is a transport failure (the call may have been applied)."""
+        if not response.content or "json" not in response.headers.get("Content-Type", ""):
+            return
+        try:
+            response._retl_json = orjson.loads(response.content)  # type: ignore[attr-defined]
+        except orjson.JSONDecodeError:
+            message = f"{what} -> {response.status_code} with a body that is not valid JSON"
+            kwargs: dict[str, Any] = {"status": response.status_code, "response": response, "request": response.request}
+            if idempotent:
+                raise RetryableDestinationError(message, **kwargs) from None
+            raise OutcomeUnknownError(message + " (the request may have been applied)", **kwargs) from None
+
+    @staticmethod
+    def response_json(response: requests.Response) -> Any:
+        """The parsed JSON body of a response (None when empty or not JSON)."""
+        cached = getattr(response, "_retl_json", _UNSET)
+        return _json_or_none(response) if cached is _UNSET else cached
+
+    def _attempt_headers(self, body: bytes) -> dict[str, str]:
+        """Headers computed per attempt (e.g. a timestamped signature); none by default."""
+        return {}
+
+    def _error_for(self, response: requests.Response, *, idempotent: bool, what: str) -> DestinationError:
+        """Classify an HTTP error response by status; the response stays on the error."""
+        status = response.status_code
+        message = self.redact(f"{what} -> {status} {response.reason or ''}: {self.describe_error(response)}")
+        kwargs: dict[str, Any] = {"status": status, "response": response, "request": response.request}
+        if status in (401, 403):
+            return FatalDestinationError(message, **kwargs)
+        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        if status in (408, 429):  # the server did not process the request
+            return RetryableDestinationError(message, retry_after=retry_after, **kwargs)
+        if status >= 500:
+            if idempotent:
+                return RetryableDestinationError(message, retry_after=retry_after, **kwargs)
+            return OutcomeUnknownError(message + " (the request may have been applied)", **kwargs)
+        return BatchRejectedError(message, **kwargs)
+
+    def describe_error(self, response: requests.Response) -> str:
+        """A short, human-readable reason from an error response (its message, else a body excerpt)."""
+        data = _json_or_none(response)
+        if isinstance(data, Mapping):
+            text = data.get("message") or data.get("error") or data.get("detail")
+            if text:
+                category = data.get("category") or data.get("code")
+                return self.redact(f"{category}: {text}" if category else str(text))[:BODY_EXCERPT_CHARS]
+        return self.redact(excerpt(response.text))
+
+    def _log_retry(self, exc: BaseException, wait: float, attempt: int) -> None:
+        self.log.warning("%s; retry %d in %.2fs", exc, attempt, wait)
+
+    def redact(self, text: str) -> str:
+        """Remove the connection's secret from text headed for a message or log."""
+        if self._secret and self._secret in text:
+            text = text.replace(self._secret, "***")
+        return text
+
+    @staticmethod
+    def _scrub(request: Any) -> None:
+        # Errors keep .request (requests' convention); the token must not ride along with it.
+        headers = getattr(request, "headers", None)
+        if headers is not None and "Authorization" in headers:
+            headers["Authorization"] = "***"
+
+    # ------------------------------------------------------------------ per-record helpers
+
+    def bisect(
+        self,
+        items: Sequence[T],
+        send: Callable[[Sequence[T]], list[Outcome]],
+    ) -> list[Outcome]:
+        """Send ``items``; when the API refuses the whole batch for one bad input, isolate it.
+
+        A ``BatchRejectedError`` that ``is_record_level`` splits the batch in halves
+        and sends each again, until every bad item is alone and gets its own reason
+        from ``rejection_outcome``; good items go through. One bad record in 100
+        costs about 2*log2(100) extra calls.
+        """
+        try:
+            return send(items)
+        except BatchRejectedError as err:
+            if not self.is_record_level(err):
+                raise
+            if len(items) == 1:
+                return [self.rejection_outcome(err)]
+            self.log.info("%s refused a batch of %d (%s); splitting it to find the bad records",
+                          self.hook_name, len(items), err)
+            middle = len(items) // 2
+            return self.bisect(items[:middle], send) + self.bisect(items[middle:], send)
+
+    def is_record_level(self, err: BatchRejectedError) -> bool:
+        """Whether a whole-batch refusal may be caused by one input (worth bisecting)."""
+        return err.status in (400, 409, 413, 422)
+
+    def rejection_outcome(self, err: BatchRejectedError) -> Outcome:
+        """The outcome of a single record whose call was refused."""
+        reason = self.describe_error(err.response) if err.response is not None else str(err)
+        return Outcome.failure(reason=reason, code=str(err.status) if err.status else None)
+
+    @staticmethod
+    def reject_all(count: int, reason: str, code: str | None = None) -> list[Outcome]:
+        return [Outcome.failure(reason=reason, code=code)] * count
+
+    # ------------------------------------------------------------------ UI
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        """Connection form behaviour, read from the provider info (the single source of truth)."""
+        from airflow_provider_retl import get_provider_info
+
+        for conn_type in get_provider_info().get("connection-types", []):
+            if conn_type["connection-type"] == cls.conn_type:
+                behaviour = conn_type.get("ui-field-behaviour", {})
+                return {
+                    "hidden_fields": list(behaviour.get("hidden-fields", [])),
+                    "relabeling": dict(behaviour.get("relabeling", {})),
+                    "placeholders": dict(behaviour.get("placeholders", {})),
+                }
+        return {"hidden_fields": [], "relabeling": {}, "placeholders": {}}
+
+    # ------------------------------------------------------------------ the Destination protocol
+    # Destination developers override from here on.
+
+    def test_connection(self) -> tuple[bool, str]:
+        """One cheap authenticated call, for the Test button of the connection form."""
+        try:
+            self._test_call()
+        except NotImplementedError:
+            return False, f"{self.hook_name} has no connection test"
+        except DestinationError as err:
+            return False, self.redact(str(err))
+        except Exception as err:
+            return False, self.redact(f"{type(err).__name__}: {err}")
+        return True, f"Connected to {self.hook_name} at {self.display_url}"
+
+    def _test_call(self) -> None:
+        raise NotImplementedError
+
+    def supports_upsert(self, object: str, match_field: str | None) -> bool:
+        return False
+
+    def supports_delete(self, object: str) -> bool:
+        return False
+
+    def needs_lookup(self, object: str) -> bool:
+        return True
+
+    def default_match_field(self, object: str) -> str | None:
+        return None
+
+    def validate(self, object: str, fields: Mapping[str, Any]) -> list[tuple[str | None, str]]:
+        return []
+
+    def upsert(self, object: str, records: Sequence[Record], match_field: str) -> list[Outcome]:
+        raise self._unsupported("upsert", object)
+
+    def lookup(self, object: str, match_field: str, values: Sequence[Any]) -> dict[Any, str]:
+        raise self._unsupported("lookup", object)
+
+    def create(self, object: str, records: Sequence[Record]) -> list[Outcome]:
+        raise self._unsupported("create", object)
+
+    def update(self, object: str, records: Sequence[Record]) -> list[Outcome]:
+        raise self._unsupported("update", object)
+
+    def delete(self, object: str, dest_ids: Sequence[str]) -> list[Outcome]:
+        raise self._unsupported("delete", object)
+
+    def _unsupported(self, capability: str, object: str) -> NotImplementedError:
+        return NotImplementedError(
+            f"{self.hook_name} ({type(self).__name__}) does not support {capability} of {object!r}"
+        )
+
+
+def excerpt(text: str | None, limit: int = BODY_EXCERPT_CHARS) -> str:
+    text = " ".join((text or "").split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _json_or_none(response: requests.Response | None) -> Any:
+    if response is None or not response.content:
+        return None
+    try:
+        return orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def _as_int(name: str, value: Any, default: int | None, *, minimum: int) -> Any:
+    if value is None:
+        return default
+    try:
+        number = int(value)
+        if isinstance(value, float) and number != value or isinstance(value, bool):
+            raise ValueError
+    except (TypeError, ValueError):
+        raise ConfigurationError(f"{name} must be a whole number; got {value!r}") from None
+    if number < minimum:
+        raise ConfigurationError(f"{name} must be at least {minimum}; got {value!r}")
+    return number
+
+
+def _as_float(name: str, value: Any, default: float, *, positive: bool = False) -> float:
+    if value is None:
+        return default
+    try:
+        number = float(value)
+        if isinstance(value, bool):
+            raise ValueError
+    except (TypeError, ValueError):
+        raise ConfigurationError(f"{name} must be a number of seconds; got {value!r}") from None
+    if positive and number <= 0:
+        raise ConfigurationError(f"{name} must be positive; got {value!r}")
+    return number
+
+
+def _as_bool_or_path(value: Any) -> bool | str:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip()
+    if text.lower() in ("true", "1", "yes", "on"):
+        return True
+    if text.lower() in ("false", "0", "no", "off"):
+        return False
+    return text  # a CA bundle path
