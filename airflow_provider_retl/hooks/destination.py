@@ -48,8 +48,7 @@ from airflow_provider_retl.sync.errors import (
     OutcomeUnknownError,
     RetryableDestinationError,
 )
-from airflow_provider_retl.sync.records import EXISTS as records_EXISTS
-from airflow_provider_retl.sync.records import Outcome, Record
+from airflow_provider_retl.sync.records import EXISTS, Outcome, Record
 
 if TYPE_CHECKING:
     from airflow.sdk import Connection
@@ -58,8 +57,6 @@ __all__ = ["DestinationHook", "EXISTS", "chunked"]
 
 T = TypeVar("T")
 
-# ``Outcome.code`` of a create refused because the record already exists (defined with Outcome).
-EXISTS = records_EXISTS
 
 #: HTTP methods that are safe to resend (RFC 9110); a POST is idempotent only when the caller says so.
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
