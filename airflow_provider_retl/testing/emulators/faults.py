@@ -81,16 +81,19 @@ class Faults:
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
         self._rng = random.Random(self.seed)
-        self._queue: deque[str] = deque()
+        self._queue: deque[str | None] = deque()
         self.error_statuses = tuple(int(s) for s in self.error_statuses)
         self._check()
 
-    def fail_next(self, n: int = 1, kind: str = "error") -> None:
-        """Make the next ``n`` API requests fail with ``kind`` (one of FAULT_KINDS)."""
+    def fail_next(self, n: int = 1, kind: str = "error", *, after: int = 0) -> None:
+        """Make ``n`` API requests fail with ``kind`` (one of FAULT_KINDS), once ``after`` more have passed.
+
+        ``after`` is how a test fails a sync part-way: the first batches land, then the faults hit.
+        """
         if kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault kind {kind!r}; expected one of {', '.join(FAULT_KINDS)}")
         with self._lock:
-            self._queue.extend([kind] * int(n))
+            self._queue.extend([None] * int(after) + [kind] * int(n))
 
     def update(self, **changes: Any) -> None:
         """Set fault fields by name (unknown names raise ``ValueError``); ``seed`` re-seeds."""
@@ -114,7 +117,7 @@ class Faults:
         queued = changes.get("fail_next")
         if queued:
             # {"fail_next": {"n": 2, "kind": "reset"}} from the admin route.
-            self.fail_next(int(queued.get("n", 1)), str(queued.get("kind", "error")))
+            self.fail_next(int(queued.get("n", 1)), str(queued.get("kind", "error")), after=int(queued.get("after", 0)))
 
     def clear(self) -> None:
         """Switch every fault off and forget queued ones (latency included)."""
@@ -150,7 +153,7 @@ class Faults:
 
     def _pick(self) -> str | None:
         if self._queue:
-            return self._queue.popleft()
+            return self._queue.popleft()  # None: a request let through before queued faults
         if self.burst_429 > 0:
             self.burst_429 -= 1
             return "rate_limit"

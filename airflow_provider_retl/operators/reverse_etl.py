@@ -1,0 +1,217 @@
+"""ReverseETLOperator: one task that keeps a destination object in sync with a SQL query."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Mapping, Sequence
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseHook, BaseOperator
+from airflow.sdk.exceptions import AirflowFailException
+
+from airflow_provider_retl.sync.engine import SyncConfig, run_sync
+from airflow_provider_retl.sync.errors import FatalSyncError, RejectRatioExceeded
+from airflow_provider_retl.sync.records import Mode
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from airflow.providers.common.sql.hooks.sql import DbApiHook
+    from airflow.sdk import Context
+
+    from airflow_provider_retl.hooks.destination import DestinationHook
+    from airflow_provider_retl.sync.checkpoint import CheckpointStore
+
+#: XCom key of the report when the task fails (the return value is only pushed on success).
+REPORT_XCOM_KEY = "sync_report"
+
+
+class ReverseETLOperator(BaseOperator):
+    """Sync the result of a SQL query into a business app, sending only what changed.
+
+    The query runs on any Airflow connection whose hook is a common.sql ``DbApiHook``
+    (DuckDB, SQLite, PostgreSQL, Snowflake, BigQuery ...). Each row is matched to a
+    destination record by ``primary_key``; rows are compared with the checkpoint of the
+    last successful run and only new, changed (and in ``mirror`` mode, removed) rows are
+    pushed, in the fewest calls the destination allows. Rejected rows are reported with
+    their key and reason; a retry (or a "Clear" in the UI) resumes where the failed try
+    stopped. The task returns the sync report (a JSON-serialisable dict) as its XCom.
+
+    :param conn_id: warehouse connection (any common.sql DbApiHook).
+    :param sql: the query, or a path to a ``.sql`` file (templated).
+    :param destination_conn_id: connection of the destination (HubSpot, webhook ...).
+    :param object: destination object, e.g. ``contacts``, ``companies``, a custom object.
+    :param primary_key: the column (or columns) identifying a row.
+    :param mapping: destination field -> source column; by default every column is sent
+        under its own name, so SQL aliases are enough.
+    :param mode: ``upsert`` | ``update`` (never creates) | ``insert`` (never updates) |
+        ``mirror`` (upsert and delete/archive records whose key left the query).
+    :param checkpoint: ``"variable"`` | ``"xcom"`` | a ``.parquet`` path | a store object.
+    :param batch_size: records per call (capped at the destination's limit).
+    :param dry_run: plan and report, send nothing, change no checkpoint.
+    :param max_reject_ratio: fail the task when more than this fraction of rows is rejected
+        (accepted rows are still synced and checkpointed, and the report is still pushed).
+    :param match_on: destination field used to find existing records when it differs from
+        the source identity (``primary_key="customer_id", match_on="email"``).
+    :param full_resync: ignore the checkpoint's row hashes for this run and send everything
+        (destination ids are kept, so nothing is duplicated).
+    :param rebaseline: mark the current result as synced without sending anything (adopting
+        the provider on a destination that is already populated).
+    :param parameters: query parameters (templated).
+    :param chunksize: rows fetched from the warehouse per chunk.
+    :param sync_name: name of the checkpoint; defaults to ``<dag_id>.<task_id>``.
+    :param destination_params: keyword arguments for the destination hook (beat the extras).
+    """
+
+    template_fields: Sequence[str] = (
+        "sql",
+        "conn_id",
+        "destination_conn_id",
+        "object",
+        "parameters",
+        "mapping",
+        "sync_name",
+    )
+    template_ext: Sequence[str] = (".sql",)
+    template_fields_renderers = {"sql": "sql", "mapping": "json", "parameters": "json"}
+    ui_color = "#e8f4ff"
+
+    def __init__(
+        self,
+        *,
+        conn_id: str,
+        sql: str,
+        destination_conn_id: str,
+        object: str,
+        primary_key: str | Sequence[str],
+        mapping: Mapping[str, str] | None = None,
+        mode: str = "upsert",
+        checkpoint: Any = "variable",
+        batch_size: int | None = None,
+        dry_run: bool = False,
+        max_reject_ratio: float | None = None,
+        match_on: str | None = None,
+        full_resync: bool = False,
+        rebaseline: bool = False,
+        parameters: Mapping[str, Any] | Sequence[Any] | None = None,
+        chunksize: int = 50_000,
+        sync_name: str | None = None,
+        destination_params: Mapping[str, Any] | None = None,
+        progress_interval: float = 5.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.conn_id = conn_id
+        self.sql = sql
+        self.destination_conn_id = destination_conn_id
+        self.object = object
+        self.primary_key = primary_key
+        self.mapping = mapping
+        self.mode = Mode.parse(mode).value  # fail at parse time, not at 3 a.m.
+        self.checkpoint = checkpoint
+        self.batch_size = batch_size
+        self.dry_run = dry_run
+        self.max_reject_ratio = max_reject_ratio
+        self.match_on = match_on
+        self.full_resync = full_resync
+        self.rebaseline = rebaseline
+        self.parameters = parameters
+        self.chunksize = chunksize
+        self.sync_name = sync_name
+        self.destination_params = dict(destination_params or {})
+        self.progress_interval = progress_interval
+        # Static checks of the sync definition at DAG parse time.
+        self._config("parse-check", destination_identity="")
+
+    # ------------------------------------------------------------------ hooks
+    @cached_property
+    def sql_hook(self) -> DbApiHook:
+        """The warehouse hook of ``conn_id``; must be a common.sql DbApiHook."""
+        from airflow.providers.common.sql.hooks.sql import DbApiHook
+
+        hook = BaseHook.get_connection(self.conn_id).get_hook()
+        if not isinstance(hook, DbApiHook):
+            raise AirflowFailException(
+                f"conn_id {self.conn_id!r} gives a {type(hook).__name__}, which is not a common.sql DbApiHook; "
+                f"use a SQL connection (duckdb, sqlite, postgres, snowflake, ...) and make sure its provider "
+                f"(and apache-airflow-providers-common-sql) is installed and up to date"
+            )
+        return hook
+
+    @cached_property
+    def destination_hook(self) -> DestinationHook:
+        """The destination hook of ``destination_conn_id`` (its connection type picks the class)."""
+        from airflow_provider_retl.hooks.destination import DestinationHook
+
+        connection = BaseHook.get_connection(self.destination_conn_id)
+        hook = connection.get_hook(hook_params=self.destination_params or None)
+        if not isinstance(hook, DestinationHook):
+            raise AirflowFailException(
+                f"destination_conn_id {self.destination_conn_id!r} has connection type {connection.conn_type!r}, "
+                f"which is not a reverse-ETL destination; use one of the retl_* connection types"
+            )
+        return hook
+
+    # ------------------------------------------------------------------ run
+    def _sync_id(self, context: Context | None = None) -> str:
+        if self.sync_name:
+            return self.sync_name
+        base = f"{self.dag_id}.{self.task_id}"
+        map_index = context["ti"].map_index if context else -1
+        return f"{base}.{map_index}" if map_index is not None and map_index >= 0 else base
+
+    def _config(self, sync_id: str, *, destination_identity: str) -> SyncConfig:
+        return SyncConfig(
+            sync_id=sync_id,
+            object=self.object,
+            primary_key=self.primary_key,
+            mode=self.mode,
+            mapping=self.mapping,
+            match_on=self.match_on,
+            batch_size=self.batch_size,
+            dry_run=self.dry_run,
+            full_resync=self.full_resync,
+            rebaseline=self.rebaseline,
+            max_reject_ratio=self.max_reject_ratio,
+            destination_identity=destination_identity,
+            progress_interval=self.progress_interval,
+        )
+
+    def _checkpoint_store(self, sync_id: str, context: Context) -> CheckpointStore:
+        from airflow_provider_retl.checkpoints import checkpoint_store_from_spec
+
+        return checkpoint_store_from_spec(self.checkpoint, sync_id=sync_id, context=context)
+
+    def _read_chunks(self) -> Iterator[pd.DataFrame]:
+        """Stream the query in chunks; the engine reads them all before it sends anything."""
+        return self.sql_hook.get_df_by_chunks(
+            self.sql, parameters=self.parameters, chunksize=self.chunksize, df_type="pandas"
+        )
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        sync_id = self._sync_id(context)
+        destination = self.destination_hook
+        destination.get_conn()  # resolves the base URL; fails fast on a bad connection
+        destination.sync_id = sync_id
+        # Only a digest of the URL enters the checkpoint fingerprint (webhook URLs can hold secrets).
+        url_digest = hashlib.sha256(destination.base_url.encode()).hexdigest()[:16]
+        config = self._config(sync_id, destination_identity=f"{self.destination_conn_id}@{url_digest}")
+        store = self._checkpoint_store(sync_id, context)
+        self.log.info(
+            "Syncing %s -> %s %r (%s, checkpoint %s%s)",
+            self.conn_id,
+            self.destination_conn_id,
+            self.object,
+            self.mode,
+            store.description,
+            ", dry run" if self.dry_run else "",
+        )
+        try:
+            report = run_sync(self._read_chunks(), destination, store, config, log=self.log)
+        except RejectRatioExceeded as exc:
+            context["ti"].xcom_push(key=REPORT_XCOM_KEY, value=exc.report.to_dict())
+            # Retrying cannot fix bad data: fail without retries, keep the report.
+            raise AirflowFailException(str(exc)) from exc
+        except FatalSyncError as exc:
+            raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
+        return report.to_dict()

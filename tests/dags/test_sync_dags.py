@@ -1,0 +1,204 @@
+"""Real DAG runs (dag.test()) of ReverseETLOperator: warehouse -> HubSpot emulator.
+
+Each scenario runs a DAG several times in one Airflow process against DuckDB, SQLite
+and the machine's PostgreSQL, and checks the emulator's state (what HubSpot would hold)
+and its request log, not only the task's own report.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from airflow_provider_retl.testing.emulators import start_emulator
+from tests.dags.warehouses import customers, make_warehouse
+
+pytestmark = pytest.mark.dagrun
+
+TOKEN = "pat-test-token-1234"
+
+DAG_TEMPLATE = """
+import datetime as dt
+from airflow.sdk import DAG
+from airflow_provider_retl.operators.reverse_etl import ReverseETLOperator
+
+with DAG(dag_id={dag_id!r}, schedule=None, start_date=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc), catchup=False):
+    ReverseETLOperator(task_id="sync", retries={retries}, retry_delay=dt.timedelta(seconds=0), **{kwargs!r})
+"""
+
+
+@pytest.fixture
+def hubspot(set_connection):
+    with start_emulator("hubspot", tokens=[TOKEN], rate_limit=None) as running:
+        set_connection("hubspot_test", "retl_hubspot", host=running.url, password=TOKEN, extra={"max_retries": 1})
+        yield running
+
+
+@pytest.fixture(params=["duckdb", "sqlite", "postgres"])
+def warehouse(request, tmp_path, set_connection):
+    pg = request.getfixturevalue("pg_schema") if request.param == "postgres" else None
+    return make_warehouse(request.param, tmp_path, set_connection, pg)
+
+
+class Sync:
+    """One DAG with one sync task; ``run(**overrides)`` rewrites the task's arguments."""
+
+    def __init__(self, runner, warehouse, **kwargs):
+        self.runner = runner
+        self.dag_id = f"sync_{uuid.uuid4().hex[:10]}"
+        self.kwargs = {
+            "conn_id": warehouse.conn_id,
+            "sql": warehouse.sql,
+            "destination_conn_id": "hubspot_test",
+            "object": "contacts",
+            "primary_key": "email",
+            "checkpoint": "variable",
+            **kwargs,
+        }
+
+    def run(self, retries: int = 0, **overrides):
+        text = DAG_TEMPLATE.format(dag_id=self.dag_id, retries=retries, kwargs={**self.kwargs, **overrides})
+        result = self.runner.run_dag(text, self.dag_id)
+        return result, result.return_value("sync")
+
+
+def contacts_in(hubspot) -> dict[str, dict]:
+    return {r["properties"]["email"]: r["properties"] for r in hubspot.emulator.records("contacts")}
+
+
+def assert_destination_equals_source(hubspot, warehouse):
+    dest = contacts_in(hubspot)
+    source = warehouse.rows()
+    assert sorted(dest) == sorted(source)
+    for email, row in source.items():
+        assert {k: dest[email][k] for k in row} == row, email
+
+
+@pytest.mark.parametrize("checkpoint", ["variable", "xcom"])
+def test_first_noop_changed_and_mirror_runs(dag_runner, hubspot, warehouse, checkpoint):
+    warehouse.create(customers(120))
+    sync = Sync(dag_runner, warehouse, checkpoint=checkpoint)
+
+    result, report = sync.run()
+    assert result.succeeded, result
+    assert report["created"] == 120 and report["rejected"] == 0
+    assert report["requests"] == 2  # 120 upserts in batches of 100
+    assert_destination_equals_source(hubspot, warehouse)
+
+    requests_before = hubspot.emulator.request_count()
+    result, report = sync.run()
+    assert result.succeeded and report["unchanged"] == 120
+    assert report["pushed"] == 0 and report["requests"] == 0
+    assert hubspot.emulator.request_count() == requests_before
+
+    warehouse.execute("update {table} set company = 'Changed' where email in (?, ?, ?)",
+                      ["user3@example.com", "user50@example.com", "user119@example.com"])
+    result, report = sync.run()
+    assert result.succeeded
+    assert report["planned"]["changed"] == 3 and report["updated"] == 3 and report["requests"] == 1
+    assert hubspot.emulator.request_count() == requests_before + 1
+    assert hubspot.emulator.requests[-1].path.endswith("/batch/update")
+    assert_destination_equals_source(hubspot, warehouse)
+
+    warehouse.execute("delete from {table} where email = ?", ["user7@example.com"])
+    result, report = sync.run(mode="mirror")
+    assert result.succeeded and report["deleted"] == 1
+    archived = [r for r in hubspot.emulator.records("contacts", include_archived=True) if r["archived"]]
+    assert [r["properties"]["email"] for r in archived] == ["user7@example.com"]
+    assert_destination_equals_source(hubspot, warehouse)
+
+
+def test_insert_never_updates_and_update_never_creates(dag_runner, hubspot, tmp_path, set_connection):
+    warehouse = make_warehouse("duckdb", tmp_path, set_connection)
+    warehouse.create(customers(10))
+    hubspot.emulator.seed("contacts", [{"email": "user0@example.com", "firstname": "Old"}])
+
+    result, report = Sync(dag_runner, warehouse, mode="insert").run()
+    assert result.succeeded and report["created"] == 9 and report["updated"] == 0
+    assert contacts_in(hubspot)["user0@example.com"]["firstname"] == "Old"
+
+    warehouse.insert([("new@example.com", "N", "N", "N")])
+    warehouse.execute("update {table} set firstname = 'Changed'")
+    result, report = Sync(dag_runner, warehouse, mode="update").run()
+    assert result.succeeded and report["created"] == 0 and report["updated"] == 10
+    assert report["skipped"] == {"update mode: record not found in destination": 1}
+    assert "new@example.com" not in contacts_in(hubspot)
+    assert all(c["firstname"] == "Changed" for c in contacts_in(hubspot).values())
+
+
+def test_dry_run_sends_nothing(dag_runner, hubspot, tmp_path, set_connection):
+    warehouse = make_warehouse("sqlite", tmp_path, set_connection)
+    warehouse.create(customers(5) + [("not-an-email", "x", "y", "z")])
+    result, report = Sync(dag_runner, warehouse, dry_run=True).run()
+    assert result.succeeded and report["dry_run"]
+    assert report["planned"]["new"] == 6 and report["plan"] == {"upsert": 6}
+    assert report["rejected"] == 1 and report["rejects"][0]["key"] == "not-an-email"
+    assert hubspot.emulator.request_count() == 0
+    result, report = Sync(dag_runner, warehouse).run()  # a real run afterwards still sends everything
+    assert report["created"] == 5
+
+
+@pytest.mark.parametrize("checkpoint", ["variable", "xcom"])
+def test_failed_try_then_retry_resumes_without_duplicates(dag_runner, hubspot, tmp_path, set_connection, checkpoint):
+    warehouse = make_warehouse("duckdb", tmp_path, set_connection)
+    warehouse.create(customers(450))
+    sync = Sync(dag_runner, warehouse, checkpoint=checkpoint, destination_params={"max_concurrency": 1})
+    # Let 3 batches land, then fail 2 attempts in a row (max_retries=1): try 1 fails part-way.
+    hubspot.faults.fail_next(2, "error", after=3)
+    result, report = sync.run(retries=1)
+    assert result.succeeded, result
+    task = result.task("sync")
+    assert list(task.tries) == ["failed", "success"], task
+    # Try 2 sent only what try 1 had not delivered (batches in flight at the failure may have landed).
+    assert report["unchanged"] >= 300 and report["created"] > 0
+    assert report["created"] + report["unchanged"] == 450
+    assert_destination_equals_source(hubspot, warehouse)
+    emails = [r["properties"]["email"] for r in hubspot.emulator.records("contacts")]
+    assert len(emails) == len(set(emails)) == 450
+
+
+def test_lost_create_response_then_retry_creates_no_duplicate(dag_runner, hubspot, tmp_path, set_connection):
+    warehouse = make_warehouse("duckdb", tmp_path, set_connection)
+    warehouse.create(customers(30))
+    sync = Sync(dag_runner, warehouse, match_on="email", primary_key="email", mode="insert",
+                destination_params={"max_concurrency": 1})
+    hubspot.faults.fail_next(1, "lost_response", after=1)  # the lookup passes, the create lands unseen
+    result, report = sync.run(retries=1)
+    assert result.succeeded, result
+    assert report["created"] == 30
+    emails = [r["properties"]["email"] for r in hubspot.emulator.records("contacts")]
+    assert len(emails) == len(set(emails)) == 30
+
+
+def test_rejects_are_reported_with_key_and_reason(dag_runner, hubspot, tmp_path, set_connection):
+    warehouse = make_warehouse("duckdb", tmp_path, set_connection)
+    warehouse.create(customers(4))
+    warehouse.insert([("broken@", "x", "y", "z"), (None, "no", "key", "here"), ("user1@example.com", "d", "u", "p")])
+    result, report = Sync(dag_runner, warehouse).run()
+    assert result.succeeded
+    reasons = {(r["key"], r["stage"]) for r in report["rejects"]}
+    assert ("broken@", "validation") in reasons and ("NULL", "source") in reasons
+    assert [r["key"] for r in report["rejects"] if "duplicate" in r["reason"]] == ["user1@example.com"] * 2
+    assert report["created"] == 3 and "user1@example.com" not in contacts_in(hubspot)
+
+
+def test_reject_ratio_fails_the_task_and_keeps_the_report(dag_runner, hubspot, tmp_path, set_connection):
+    warehouse = make_warehouse("duckdb", tmp_path, set_connection)
+    warehouse.create(customers(2) + [(f"bad{i}@", "x", "y", "z") for i in range(3)])
+    result, _ = Sync(dag_runner, warehouse, max_reject_ratio=0.1).run(retries=2)
+    task = result.task("sync")
+    assert result.state == "failed" and task.try_number == 1  # AirflowFailException: no retries
+    report = task.xcoms["sync_report"]
+    assert report["rejected"] == 3 and report["created"] == 2
+    assert len(contacts_in(hubspot)) == 2
+
+
+def test_secret_token_is_in_no_report_or_xcom(dag_runner, hubspot, tmp_path, set_connection):
+    warehouse = make_warehouse("duckdb", tmp_path, set_connection)
+    warehouse.create(customers(3))
+    set_connection("hubspot_test", "retl_hubspot", host=hubspot.url, password="wrong-token-secret-987")
+    result, _ = Sync(dag_runner, warehouse).run(retries=1)
+    task = result.task("sync")
+    assert result.state == "failed" and task.try_number == 1  # auth errors are not retried
+    assert "wrong-token-secret-987" not in repr(task.xcoms)
