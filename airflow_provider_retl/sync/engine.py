@@ -452,7 +452,8 @@ class _Run:
                 self.report.updated += 1
             else:
                 self.report.upserted += 1
-        self.report.batches += 1
+        if records:
+            self.report.batches += 1
         self.commit(JournalEntry.puts(keys, rows, ids))
 
     def batches(self, rows: np.ndarray, size: int) -> list[np.ndarray]:

@@ -147,6 +147,15 @@ class SyncReport:
         data["rejects_truncated"] = self.rejected > len(self.rejects)
         return data
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SyncReport:
+        """The report back from its XCom form (``to_dict``)."""
+        known = {f for f in cls.__dataclass_fields__}
+        values = {k: v for k, v in data.items() if k in known}
+        values["rejects"] = [Reject(**r) for r in data.get("rejects", [])]
+        report = cls(**values)
+        return report
+
     def summary(self) -> str:
         """A few readable lines for logs and the demo."""
         lines = [
