@@ -7,6 +7,7 @@ rules be tested exhaustively and fast, with exact call counts.
 from __future__ import annotations
 
 import itertools
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -36,6 +37,8 @@ class InMemoryDestination:
         self.match = match_field
         self.reject = reject
         self.records: dict[str, dict[str, Any]] = {}
+        # The engine calls from several threads; the real hooks are thread-safe too.
+        self.lock = threading.RLock()
         self.calls: list[tuple[str, int]] = []
         self._ids = itertools.count(1)
         self.retry_count = 0
@@ -51,7 +54,9 @@ class InMemoryDestination:
         return sum(1 for k, _ in self.calls if k == kind)
 
     def by_match(self, value: Any) -> str | None:
-        for rid, fields in self.records.items():
+        with self.lock:
+            items = list(self.records.items())
+        for rid, fields in items:
             if str(fields.get(self.match, "")).lower() == str(value).lower():
                 return rid
         return None
@@ -82,6 +87,10 @@ class InMemoryDestination:
 
     # calls
     def _write(self, record: Record, rid: str | None) -> Outcome:
+        with self.lock:
+            return self._write_locked(record, rid)
+
+    def _write_locked(self, record: Record, rid: str | None) -> Outcome:
         reason = self.reject(record.fields) if self.reject else None
         if reason:
             return Outcome.failure(reason, code="INVALID")

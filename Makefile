@@ -1,0 +1,71 @@
+# airflow-provider-retl: everything from a fresh clone with Python 3.11+ and make.
+#   make test    all suites (bootstraps .venv on first use)
+#   make demo    the demo DAG against the local emulators
+#   make bench   benchmarks/run.py
+#   make lock    re-resolve the dependencies and rewrite constraints.txt
+#   make clean   remove .venv and everything generated
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := test
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+VENV_PY := $(VENV)/bin/python
+STAMP := $(VENV)/.retl-installed
+CONSTRAINTS := constraints.txt
+EXTRAS := emulators,duckdb,postgres,sqlite
+# Test and tooling packages that are not (yet) extras of the project.
+DEV_PACKAGES := pytest pytest-xdist pytest-timeout hubspot-api-client xxhash
+
+# Up to 4 workers: each one migrates its own Airflow DB and warms its own in-process API.
+PYTEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); echo $$(( n > 4 ? 4 : n )))
+PYTEST_ARGS ?=
+RESULTS := build/test-results
+
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+export PIP_NO_INPUT := 1
+export PIP_ROOT_USER_ACTION := ignore
+
+.PHONY: test demo bench lock clean .venv
+.venv: $(STAMP)
+
+# Rebuilt only when the project's metadata or the pins change.
+$(STAMP): pyproject.toml $(CONSTRAINTS)
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+		|| { echo "Python >= 3.11 is needed; set PYTHON=/path/to/python3.11" >&2; exit 1; }
+	test -x $(VENV_PY) || $(PYTHON) -m venv $(VENV)
+	$(VENV_PY) -m pip install -q -c $(CONSTRAINTS) --upgrade pip
+	$(VENV_PY) -m pip install -q -c $(CONSTRAINTS) hatchling editables
+	$(VENV_PY) -m pip install -q --no-build-isolation -c $(CONSTRAINTS) -e '.[$(EXTRAS)]' $(DEV_PACKAGES)
+	touch $@
+
+# pytest exits 5 when nothing was collected, so an empty run fails too.
+test: $(STAMP)
+	mkdir -p $(RESULTS)
+	$(VENV_PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile -ra --strict-markers --durations=15 \
+		--junitxml=$(RESULTS)/junit.xml $(PYTEST_ARGS)
+
+demo: $(STAMP)
+	$(VENV_PY) -m airflow_provider_retl.demo
+
+bench: $(STAMP)
+	$(VENV_PY) benchmarks/run.py
+
+# Resolve from scratch in a throwaway venv (newest versions the pyproject allows), then pin.
+lock:
+	rm -rf build/lock-venv
+	$(PYTHON) -m venv build/lock-venv
+	build/lock-venv/bin/python -m pip install -q --upgrade pip hatchling editables
+	build/lock-venv/bin/python -m pip install -q --no-build-isolation -e '.[$(EXTRAS)]' $(DEV_PACKAGES)
+	{ echo "# Pinned by 'make lock' on $$(date -u +%Y-%m-%d) with $$(build/lock-venv/bin/python -V)."; \
+	  echo "# Install with: pip install -c constraints.txt -e '.[$(EXTRAS)]' $(DEV_PACKAGES)"; \
+	  build/lock-venv/bin/python -m pip freeze --all --exclude-editable \
+		| grep -viE '^(airflow-provider-retl|setuptools|wheel)([=@ ]|$$)'; } > $(CONSTRAINTS).new
+	mv $(CONSTRAINTS).new $(CONSTRAINTS)
+	rm -rf build/lock-venv
+	@echo "constraints.txt rewritten; the next make target reinstalls .venv"
+
+clean:
+	rm -rf $(VENV) build dist .pytest_cache .demo .airflow *.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

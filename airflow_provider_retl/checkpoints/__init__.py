@@ -1,0 +1,13 @@
+"""Checkpoint stores backed by Airflow: Variables, XCom + task_state_store, and the resolver.
+
+``checkpoint_store_from_spec("variable" | "xcom" | "file:///..." | store, sync_id=..., context=...)``
+is what the operator calls; the stores implement ``sync.checkpoint.JournalingStore``.
+"""
+
+from __future__ import annotations
+
+from airflow_provider_retl.checkpoints.spec import checkpoint_store_from_spec
+from airflow_provider_retl.checkpoints.variable import VariableCheckpointStore
+from airflow_provider_retl.checkpoints.xcom import XComCheckpointStore
+
+__all__ = ["VariableCheckpointStore", "XComCheckpointStore", "checkpoint_store_from_spec"]

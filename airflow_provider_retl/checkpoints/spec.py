@@ -1,0 +1,72 @@
+"""Turn the operator's ``checkpoint=`` argument into a store."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from airflow_provider_retl.sync.checkpoint import CheckpointStore, FileCheckpointStore
+from airflow_provider_retl.sync.errors import ConfigurationError
+
+ALLOWED = (
+    "'variable', 'xcom', a 'file:///absolute/path.parquet' URL, a local path ending in '.parquet' "
+    "('{sync_id}' in a path is replaced by the sync id), or a CheckpointStore object "
+    "(with description, load, commit and finalize)"
+)
+
+
+def checkpoint_store_from_spec(spec: Any, *, sync_id: str, context: Any = None) -> CheckpointStore:
+    """The store ``spec`` names.
+
+    ``"variable"`` -> :class:`VariableCheckpointStore` (``sync_id``); ``"xcom"`` ->
+    :class:`XComCheckpointStore` (needs the task ``context``); ``file://`` URLs and local
+    ``.parquet`` paths -> :class:`FileCheckpointStore`; a store object is used as it is.
+    Anything else raises :class:`ConfigurationError` (a ``ValueError``) listing these.
+    """
+    if isinstance(spec, str):
+        text = spec.strip()
+        lowered = text.lower()
+        if lowered == "variable":
+            from airflow_provider_retl.checkpoints.variable import VariableCheckpointStore
+
+            return VariableCheckpointStore(sync_id)
+        if lowered == "xcom":
+            if context is None:
+                raise ConfigurationError("checkpoint='xcom' needs the running task's context")
+            from airflow_provider_retl.checkpoints.xcom import XComCheckpointStore
+
+            return XComCheckpointStore(context)
+        if lowered.startswith("file:"):
+            return FileCheckpointStore(_with_sync_id(_path_of_file_url(text), sync_id))
+        if "://" not in text and lowered.endswith(".parquet"):
+            return FileCheckpointStore(_with_sync_id(text, sync_id))
+    elif isinstance(spec, os.PathLike):
+        path = os.fspath(spec)
+        if isinstance(path, str) and path.lower().endswith(".parquet"):
+            return FileCheckpointStore(_with_sync_id(path, sync_id))
+    elif isinstance(spec, CheckpointStore):
+        return spec
+    raise ConfigurationError(f"checkpoint must be {ALLOWED}; got {_shown(spec)}")
+
+
+def _path_of_file_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
+        raise ConfigurationError(
+            f"checkpoint URL {url!r} is not a local absolute path: write file:///absolute/path.parquet "
+            "(three slashes)"
+        )
+    if parts.query or parts.fragment:
+        raise ConfigurationError(f"checkpoint URL {url!r} must not have a query or fragment")
+    return unquote(parts.path)
+
+
+def _with_sync_id(path: str, sync_id: str) -> str:
+    return path.replace("{sync_id}", sync_id)
+
+
+def _shown(spec: Any) -> str:
+    if isinstance(spec, (str, os.PathLike)) or spec is None:
+        return repr(spec)
+    return f"an object of type {type(spec).__name__}"
