@@ -47,7 +47,7 @@ test: $(STAMP)
 		--junitxml=$(RESULTS)/junit.xml $(PYTEST_ARGS)
 
 demo: $(STAMP)
-	$(VENV_PY) -m airflow_provider_retl.demo
+	$(VENV_PY) demo/run.py
 
 bench: $(STAMP)
 	$(VENV_PY) benchmarks/run.py

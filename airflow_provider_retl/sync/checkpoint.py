@@ -39,20 +39,36 @@ HASH_ALGORITHM = "canon1-siphash64"
 _EMPTY_U64 = np.empty(0, dtype=np.uint64)
 
 
+# Large payloads are zlib-compressed ("z:" prefix); small journal entries are not worth it.
+_COMPRESS_FROM = 4096
+
+
+def _pack(raw: bytes) -> str:
+    if len(raw) >= _COMPRESS_FROM:
+        return "z:" + base64.b64encode(zlib.compress(raw, 1)).decode()
+    return base64.b64encode(raw).decode()
+
+
+def _unpack(text: str) -> bytes:
+    if text.startswith("z:"):
+        return zlib.decompress(base64.b64decode(text[2:]))
+    return base64.b64decode(text)
+
+
 def _pack_u64(values: np.ndarray) -> str:
-    return base64.b64encode(zlib.compress(np.ascontiguousarray(values, dtype="<u8").tobytes(), 1)).decode()
+    return _pack(np.ascontiguousarray(values, dtype="<u8").tobytes())
 
 
 def _unpack_u64(text: str) -> np.ndarray:
-    return np.frombuffer(zlib.decompress(base64.b64decode(text)), dtype="<u8").astype(np.uint64)
+    return np.frombuffer(_unpack(text), dtype="<u8").astype(np.uint64)
 
 
 def _pack_ids(ids: np.ndarray) -> str:
-    return base64.b64encode(zlib.compress(orjson.dumps(list(ids)), 1)).decode()
+    return _pack(orjson.dumps(list(ids)))
 
 
 def _unpack_ids(text: str) -> np.ndarray:
-    return np.array(orjson.loads(zlib.decompress(base64.b64decode(text))), dtype=object)
+    return np.array(orjson.loads(_unpack(text)), dtype=object)
 
 
 @dataclass
@@ -78,6 +94,18 @@ class JournalEntry:
 
     def __len__(self) -> int:
         return len(self.key_hashes) + len(self.deleted)
+
+    @classmethod
+    def merge(cls, entries: Sequence[JournalEntry]) -> JournalEntry:
+        """One entry equivalent to ``entries`` applied in order (puts and deletes never share a key in one run)."""
+        if len(entries) == 1:
+            return entries[0]
+        return cls(
+            key_hashes=np.concatenate([e.key_hashes for e in entries]).astype(np.uint64),
+            row_hashes=np.concatenate([e.row_hashes for e in entries]).astype(np.uint64),
+            dest_ids=np.concatenate([e.dest_ids for e in entries]) if entries else np.empty(0, dtype=object),
+            deleted=np.concatenate([e.deleted for e in entries]).astype(np.uint64),
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {
