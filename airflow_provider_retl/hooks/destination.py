@@ -666,6 +666,16 @@ class DestinationHook(BaseHook):
     def delete(self, object: str, dest_ids: Sequence[str]) -> list[Outcome]:
         raise self._unsupported("delete", object)
 
+    def bulk_threshold(self, object: str) -> int | None:
+        return None
+
+    @property
+    def bulk_batch_size(self) -> int:
+        return 10_000
+
+    def bulk_upsert(self, object: str, records: Sequence[Record], match_field: str) -> list[Outcome]:
+        raise self._unsupported("bulk upsert", object)
+
     def _unsupported(self, capability: str, object: str) -> NotImplementedError:
         return NotImplementedError(
             f"{self.hook_name} ({type(self).__name__}) does not support {capability} of {object!r}"

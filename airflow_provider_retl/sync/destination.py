@@ -55,6 +55,16 @@ class Destination(Protocol):
     def delete(self, object: str, dest_ids: Sequence[str]) -> list[Outcome]:
         """Delete or archive by destination id; idempotent (already gone is ok)."""
 
+    def bulk_threshold(self, object: str) -> int | None:
+        """Upserts from which ``bulk_upsert`` is cheaper than batches (None: no bulk API)."""
+
+    @property
+    def bulk_batch_size(self) -> int:
+        """Records per ``bulk_upsert`` call (one bulk job)."""
+
+    def bulk_upsert(self, object: str, records: Sequence[Record], match_field: str) -> list[Outcome]:
+        """Upsert many records in one bulk job (e.g. Salesforce Bulk API 2.0); same outcomes as ``upsert``."""
+
     @property
     def request_count(self) -> int:
         """HTTP requests sent so far (the report shows the difference)."""

@@ -355,7 +355,7 @@ class _Run:
                 rejects.append(Reject(key, "; ".join(r for _, r in problems), "validation", field=problems[0][0]))
                 continue
             match_value = fields.get(self.match_field) if self.match_field else None
-            if action in (Action.UPSERT, Action.CREATE) and self.destination.needs_lookup(self.config.object):
+            if action in (Action.UPSERT, Action.BULK_UPSERT, Action.CREATE) and self.destination.needs_lookup(self.config.object):
                 if match_value is None or match_value == "":
                     rejects.append(
                         Reject(key, f"match field {self.match_field!r} is empty: the record cannot be matched", "validation", field=self.match_field)
@@ -371,7 +371,9 @@ class _Run:
         if not records:
             return records, rejects, []
         obj = self.config.object
-        if action is Action.UPSERT:
+        if action is Action.BULK_UPSERT:
+            outcomes = self.destination.bulk_upsert(obj, records, self.match_field or "")
+        elif action is Action.UPSERT:
             outcomes = self.destination.upsert(obj, records, self.match_field or "")
         elif action is Action.UPDATE:
             outcomes = self.destination.update(obj, records)
@@ -464,7 +466,7 @@ class _Run:
             rows.append(record.row_hash)
             ids.append(outcome.dest_id or record.dest_id)
             created = outcome.created
-            if created is None and action is not Action.UPSERT:
+            if created is None and action not in (Action.UPSERT, Action.BULK_UPSERT):
                 created = action is Action.CREATE
             if created is True:
                 self.report.created += 1
@@ -676,6 +678,12 @@ def run_sync(
     total = int(sum(len(plan.rows(a)) for a in Action))
     size = run._write_batch_size()
     jobs = [(a, b) for a in (Action.UPSERT, Action.UPDATE, Action.CREATE) for b in run.batches(plan.rows(a), size)]
+    threshold = destination.bulk_threshold(obj)
+    if threshold is not None and len(plan.rows(Action.UPSERT)) >= threshold:
+        # Large syncs: one bulk job per bulk_batch_size records instead of thousands of calls.
+        bulk_size = max(1, int(destination.bulk_batch_size))
+        jobs = [(Action.BULK_UPSERT, b) for b in run.batches(plan.rows(Action.UPSERT), bulk_size)]
+        jobs += [(a, b) for a in (Action.UPDATE, Action.CREATE) for b in run.batches(plan.rows(a), size)]
     lookup_rows = plan.rows(Action.LOOKUP)
     if len(lookup_rows):
         found, missing = run.lookup_rows(pending, lookup_rows)

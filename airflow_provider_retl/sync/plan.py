@@ -28,6 +28,7 @@ class Action(str, enum.Enum):
     """A destination call."""
 
     UPSERT = "upsert"
+    BULK_UPSERT = "bulk_upsert"
     UPDATE = "update"
     CREATE = "create"
     LOOKUP = "lookup"

@@ -28,7 +28,11 @@ class InMemoryDestination:
         match_field: str | None = "email",
         concurrency: int = 2,
         reject: Callable[[dict[str, Any]], str | None] | None = None,
+        bulk_threshold: int | None = None,
+        bulk_batch_size: int = 1000,
     ):
+        self._bulk_threshold = bulk_threshold
+        self.bulk_batch_size = bulk_batch_size
         self.can_upsert = upsert
         self.can_lookup = lookup
         self.max_batch_size = batch
@@ -106,6 +110,14 @@ class InMemoryDestination:
             outcomes = [self._write(r, r.key) for r in records]
             return [Outcome.success(o.dest_id) if o.ok else o for o in outcomes]
         return [self._write(r, self.by_match(r.fields[match_field])) for r in records]
+
+    def bulk_threshold(self, object: str) -> int | None:
+        return self._bulk_threshold
+
+    def bulk_upsert(self, object: str, records: Sequence[Record], match_field: str) -> list[Outcome]:
+        outcomes = self.upsert(object, records, match_field)
+        self.calls[-1] = ("bulk_upsert", len(records))
+        return outcomes
 
     def lookup(self, object: str, match_field: str, values: Sequence[Any]) -> dict[Any, str]:
         self._call("lookup", len(values))

@@ -363,3 +363,15 @@ def test_create_refused_as_existing_updates_that_record():
     report = sync(contacts(3), dest, MemoryCheckpointStore())
     assert report.created == 2 and report.updated == 1 and report.rejected == 0
     assert dest.records["77"]["firstname"] == "First1" and len(dest.records) == 3
+
+
+def test_large_upserts_take_the_bulk_path_and_small_ones_do_not():
+    dest = InMemoryDestination(bulk_threshold=50, bulk_batch_size=40)
+    store = MemoryCheckpointStore()
+    report = sync(contacts(90), dest, store)
+    assert dest.calls == [("bulk_upsert", 40), ("bulk_upsert", 40), ("bulk_upsert", 10)]
+    assert report.created == 90 and len(store.load()) == 90
+    frame = contacts(90)
+    frame.loc[:4, "score"] = -5
+    sync(frame, dest, store)
+    assert dest.calls[-1] == ("update", 5)
