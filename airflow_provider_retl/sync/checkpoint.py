@@ -285,23 +285,27 @@ class JournalingStore:
     def _clear_journal(self) -> None:
         raise NotImplementedError
 
+    def _read_base_checkpoint(self) -> Checkpoint | None:
+        """The base as a Checkpoint; stores with a binary base (Parquet) override this."""
+        document = self._read_base()
+        return None if document is None else Checkpoint.from_json(document)
+
     # Framework part:
     def load(self) -> Checkpoint | None:
-        base_doc = self._read_base()
+        base = self._read_base_checkpoint()
         journal_docs = self._read_journal()
-        if base_doc is None and not journal_docs:
-            return None
-        entries = [JournalEntry.from_json(doc["entry"]) for doc in journal_docs]
-        if base_doc is None:
-            # A first run that failed part-way: its journal is all there is.
-            first = journal_docs[0]
-            _check_format(first.get("format_version"), first.get("hash_algorithm"))
-            base = Checkpoint(first["target_fingerprint"], first["payload_fingerprint"])
-        else:
-            base = Checkpoint.from_json(base_doc)
+        if not journal_docs:
+            return base
         for doc in journal_docs:
-            if doc.get("target_fingerprint") != base.target_fingerprint or doc.get("hash_algorithm") != base.hash_algorithm:
-                raise CheckpointError("checkpoint journal belongs to another sync definition than its base")
+            _check_format(doc.get("format_version"), doc.get("hash_algorithm"))
+        # The journal is newer than the base. If the sync's definition changed in between (a
+        # try with another destination/object/key committed, then failed), the base means
+        # nothing for it: fold the entries of the latest definition onto an empty base.
+        latest = journal_docs[-1]
+        target = latest.get("target_fingerprint")
+        if base is None or base.target_fingerprint != target or base.hash_algorithm != latest.get("hash_algorithm"):
+            base = Checkpoint(str(target), str(latest.get("payload_fingerprint")))
+        entries = [JournalEntry.from_json(doc["entry"]) for doc in journal_docs if doc.get("target_fingerprint") == target]
         folded = base.apply(entries)
         folded.resumed_entries = len(entries)
         return folded
@@ -379,29 +383,24 @@ class FileCheckpointStore(JournalingStore):
         meta["_table"] = table
         return meta
 
-    def load(self) -> Checkpoint | None:
+    def _read_base_checkpoint(self) -> Checkpoint | None:
         base_doc = self._read_base()
-        journal_docs = self._read_journal()
         if base_doc is None:
-            return super().load() if journal_docs else None
+            return None
         _check_format(base_doc.get("format_version"), base_doc.get("hash_algorithm"))
         table = base_doc.pop("_table")
-        base = Checkpoint(
-            target_fingerprint=base_doc["target_fingerprint"],
-            payload_fingerprint=base_doc["payload_fingerprint"],
-            key_hashes=table.column("key_hash").to_numpy().astype(np.uint64),
-            row_hashes=table.column("row_hash").to_numpy().astype(np.uint64),
-            dest_ids=np.asarray(table.column("dest_id").to_pylist(), dtype=object),
-            format_version=base_doc["format_version"],
-            hash_algorithm=base_doc["hash_algorithm"],
-        )
-        entries = [JournalEntry.from_json(doc["entry"]) for doc in journal_docs]
-        for doc in journal_docs:
-            if doc.get("target_fingerprint") != base.target_fingerprint:
-                raise CheckpointError("checkpoint journal belongs to another sync definition than its base")
-        folded = base.apply(entries)
-        folded.resumed_entries = len(entries)
-        return folded
+        try:
+            return Checkpoint(
+                target_fingerprint=base_doc["target_fingerprint"],
+                payload_fingerprint=base_doc["payload_fingerprint"],
+                key_hashes=table.column("key_hash").to_numpy().astype(np.uint64),
+                row_hashes=table.column("row_hash").to_numpy().astype(np.uint64),
+                dest_ids=np.asarray(table.column("dest_id").to_pylist(), dtype=object),
+                format_version=base_doc["format_version"],
+                hash_algorithm=base_doc["hash_algorithm"],
+            )
+        except Exception as exc:
+            raise CheckpointError(f"checkpoint file {self.path} is unreadable: {type(exc).__name__}") from exc
 
     def _write_base(self, document: dict[str, Any]) -> None:
         raise NotImplementedError  # finalize writes Parquet directly

@@ -68,3 +68,23 @@ def test_file_store_commit_cost_is_per_batch(tmp_path):
     store.commit(JournalEntry.puts(range(100), range(100), ["i"] * 100), **META)
     assert store.path.stat().st_size == base_size  # the base is untouched by a commit
     assert store.journal_path.stat().st_size < 4000
+
+
+def test_journal_of_a_changed_definition_replaces_the_old_base():
+    store = MemoryCheckpointStore()
+    store.commit(JournalEntry.puts([1], [2], ["old"]), **META)
+    store.finalize(store.load())
+    # A try with another destination object committed progress, then failed.
+    store.commit(JournalEntry.puts([5], [6], ["new"]), target_fingerprint="t2", payload_fingerprint="p")
+    loaded = store.load()
+    assert loaded.target_fingerprint == "t2" and loaded.key_hashes.tolist() == [5]
+
+
+def test_file_store_changed_definition_journal(tmp_path):
+    store = FileCheckpointStore(tmp_path / "c.parquet")
+    store.commit(JournalEntry.puts([1], [2], ["old"]), **META)
+    store.finalize(store.load())
+    store.commit(JournalEntry.puts([5], [6], ["new"]), target_fingerprint="t2", payload_fingerprint="p")
+    assert store.load().key_hashes.tolist() == [5]
+    store.commit(JournalEntry.puts([7], [8], ["x"]), target_fingerprint="t2", payload_fingerprint="p")
+    assert sorted(store.load().key_hashes.tolist()) == [5, 7]
