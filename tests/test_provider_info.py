@@ -122,3 +122,16 @@ def test_importing_the_package_stays_light():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == ""
+
+
+def test_airflow_cli_lists_the_installed_provider_and_its_hooks(tmp_path):
+    # The package is installed (editable) into the venv by `make`: its entry point must be found.
+    import os
+
+    env = {**os.environ, "AIRFLOW_HOME": str(tmp_path), "AIRFLOW__CORE__LOAD_EXAMPLES": "False"}
+    airflow = Path(sys.executable).with_name("airflow")
+    providers = subprocess.run([str(airflow), "providers", "list"], capture_output=True, text=True, env=env, timeout=120)
+    assert "airflow-provider-retl" in providers.stdout, providers.stderr[-2000:]
+    hooks = subprocess.run([str(airflow), "providers", "hooks"], capture_output=True, text=True, env=env, timeout=120)
+    assert "airflow_provider_retl.hooks.hubspot.HubSpotHook" in hooks.stdout
+    assert "airflow_provider_retl.hooks.webhook.WebhookHook" in hooks.stdout
