@@ -233,6 +233,17 @@ class HubSpotEmulator(BaseEmulator):
         with self._lock_or_none():
             return sorted(self._types)
 
+    def _require_unique(self, type_def: ObjectTypeDef, id_property: str) -> None:
+        """HubSpot matches by idProperty only when the property has unique values."""
+        prop = type_def.properties.get(id_property)
+        if prop is None or not prop.has_unique_value:
+            raise HubSpotError(
+                400,
+                "VALIDATION_ERROR",
+                f"Unable to perform update/upsert by non-unique {type_def.object_type_id} property "
+                f"{id_property} in portal ID {self.portal_id}",
+            )
+
     def records(self, object_type: str = "contacts", include_archived: bool = False) -> list[dict[str, Any]]:
         """Stored records as ``{"id", "properties", "archived"}`` dicts, oldest first."""
         with self.lock:
@@ -501,14 +512,7 @@ class HubSpotEmulator(BaseEmulator):
                     400, "VALIDATION_ERROR", f"Invalid input JSON: inputs[{position}].idProperty is required for upsert"
                 )
             if id_property and id_property != "hs_object_id":
-                prop = type_def.properties.get(id_property)
-                if prop is None or not prop.has_unique_value:
-                    raise HubSpotError(
-                        400,
-                        "VALIDATION_ERROR",
-                        f"Unable to perform update/upsert by non-unique {type_def.object_type_id} property "
-                        f"{id_property} in portal ID {self.portal_id}",
-                    )
+                self._require_unique(type_def, id_property)
             key = _unique_key(id_property or "", str(raw_id))
             if key in seen:
                 duplicates.append(str(raw_id))
@@ -604,14 +608,7 @@ class HubSpotEmulator(BaseEmulator):
             target = None
             if object_id is not None:
                 if id_property and id_property != "hs_object_id":
-                    prop = type_def.properties.get(id_property)
-                    if prop is None or not prop.has_unique_value:
-                        raise HubSpotError(
-                            400,
-                            "VALIDATION_ERROR",
-                            f"Unable to perform update/upsert by non-unique {type_def.object_type_id} property "
-                            f"{id_property} in portal ID {self.portal_id}",
-                        )
+                    self._require_unique(type_def, id_property)
                 target = self._find_by(type_def, id_property, object_id)
                 if target is None:
                     raise HubSpotError(404, "OBJECT_NOT_FOUND", "resource not found")
