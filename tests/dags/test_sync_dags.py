@@ -202,3 +202,51 @@ def test_secret_token_is_in_no_report_or_xcom(dag_runner, hubspot, tmp_path, set
     task = result.task("sync")
     assert result.state == "failed" and task.try_number == 1  # auth errors are not retried
     assert "wrong-token-secret-987" not in repr(task.xcoms)
+
+
+def test_sql_file_mapping_and_match_on_follow_an_email_change(dag_runner, hubspot, tmp_path, set_connection):
+    """A .sql file (templated), an explicit mapping, and identity by customer id matched on email."""
+    warehouse = make_warehouse("duckdb", tmp_path, set_connection)
+    warehouse.execute("create table people (customer_id integer, mail text, given text)")
+    for i in range(5):
+        warehouse.execute("insert into people values (?, ?, ?)", [i, f"p{i}@example.com", f"G{i}"])
+    sync = Sync(
+        dag_runner,
+        warehouse,
+        sql="retl_test_people.sql",
+        primary_key="customer_id",
+        match_on="email",
+        mapping={"email": "mail", "firstname": "given"},
+    )
+    sql = "select customer_id, mail, given from people where customer_id < {{ params.limit }}"
+    text = DAG_TEMPLATE.format(dag_id=sync.dag_id, retries=0, kwargs={**sync.kwargs, "params": {"limit": 100}})
+    result = dag_runner.run_dag(text, sync.dag_id, extra_files={"people.sql": sql})
+    report = result.return_value("sync")
+    assert result.succeeded and report["created"] == 5
+    assert contacts_in(hubspot)["p2@example.com"]["firstname"] == "G2"
+
+    warehouse.execute("update people set mail = 'renamed@example.com' where customer_id = 2")
+    result = dag_runner.run_dag(text, sync.dag_id, extra_files={"people.sql": sql})
+    report = result.return_value("sync")
+    assert report["updated"] == 1 and report["created"] == 0
+    emails = sorted(contacts_in(hubspot))
+    assert "renamed@example.com" in emails and "p2@example.com" not in emails and len(emails) == 5
+
+
+def test_webhook_mirror_with_xcom_checkpoint(dag_runner, tmp_path, set_connection):
+    warehouse = make_warehouse("sqlite", tmp_path, set_connection)
+    warehouse.create(customers(30))
+    with start_emulator("webhook", secret="whsec-test-1") as receiver:
+        set_connection("hook_test", "retl_webhook", host=f"{receiver.url}/hooks/customers", password="whsec-test-1")
+        sync = Sync(dag_runner, warehouse, destination_conn_id="hook_test", object="customers",
+                    mode="mirror", checkpoint="xcom")
+        result, report = sync.run()
+        assert result.succeeded and report["upserted"] == 30 and report["requests"] == 1
+        assert len(receiver.emulator.records()) == 30
+        warehouse.execute("delete from {table} where email in (?, ?)", ["user1@example.com", "user2@example.com"])
+        warehouse.execute("update {table} set company = 'X' where email = ?", ["user3@example.com"])
+        result, report = sync.run()
+        assert report["deleted"] == 2 and report["upserted"] == 1 and report["requests"] == 2
+        assert len(receiver.emulator.deleted_ids) == 2 and "user1@example.com" not in receiver.emulator.records()
+        assert receiver.emulator.records()["user3@example.com"]["company"] == "X"
+        assert receiver.emulator.signature_failures == 0
