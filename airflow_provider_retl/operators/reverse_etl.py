@@ -120,8 +120,9 @@ class ReverseETLOperator(BaseOperator):
         self.sync_name = sync_name
         self.destination_params = dict(destination_params or {})
         self.progress_interval = progress_interval
-        # Static checks of the sync definition at DAG parse time.
-        self._config("parse-check", destination_identity="")
+        # Check the sync definition at DAG parse time, unless templated values are still to be rendered.
+        if not any(isinstance(v, str) and "{{" in v for v in (self.object, self.mapping)):
+            self._config("parse-check", destination_identity="")
 
     # ------------------------------------------------------------------ hooks
     @cached_property
