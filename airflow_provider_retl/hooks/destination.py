@@ -666,6 +666,16 @@ class DestinationHook(BaseHook):
     def delete(self, object: str, dest_ids: Sequence[str]) -> list[Outcome]:
         raise self._unsupported("delete", object)
 
+    def supports_events(self, object: str) -> bool:
+        return False
+
+    def send_events(self, object: str, records: Sequence[Record]) -> list[Outcome]:
+        raise self._unsupported("events", object)
+
+    def reconcile_events(self, object: str, records: Sequence[Record]) -> list[bool | None]:
+        # Without a way to ask the API, an unknown outcome stays unknown (never re-sent blindly).
+        return [None] * len(records)
+
     def bulk_threshold(self, object: str) -> int | None:
         return None
 

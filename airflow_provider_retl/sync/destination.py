@@ -55,6 +55,15 @@ class Destination(Protocol):
     def delete(self, object: str, dest_ids: Sequence[str]) -> list[Outcome]:
         """Delete or archive by destination id; idempotent (already gone is ok)."""
 
+    def supports_events(self, object: str) -> bool:
+        """True when ``object`` is an event stream: each row is sent once and never updated."""
+
+    def send_events(self, object: str, records: Sequence[Record]) -> list[Outcome]:
+        """Send events; ``record.event_id`` is stable across retries (pass it where the API dedupes)."""
+
+    def reconcile_events(self, object: str, records: Sequence[Record]) -> list[bool | None]:
+        """For events whose outcome is unknown: True landed, False did not, None cannot tell."""
+
     def bulk_threshold(self, object: str) -> int | None:
         """Upserts from which ``bulk_upsert`` is cheaper than batches (None: no bulk API)."""
 

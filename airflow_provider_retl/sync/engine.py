@@ -38,8 +38,8 @@ from airflow_provider_retl.sync.errors import (
     RetryableSyncError,
     SyncError,
 )
-from airflow_provider_retl.sync.plan import SKIP_NOT_MIRROR, Action, after_lookup, plan_changes
-from airflow_provider_retl.sync.records import EXISTS, ChangeKind, Mode, Outcome, Record, Reject, SyncReport
+from airflow_provider_retl.sync.plan import SKIP_NOT_MIRROR, Action, after_lookup, plan_changes, plan_events
+from airflow_provider_retl.sync.records import EXISTS, PENDING, ChangeKind, Mode, Outcome, Record, Reject, SyncReport
 from airflow_provider_retl.sync.values import column_to_wire, frame_to_wire
 
 _KEY = "__retl_key"
@@ -272,11 +272,19 @@ class _Run:
         positions = self.ck_index.get_indexer(key_hashes)
         known = positions >= 0
         self.seen[positions[known]] = True
-        ck_rows = np.where(known, self.base.row_hashes[np.where(known, positions, 0)] if len(self.base) else 0, 0)
+        safe_positions = np.where(known, positions, 0)
+        if len(self.base):
+            ck_rows = np.where(known, self.base.row_hashes[safe_positions], 0)
+            ids = np.where(known, self.base.dest_ids[safe_positions], None)
+        else:
+            ck_rows = np.zeros(len(keys), dtype=np.uint64)
+            ids = np.full(len(keys), None, dtype=object)
+        # An event sent by a try that died before its acknowledgement must be reconciled, not skipped.
+        interrupted = ids == PENDING
         kinds = np.where(
             ~known,
             ChangeKind.NEW.value,
-            np.where((ck_rows == row_hashes) & (ck_rows != 0), "unchanged", ChangeKind.CHANGED.value),
+            np.where((ck_rows == row_hashes) & (ck_rows != 0) & ~interrupted, "unchanged", ChangeKind.CHANGED.value),
         )
         self.key_hash_chunks.append(key_hashes)
         self.row_hash_chunks.append(row_hashes)
@@ -284,7 +292,6 @@ class _Run:
         changed = kinds != "unchanged"
         if changed.any():
             pending = payload[changed].reset_index(drop=True)
-            ids = np.where(known, self.base.dest_ids[np.where(known, positions, 0)] if len(self.base) else None, None)
             pending[_KEY] = keys[changed]
             pending[_KH] = key_hashes[changed]
             pending[_RH] = row_hashes[changed]
@@ -361,8 +368,11 @@ class _Run:
                         Reject(key, f"match field {self.match_field!r} is empty: the record cannot be matched", "validation", field=self.match_field)
                     )
                     continue
-            dest_id = ids[i] if isinstance(ids[i], str) else None
-            records.append(Record(key, fields, int(key_hashes[i]), int(row_hashes[i]), dest_id, match_value))
+            dest_id = ids[i] if isinstance(ids[i], str) and ids[i] != PENDING else None
+            record = Record(key, fields, int(key_hashes[i]), int(row_hashes[i]), dest_id, match_value)
+            if action in (Action.SEND_EVENT, Action.RECONCILE):
+                record.event_id = self.event_id(record.key_hash)
+            records.append(record)
         return records, rejects
 
     def send(self, pending: pd.DataFrame, rows: np.ndarray, action: Action) -> tuple[list[Record], list[Reject], list[Outcome]]:
@@ -371,7 +381,9 @@ class _Run:
         if not records:
             return records, rejects, []
         obj = self.config.object
-        if action is Action.BULK_UPSERT:
+        if action is Action.SEND_EVENT:
+            outcomes = self.destination.send_events(obj, records)
+        elif action is Action.BULK_UPSERT:
             outcomes = self.destination.bulk_upsert(obj, records, self.match_field or "")
         elif action is Action.UPSERT:
             outcomes = self.destination.upsert(obj, records, self.match_field or "")
@@ -454,7 +466,19 @@ class _Run:
         self.uncommitted = []
         self.last_commit = self.clock()
 
-    def apply(self, action: Action, records: list[Record], rejects: list[Reject], outcomes: list[Outcome]) -> None:
+    def event_id(self, key_hash: int) -> str:
+        """The same id for the same event on every try and run of this sync."""
+        assert self.base is not None
+        return f"retl-{self.base.target_fingerprint[:12]}-{key_hash:016x}"
+
+    def apply(
+        self,
+        action: Action,
+        records: list[Record],
+        rejects: list[Reject],
+        outcomes: list[Outcome],
+        batch_key_hashes: np.ndarray | None = None,
+    ) -> None:
         for reject in rejects:
             self.report.add_reject(reject)
         keys, rows, ids = [], [], []
@@ -464,7 +488,10 @@ class _Run:
                 continue
             keys.append(record.key_hash)
             rows.append(record.row_hash)
-            ids.append(outcome.dest_id or record.dest_id)
+            ids.append(outcome.dest_id or record.dest_id or record.event_id)
+            if action is Action.SEND_EVENT:
+                self.report.events += 1
+                continue
             created = outcome.created
             if created is None and action not in (Action.UPSERT, Action.BULK_UPSERT):
                 created = action is Action.CREATE
@@ -477,6 +504,10 @@ class _Run:
         if records:
             self.report.batches += 1
         self.commit(JournalEntry.puts(keys, rows, ids), flush=False)
+        if action is Action.SEND_EVENT and batch_key_hashes is not None:
+            # Events that were refused (or never sent) lose their "pending" mark: retried next run.
+            refused = np.setdiff1d(batch_key_hashes, np.asarray(keys, dtype=np.uint64))
+            self.commit(JournalEntry.deletes(refused), flush=False)
 
     def batches(self, rows: np.ndarray, size: int) -> list[np.ndarray]:
         return [rows[i : i + size] for i in range(0, len(rows), size)]
@@ -492,6 +523,12 @@ class _Run:
             while queue or in_flight:
                 while queue and error is None and len(in_flight) < workers * 2:
                     action, rows = queue.pop(0)
+                    if action is Action.SEND_EVENT:
+                        # Write-ahead: durable "pending" marks before the events leave, so a try that
+                        # dies mid-call is reconciled on retry instead of sending them twice.
+                        key_hashes = pending[_KH].to_numpy(dtype=np.uint64)[rows]
+                        row_hashes = pending[_RH].to_numpy(dtype=np.uint64)[rows]
+                        self.commit(JournalEntry.puts(key_hashes, row_hashes, [PENDING] * len(rows)))
                     in_flight[pool.submit(self.send, pending, rows, action)] = (action, rows)
                 finished, _ = cf.wait(in_flight, return_when=cf.FIRST_COMPLETED)
                 for future in finished:
@@ -506,7 +543,7 @@ class _Run:
                     except Exception as exc:  # noqa: BLE001 - any failure stops the run after draining
                         error = error or exc
                         continue
-                    self.apply(action, records, rejects, outcomes)
+                    self.apply(action, records, rejects, outcomes, pending[_KH].to_numpy(dtype=np.uint64)[rows])
                 self.commit(JournalEntry(), flush=error is not None)
                 if error is not None:
                     queue.clear()
@@ -557,6 +594,37 @@ class _Run:
                         pending.iat[row, pending.columns.get_loc(_ID)] = dest_id
                         found_rows.append(row)
         return np.asarray(found_rows, dtype=np.int64), np.asarray(missing_rows, dtype=np.int64)
+
+    def reconcile_events(self, pending: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
+        """Ask the destination about events of an interrupted try; return the rows to send again."""
+        resend = []
+        for batch in self.batches(rows, max(1, int(self.destination.max_batch_size))):
+            records, rejects = self.wire_batch(pending, batch, Action.RECONCILE)
+            for reject in rejects:
+                self.report.add_reject(reject)
+            landed = self.destination.reconcile_events(self.config.object, records) if records else []
+            by_key = dict(zip(pending[_KH].to_numpy(dtype=np.uint64)[batch].tolist(), batch.tolist(), strict=True))
+            keys, row_hashes, ids = [], [], []
+            for record, state in zip(records, landed, strict=True):
+                if state is True:
+                    keys.append(record.key_hash)
+                    row_hashes.append(record.row_hash)
+                    ids.append(record.event_id)
+                    self.report.skip("event already delivered by an interrupted try (reconciled)")
+                elif state is False:
+                    resend.append(by_key[record.key_hash])
+                else:
+                    self.report.add_reject(
+                        Reject(
+                            record.key,
+                            "event outcome unknown after an interrupted try and the destination cannot be asked; "
+                            "not re-sent to avoid a duplicate (check the destination, then run with full_resync=True to send it)",
+                            "destination",
+                            code="OUTCOME_UNKNOWN",
+                        )
+                    )
+            self.commit(JournalEntry.puts(keys, row_hashes, ids))
+        return np.asarray(resend, dtype=np.int64)
 
     def removed(self) -> tuple[np.ndarray, np.ndarray]:
         assert self.base is not None
@@ -649,13 +717,19 @@ def run_sync(
     obj = config.object
     kinds = pending[_KIND].to_numpy(dtype=object)
     has_id = np.array([isinstance(i, str) and i != "" for i in pending[_ID].to_numpy()], dtype=bool)
-    plan = plan_changes(
-        kinds,
-        has_id,
-        mode,
-        can_upsert=destination.supports_upsert(obj, run.match_field),
-        needs_lookup=destination.needs_lookup(obj),
-    )
+    events = destination.supports_events(obj)
+    if events:
+        if mode not in (Mode.UPSERT, Mode.INSERT):
+            raise ConfigurationError(f"{obj!r} is an event stream: events are only ever inserted; use mode='insert'")
+        plan = plan_events(kinds, pending[_ID].to_numpy(dtype=object) == PENDING)
+    else:
+        plan = plan_changes(
+            kinds,
+            has_id,
+            mode,
+            can_upsert=destination.supports_upsert(obj, run.match_field),
+            needs_lookup=destination.needs_lookup(obj),
+        )
     report.plan = plan.counts()
     for reason, rows in plan.skipped.items():
         if len(rows):
@@ -667,7 +741,7 @@ def run_sync(
 
     if config.dry_run:
         # Validate what would be sent, so a dry run also reports the rejects; send nothing.
-        for action in (Action.UPSERT, Action.UPDATE, Action.CREATE, Action.LOOKUP):
+        for action in (Action.UPSERT, Action.UPDATE, Action.CREATE, Action.LOOKUP, Action.SEND_EVENT):
             for rows in run.batches(plan.rows(action), 1000):
                 _, rejects = run.wire_batch(pending, rows, action)
                 for reject in rejects:
@@ -678,6 +752,11 @@ def run_sync(
     total = int(sum(len(plan.rows(a)) for a in Action))
     size = run._write_batch_size()
     jobs = [(a, b) for a in (Action.UPSERT, Action.UPDATE, Action.CREATE) for b in run.batches(plan.rows(a), size)]
+    if events:
+        send = plan.rows(Action.SEND_EVENT)
+        if len(plan.rows(Action.RECONCILE)):
+            send = np.concatenate([send, run.reconcile_events(pending, plan.rows(Action.RECONCILE))])
+        jobs = [(Action.SEND_EVENT, b) for b in run.batches(send, size)]
     threshold = destination.bulk_threshold(obj)
     if threshold is not None and len(plan.rows(Action.UPSERT)) >= threshold:
         # Large syncs: one bulk job per bulk_batch_size records instead of thousands of calls.

@@ -33,6 +33,8 @@ class Action(str, enum.Enum):
     CREATE = "create"
     LOOKUP = "lookup"
     DELETE = "delete"
+    SEND_EVENT = "send_event"
+    RECONCILE = "reconcile"
 
 
 SKIP_INSERT_EXISTS = "insert mode: record already exists"
@@ -97,6 +99,21 @@ def plan_changes(
         put(Action.UPSERT, ~has_id & (new | changed))
     else:
         put(Action.LOOKUP, ~has_id & (new | changed))
+    return plan
+
+
+SKIP_EVENT_SENT = "event already sent (events are never re-sent or updated)"
+
+
+def plan_events(kinds: np.ndarray, pending: np.ndarray) -> Plan:
+    """Event streams: new keys are sent once; a key whose send was interrupted is reconciled first."""
+    new = kinds == ChangeKind.NEW.value
+    changed = kinds == ChangeKind.CHANGED.value
+    positions = np.arange(len(kinds))
+    plan = Plan()
+    plan.by_action[Action.SEND_EVENT] = positions[new]
+    plan.by_action[Action.RECONCILE] = positions[changed & pending]
+    plan.skipped[SKIP_EVENT_SENT] = positions[changed & ~pending]
     return plan
 
 

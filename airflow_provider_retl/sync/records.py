@@ -52,7 +52,13 @@ class Record:
     row_hash: int = 0
     dest_id: str | None = None
     match_value: Any = None
+    #: Stable id of an event (the same on every retry), for destinations that deduplicate by it.
+    event_id: str | None = None
 
+
+#: Checkpoint destination id of an event whose batch was sent but not yet acknowledged: the next
+#: try asks the destination whether it landed before sending it again (never twice).
+PENDING = "\x00pending"
 
 #: ``Outcome.code`` of a create refused because the record already exists; ``dest_id`` then
 #: holds the existing record's id, and the engine updates that record instead.
@@ -118,6 +124,7 @@ class SyncReport:
     updated: int = 0
     upserted: int = 0
     deleted: int = 0
+    events: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
     rejected: int = 0
     rejects: list[Reject] = field(default_factory=list)
@@ -139,7 +146,7 @@ class SyncReport:
 
     @property
     def pushed(self) -> int:
-        return self.created + self.updated + self.upserted + self.deleted
+        return self.created + self.updated + self.upserted + self.deleted + self.events
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -163,7 +170,9 @@ class SyncReport:
             f"  read {self.rows_read} rows: {self.planned['new']} new, {self.planned['changed']} changed, "
             f"{self.planned['removed']} removed, {self.unchanged} unchanged",
             f"  pushed {self.pushed}: {self.created} created, {self.updated} updated, "
-            f"{self.upserted} upserted, {self.deleted} deleted, in {self.requests} requests "
+            f"{self.upserted} upserted, {self.deleted} deleted"
+            + (f", {self.events} events" if self.events else "")
+            + f", in {self.requests} requests "
             f"({self.retries} retries, {self.batches} batches)",
             f"  rejected {self.rejected}" + (f", skipped {self.skipped}" if self.skipped else ""),
             f"  {self.seconds:.2f}s, {self.rows_per_second:,.0f} rows/s, checkpoint: {self.checkpoint}",

@@ -29,9 +29,15 @@ class InMemoryDestination:
         concurrency: int = 2,
         reject: Callable[[dict[str, Any]], str | None] | None = None,
         bulk_threshold: int | None = None,
+        events: bool = False,
+        can_reconcile: bool = True,
         bulk_batch_size: int = 1000,
     ):
         self._bulk_threshold = bulk_threshold
+        self.is_event_stream = events
+        self.can_reconcile = can_reconcile
+        #: Every event received, in order (duplicates included): what a user would see twice.
+        self.events: list[tuple[str, dict[str, Any]]] = []
         self.bulk_batch_size = bulk_batch_size
         self.can_upsert = upsert
         self.can_lookup = lookup
@@ -110,6 +116,31 @@ class InMemoryDestination:
             outcomes = [self._write(r, r.key) for r in records]
             return [Outcome.success(o.dest_id) if o.ok else o for o in outcomes]
         return [self._write(r, self.by_match(r.fields[match_field])) for r in records]
+
+    def supports_events(self, object: str) -> bool:
+        return self.is_event_stream
+
+    def send_events(self, object: str, records: Sequence[Record]) -> list[Outcome]:
+        self._call("send_events", len(records))
+        outcomes = []
+        with self.lock:
+            for r in records:
+                reason = self.reject(r.fields) if self.reject else None
+                if reason:
+                    outcomes.append(Outcome.failure(reason, code="INVALID"))
+                    continue
+                self.events.append((r.event_id, dict(r.fields)))
+                outcomes.append(Outcome.success())
+        if self._lost("send_events"):
+            raise OutcomeUnknownError("connection reset after sending (injected)")
+        return outcomes
+
+    def reconcile_events(self, object: str, records: Sequence[Record]) -> list[bool | None]:
+        self._call("reconcile", len(records))
+        if not self.can_reconcile:
+            return [None] * len(records)
+        delivered = {event_id for event_id, _ in self.events}
+        return [r.event_id in delivered for r in records]
 
     def bulk_threshold(self, object: str) -> int | None:
         return self._bulk_threshold
