@@ -94,6 +94,11 @@ def get_provider_info() -> dict[str, Any]:
                 "tags": ["software"],
             },
             {"integration-name": "Webhook", "tags": ["protocol"]},
+            {
+                "integration-name": "Mailchimp",
+                "external-doc-url": "https://mailchimp.com/developer/marketing/api/list-members/",
+                "tags": ["software"],
+            },
         ],
         "operators": [
             {
@@ -108,6 +113,7 @@ def get_provider_info() -> dict[str, Any]:
             },
             {"integration-name": "HubSpot", "python-modules": ["airflow_provider_retl.hooks.hubspot"]},
             {"integration-name": "Webhook", "python-modules": ["airflow_provider_retl.hooks.webhook"]},
+            {"integration-name": "Mailchimp", "python-modules": ["airflow_provider_retl.hooks.mailchimp"]},
         ],
         "connection-types": [
             {
@@ -141,6 +147,23 @@ def get_provider_info() -> dict[str, Any]:
                 },
                 "conn-fields": _knob_fields(
                     rate_limit=None, rate_window=1, batch_default=100, batch_max=500, concurrency=4
+                ),
+            },
+            {
+                "connection-type": "retl_mailchimp",
+                "hook-class-name": "airflow_provider_retl.hooks.mailchimp.MailchimpHook",
+                "hook-name": "Mailchimp (Reverse ETL)",
+                "ui-field-behaviour": {
+                    "hidden-fields": ["schema", "login", "port"],
+                    "relabeling": {"host": "API base URL", "password": "API key"},
+                    "placeholders": {
+                        "host": "leave empty: https://<dc>.api.mailchimp.com from the key's -usN suffix",
+                        "password": "0123456789abcdef0123456789abcdef-us6",
+                        "extra": '{"status_if_new": "subscribed", "delete_permanently": false}',
+                    },
+                },
+                "conn-fields": _knob_fields(
+                    rate_limit=None, rate_window=1, batch_default=500, batch_max=500, concurrency=10
                 ),
             },
         ],

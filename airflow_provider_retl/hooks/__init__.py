@@ -8,6 +8,7 @@ from typing import Any
 _EXPORTS = {
     "DestinationHook": "airflow_provider_retl.hooks.destination",
     "HubSpotHook": "airflow_provider_retl.hooks.hubspot",
+    "MailchimpHook": "airflow_provider_retl.hooks.mailchimp",
     "WebhookHook": "airflow_provider_retl.hooks.webhook",
 }
 

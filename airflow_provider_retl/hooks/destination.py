@@ -152,6 +152,13 @@ class DestinationHook(BaseHook):
     default_retry_deadline: ClassVar[float] = 300.0
     default_timeout: ClassVar[tuple[float, float]] = (10.0, 60.0)
 
+    # Set by the operator for one run (not connection settings).
+    #: The sync's name (a webhook sends it as ``sync``).
+    sync_id: str | None = None
+    #: Event streams: the event name when rows carry none, and the field holding each event's time.
+    event_name: str | None = None
+    event_time_field: str | None = None
+
     def __init__(
         self,
         destination_conn_id: str | None = None,

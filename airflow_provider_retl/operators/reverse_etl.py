@@ -61,6 +61,9 @@ class ReverseETLOperator(BaseOperator):
     :param chunksize: rows fetched from the warehouse per chunk.
     :param sync_name: name of the checkpoint; defaults to ``<dag_id>.<task_id>``.
     :param destination_params: keyword arguments for the destination hook (beat the extras).
+    :param event_name: for event objects (Braze ``events``, Customer.io ``events``): the event
+        name when the query has no ``name`` column (templated).
+    :param event_time_field: for event objects: the field holding each event's timestamp.
     """
 
     template_fields: Sequence[str] = (
@@ -71,6 +74,7 @@ class ReverseETLOperator(BaseOperator):
         "parameters",
         "mapping",
         "sync_name",
+        "event_name",
     )
     template_ext: Sequence[str] = (".sql",)
     template_fields_renderers = {"sql": "sql", "mapping": "json", "parameters": "json"}
@@ -98,6 +102,8 @@ class ReverseETLOperator(BaseOperator):
         sync_name: str | None = None,
         destination_params: Mapping[str, Any] | None = None,
         progress_interval: float = 5.0,
+        event_name: str | None = None,
+        event_time_field: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -120,6 +126,8 @@ class ReverseETLOperator(BaseOperator):
         self.sync_name = sync_name
         self.destination_params = dict(destination_params or {})
         self.progress_interval = progress_interval
+        self.event_name = event_name
+        self.event_time_field = event_time_field
         # Check the sync definition at DAG parse time, unless templated values are still to be rendered.
         if not any(isinstance(v, str) and "{{" in v for v in (self.object, self.mapping)):
             self._config("parse-check", destination_identity="")
@@ -194,6 +202,8 @@ class ReverseETLOperator(BaseOperator):
         destination = self.destination_hook
         destination.get_conn()  # resolves the base URL; fails fast on a bad connection
         destination.sync_id = sync_id
+        destination.event_name = self.event_name
+        destination.event_time_field = self.event_time_field
         # Only a digest of the URL enters the checkpoint fingerprint (webhook URLs can hold secrets).
         url_digest = hashlib.sha256(destination.base_url.encode()).hexdigest()[:16]
         config = self._config(sync_id, destination_identity=f"{self.destination_conn_id}@{url_digest}")

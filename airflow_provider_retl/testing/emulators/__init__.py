@@ -23,6 +23,22 @@ from airflow_provider_retl.testing.emulators.base import BaseEmulator
 from airflow_provider_retl.testing.emulators.faults import FAULT_KINDS, FaultDecision, Faults
 from airflow_provider_retl.testing.emulators.hubspot import DEFAULT_TOKEN, HubSpotEmulator
 from airflow_provider_retl.testing.emulators.hubspot_schema import ObjectTypeDef, PropertyDef, custom_object_type
+from airflow_provider_retl.testing.emulators.mailchimp import (
+    DEFAULT_API_KEY as MAILCHIMP_API_KEY,
+    DEFAULT_LIST_ID as MAILCHIMP_LIST_ID,
+    MailchimpEmulator,
+    MergeFieldDef,
+    subscriber_hash,
+)
+from airflow_provider_retl.testing.emulators.salesforce import (
+    DEFAULT_CLIENT_ID as SALESFORCE_CLIENT_ID,
+    DEFAULT_CLIENT_SECRET as SALESFORCE_CLIENT_SECRET,
+    DEFAULT_PASSWORD as SALESFORCE_PASSWORD,
+    DEFAULT_SECURITY_TOKEN as SALESFORCE_SECURITY_TOKEN,
+    DEFAULT_USERNAME as SALESFORCE_USERNAME,
+    SalesforceEmulator,
+)
+from airflow_provider_retl.testing.emulators.salesforce_schema import FieldDef, SObjectDef
 from airflow_provider_retl.testing.emulators.server import EmulatorServer
 from airflow_provider_retl.testing.emulators.webhook import WebhookReceiver, sign, signed_headers
 
@@ -32,19 +48,34 @@ __all__ = [
     "BaseEmulator",
     "EmulatorServer",
     "FaultDecision",
+    "FieldDef",
     "Faults",
     "HubSpotEmulator",
+    "MAILCHIMP_API_KEY",
+    "MAILCHIMP_LIST_ID",
+    "MailchimpEmulator",
+    "MergeFieldDef",
     "ObjectTypeDef",
     "PropertyDef",
     "RunningEmulator",
+    "SALESFORCE_CLIENT_ID",
+    "SALESFORCE_CLIENT_SECRET",
+    "SALESFORCE_PASSWORD",
+    "SALESFORCE_SECURITY_TOKEN",
+    "SALESFORCE_USERNAME",
+    "SObjectDef",
+    "SalesforceEmulator",
     "WebhookReceiver",
     "custom_object_type",
     "sign",
     "signed_headers",
     "start_emulator",
+    "subscriber_hash",
 ]
 
 EMULATORS: dict[str, type[BaseEmulator]] = {"hubspot": HubSpotEmulator, "webhook": WebhookReceiver}
+EMULATORS["mailchimp"] = MailchimpEmulator
+EMULATORS["salesforce"] = SalesforceEmulator
 
 
 class RunningEmulator:

@@ -2,6 +2,7 @@
 
     retl-emulators hubspot --port 8081 --token demo-token --rate-limit 190
     retl-emulators webhook --port 8082 --secret s3cret
+    retl-emulators mailchimp --port 8083 --api-key 0123456789abcdef0123456789abcdef-us6
     retl-emulators all --hubspot-port 8081 --webhook-port 8082
 
 (or ``python -m airflow_provider_retl.testing.emulators ...``). Each started
@@ -22,6 +23,8 @@ from typing import Any
 from airflow_provider_retl.testing.emulators import RunningEmulator, start_emulator
 from airflow_provider_retl.testing.emulators.faults import Faults
 from airflow_provider_retl.testing.emulators.hubspot import DEFAULT_TOKEN
+from airflow_provider_retl.testing.emulators.mailchimp import DEFAULT_API_KEY as MAILCHIMP_API_KEY
+from airflow_provider_retl.testing.emulators.mailchimp import DEFAULT_LIST_ID as MAILCHIMP_LIST_ID
 
 
 def _rate_limit(text: str) -> int | None:
@@ -55,6 +58,28 @@ def _add_webhook_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--reject-marker", default=None, help="refuse upserted records whose fields contain this")
 
 
+def _add_mailchimp_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("mailchimp")
+    group.add_argument("--api-key", action="append", dest="api_keys",
+                       help=f"accepted API key (default {MAILCHIMP_API_KEY}); repeatable")
+    group.add_argument("--any-key", action="store_true", help="accept any key ending in -<datacenter>")
+    group.add_argument("--datacenter", default="us6", help="data centre the keys must end with")
+    group.add_argument("--list", action="append", dest="lists", help=f"audience id (default {MAILCHIMP_LIST_ID}); repeatable")
+    group.add_argument("--max-connections", type=_rate_limit, default=10, help="requests in flight per account; 'none' disables")
+    group.add_argument("--processing-seconds", type=float, default=0.0, help="seconds each request stays in flight")
+
+
+def _mailchimp_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "api_keys": None if args.any_key else (args.api_keys or [MAILCHIMP_API_KEY]),
+        "datacenter": args.datacenter,
+        "lists": args.lists or [MAILCHIMP_LIST_ID],
+        "max_connections": args.max_connections,
+        "processing_seconds": args.processing_seconds,
+        "faults": _faults(args),
+    }
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``retl-emulators`` argument parser."""
     parser = argparse.ArgumentParser(prog="retl-emulators", description="Local emulators of destination APIs.")
@@ -69,6 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
     webhook.add_argument("--port", type=int, default=8082, help="0 picks a free port")
     _add_webhook_options(webhook)
     _add_fault_options(webhook)
+    mailchimp = commands.add_parser("mailchimp", help="Mailchimp Marketing API v3")
+    mailchimp.add_argument("--host", default="127.0.0.1")
+    mailchimp.add_argument("--port", type=int, default=8083, help="0 picks a free port")
+    _add_mailchimp_options(mailchimp)
+    _add_fault_options(mailchimp)
     both = commands.add_parser("all", help="both emulators in one process")
     both.add_argument("--host", default="127.0.0.1")
     both.add_argument("--hubspot-port", type=int, default=8081)
@@ -117,6 +147,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command in ("webhook", "all"):
             port = args.port if args.command == "webhook" else args.webhook_port
             running.append(start_emulator("webhook", host=args.host, port=port, **_webhook_options(args)))
+        if args.command == "mailchimp":
+            running.append(start_emulator("mailchimp", host=args.host, port=args.port, **_mailchimp_options(args)))
     except Exception as exc:
         for emulator in running:
             emulator.stop()
