@@ -1,0 +1,70 @@
+"""SyncConfig: everything that defines one sync, validated before anything is read or sent."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from airflow_provider_retl.sync.errors import ConfigurationError
+from airflow_provider_retl.sync.records import Mode
+
+
+@dataclass
+class SyncConfig:
+    """Everything that defines one sync; validated on construction (nothing is sent before)."""
+
+    sync_id: str
+    object: str
+    primary_key: str | Sequence[str]
+    mode: Mode | str = Mode.UPSERT
+    mapping: Mapping[str, str] | None = None
+    match_on: str | None = None
+    batch_size: int | None = None
+    dry_run: bool = False
+    full_resync: bool = False
+    rebaseline: bool = False
+    max_reject_ratio: float | None = None
+    #: Identifies the destination account (e.g. connection id + host): part of the checkpoint fingerprint.
+    destination_identity: str = ""
+    progress_interval: float = 5.0
+    #: Seconds between checkpoint journal writes while pushing (0: one write per finished batch).
+    commit_interval: float = 0.5
+    primary_keys: list[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.mode = Mode.parse(self.mode)
+        keys = [self.primary_key] if isinstance(self.primary_key, str) else list(self.primary_key)
+        if not keys or not all(isinstance(k, str) and k for k in keys):
+            raise ConfigurationError("primary_key must be a column name or a non-empty list of column names")
+        self.primary_keys = keys
+        if self.mapping is not None:
+            if not isinstance(self.mapping, Mapping) or not self.mapping:
+                raise ConfigurationError("mapping must be a non-empty dict of destination field -> source column")
+            self.mapping = dict(self.mapping)
+        if self.batch_size is not None and (not isinstance(self.batch_size, int) or self.batch_size < 1):
+            raise ConfigurationError(f"batch_size must be a positive integer; got {self.batch_size!r}")
+        if self.max_reject_ratio is not None and not 0 <= self.max_reject_ratio <= 1:
+            raise ConfigurationError(f"max_reject_ratio must be between 0 and 1; got {self.max_reject_ratio!r}")
+        if self.rebaseline and (self.full_resync or self.dry_run):
+            raise ConfigurationError("rebaseline cannot be combined with full_resync or dry_run")
+        if not self.object:
+            raise ConfigurationError("object (the destination object, e.g. 'contacts') is required")
+
+    def target_fingerprint(self, match_field: str | None) -> str:
+        """What makes destination ids meaningful: destination account, object, key, match field."""
+        return digest(
+            {
+                "destination": self.destination_identity,
+                "object": self.object,
+                "primary_key": self.primary_keys,
+                "match_on": match_field,
+            }
+        )
+
+
+def digest(value: Any) -> str:
+    return hashlib.sha256(orjson.dumps(value, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]

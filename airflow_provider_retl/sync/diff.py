@@ -1,0 +1,245 @@
+"""The snapshot diff: a query result, chunk by chunk, against the checkpoint.
+
+Warehouses have no change feed, so changes are found by hashing every row and comparing
+it with the checkpoint of the last delivery. The whole result is read before anything is
+decided: duplicated keys are rejected (every copy, so the outcome never depends on row
+order) and keys are only "removed" once the query was read to its end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from airflow_provider_retl.sync import fingerprint as fp
+from airflow_provider_retl.sync.checkpoint import HASH_ALGORITHM, Checkpoint, CheckpointStore
+from airflow_provider_retl.sync.config import SyncConfig, digest
+from airflow_provider_retl.sync.destination import Destination
+from airflow_provider_retl.sync.errors import CheckpointError, ConfigurationError
+from airflow_provider_retl.sync.progress import Progress
+from airflow_provider_retl.sync.records import PENDING, ChangeKind, Reject, SyncReport
+
+# Internal columns of the pending frame (the changed rows and what is known about them).
+KEY = "__retl_key"
+KEY_HASH = "__retl_key_hash"
+ROW_HASH = "__retl_row_hash"
+DEST_ID = "__retl_dest_id"
+KIND = "__retl_kind"
+INTERNAL = [KEY, KEY_HASH, ROW_HASH, DEST_ID, KIND]
+
+
+def _resolve_column(name: str, columns: Sequence[str], what: str) -> str:
+    """Find ``name`` among the result's columns, case-insensitively when unambiguous (Snowflake)."""
+    if name in columns:
+        return name
+    folded = [c for c in columns if str(c).lower() == name.lower()]
+    if len(folded) == 1:
+        return folded[0]
+    raise ConfigurationError(f"{what} {name!r} is not a column of the query result; columns are: {list(columns)}")
+
+
+class SnapshotDiff:
+    """Reads a query result against a checkpoint and keeps only what must be sent."""
+
+    def __init__(
+        self,
+        destination: Destination,
+        store: CheckpointStore,
+        config: SyncConfig,
+        report: SyncReport,
+        progress: Progress,
+    ):
+        self.destination = destination
+        self.store = store
+        self.config = config
+        self.report = report
+        self.progress = progress
+        self.match_field: str | None = None
+        self.field_sources: dict[str, str] | None = None  # destination field -> source column
+        self.key_columns: list[str] = []
+        self.loaded: Checkpoint | None = None
+        self.base: Checkpoint | None = None
+        self.ck_index: pd.Index = pd.Index([], dtype=np.uint64)
+        self.seen: np.ndarray = np.zeros(0, dtype=bool)
+        self.key_hash_chunks: list[np.ndarray] = []
+        self.row_hash_chunks: list[np.ndarray] = []
+        self.key_text_chunks: list[np.ndarray] = []
+        self.pending_chunks: list[pd.DataFrame] = []
+
+    def load_checkpoint(self) -> None:
+        try:
+            self.loaded = self.store.load()
+        except CheckpointError as exc:
+            if not self.config.full_resync:
+                raise CheckpointError(
+                    f"{exc}. Nothing was sent. Run once with full_resync=True to discard it and re-send "
+                    f"every row (records are matched by key, so no duplicates are created)."
+                ) from exc
+            self.report.checkpoint_reset = f"unreadable checkpoint discarded (full_resync): {exc}"
+            self.loaded = None
+
+    def _adopt_checkpoint(self, payload_fingerprint: str) -> None:
+        """Decide what of the loaded checkpoint this run may trust."""
+        target = self.config.target_fingerprint(self.match_field)
+        loaded = self.loaded
+        if loaded is None:
+            base = Checkpoint(target, payload_fingerprint)
+        elif loaded.hash_algorithm != HASH_ALGORITHM:
+            self.report.checkpoint_reset = "hash algorithm changed: every row is re-planned"
+            base = Checkpoint(target, payload_fingerprint)
+        elif loaded.target_fingerprint != target:
+            self.report.checkpoint_reset = (
+                "destination, object, primary key or match field changed: destination ids discarded, every row re-planned"
+            )
+            base = Checkpoint(target, payload_fingerprint)
+        else:
+            base = loaded.with_fingerprints(target, payload_fingerprint)
+            if loaded.payload_fingerprint != payload_fingerprint or self.config.full_resync:
+                if not self.config.full_resync:
+                    self.report.checkpoint_reset = "mapping changed: every row is re-sent (destination ids kept)"
+                base.row_hashes = np.zeros(len(base), dtype=np.uint64)
+        self.base = base
+        self.ck_index = pd.Index(base.key_hashes, dtype=np.uint64)
+        self.seen = np.zeros(len(base), dtype=bool)
+
+    def _setup_columns(self, columns: Sequence[str]) -> None:
+        cfg = self.config
+        self.key_columns = [_resolve_column(k, columns, "primary key column") for k in cfg.primary_keys]
+        if cfg.mapping is None:
+            self.field_sources = {str(c): c for c in columns}
+        else:
+            self.field_sources = {
+                dest: _resolve_column(src, columns, f"mapping source for {dest!r}") for dest, src in cfg.mapping.items()
+            }
+        self.match_field = cfg.match_on or self.destination.default_match_field(cfg.object)
+        if self.match_field is None and len(self.key_columns) == 1:
+            # Identity: the field the key column is sent as.
+            key_column = self.key_columns[0]
+            self.match_field = next((d for d, s in self.field_sources.items() if s == key_column), str(key_column))
+        if self.match_field is not None and self.match_field not in self.field_sources:
+            folded = [f for f in self.field_sources if f.lower() == self.match_field.lower()]
+            if len(folded) == 1:
+                self.match_field = folded[0]
+            elif self.destination.needs_lookup(cfg.object):
+                raise ConfigurationError(
+                    f"match field {self.match_field!r} is not among the fields sent: {list(self.field_sources)}; "
+                    f"add it to the query or mapping, or set match_on"
+                )
+        payload_fingerprint = digest(sorted(self.field_sources.items()))
+        self._adopt_checkpoint(payload_fingerprint)
+
+    def read_chunk(self, chunk: pd.DataFrame) -> None:
+        if self.field_sources is None:
+            self._setup_columns(list(chunk.columns))
+        assert self.base is not None and self.field_sources is not None
+        n = len(chunk)
+        self.report.rows_read += n
+        if n == 0:
+            return
+        chunk = chunk.reset_index(drop=True)
+        parts = fp.key_parts(chunk, self.key_columns)
+        bad = np.zeros(n, dtype=bool)
+        reasons: dict[int, str] = {}
+        for column, part in zip(self.key_columns, parts, strict=True):
+            null = part == fp.NULL
+            empty = ~null & (pd.Series(part).str.strip().to_numpy() == "")
+            for i in np.flatnonzero(null & ~bad):
+                reasons[int(i)] = f"primary key column {column!r} is NULL"
+            for i in np.flatnonzero(empty & ~bad):
+                reasons[int(i)] = f"primary key column {column!r} is empty"
+            bad |= null | empty
+        keys = fp.join_key_parts(parts)
+        for i, reason in sorted(reasons.items()):
+            self.report.add_reject(Reject(fp.display_key(keys[i]), reason, "source"))
+
+        good = ~bad
+        keys = keys[good]
+        payload = pd.DataFrame({dest: chunk[src] for dest, src in self.field_sources.items()})[good]
+        key_hashes = fp.key_hashes(keys)
+        row_hashes = fp.row_hashes(payload)
+        positions = self.ck_index.get_indexer(key_hashes)
+        known = positions >= 0
+        self.seen[positions[known]] = True
+        safe_positions = np.where(known, positions, 0)
+        if len(self.base):
+            ck_rows = np.where(known, self.base.row_hashes[safe_positions], 0)
+            ids = np.where(known, self.base.dest_ids[safe_positions], None)
+        else:
+            ck_rows = np.zeros(len(keys), dtype=np.uint64)
+            ids = np.full(len(keys), None, dtype=object)
+        # An event sent by a try that died before its acknowledgement must be reconciled, not skipped.
+        interrupted = ids == PENDING
+        kinds = np.where(
+            ~known,
+            ChangeKind.NEW.value,
+            np.where((ck_rows == row_hashes) & (ck_rows != 0) & ~interrupted, "unchanged", ChangeKind.CHANGED.value),
+        )
+        self.key_hash_chunks.append(key_hashes)
+        self.row_hash_chunks.append(row_hashes)
+        self.key_text_chunks.append(keys)
+        changed = kinds != "unchanged"
+        if changed.any():
+            pending = payload[changed].reset_index(drop=True)
+            pending[KEY] = keys[changed]
+            pending[KEY_HASH] = key_hashes[changed]
+            pending[ROW_HASH] = row_hashes[changed]
+            pending[DEST_ID] = ids[changed]
+            pending[KIND] = kinds[changed]
+            self.pending_chunks.append(pending)
+        self.progress("read %d rows", self.report.rows_read)
+
+    def finish_read(self) -> pd.DataFrame:
+        """Duplicates and removed keys, once the whole result is known."""
+        if self.base is None:
+            # An empty result: no columns seen; keep the checkpoint's own payload fingerprint.
+            self.field_sources = {}
+            self.match_field = self.config.match_on or self.destination.default_match_field(self.config.object)
+            payload = self.loaded.payload_fingerprint if self.loaded else digest([])
+            self._adopt_checkpoint(payload)
+        all_keys = np.concatenate(self.key_hash_chunks) if self.key_hash_chunks else np.empty(0, dtype=np.uint64)
+        uniques, inverse, counts = np.unique(all_keys, return_inverse=True, return_counts=True)
+        duplicated = counts[inverse] > 1
+        if duplicated.any():
+            texts = np.concatenate(self.key_text_chunks)
+            dup_counts = counts[inverse]
+            for i in np.flatnonzero(duplicated):
+                self.report.add_reject(
+                    Reject(
+                        fp.display_key(texts[i]),
+                        f"duplicate primary key: {int(dup_counts[i])} rows share it; none of them is synced",
+                        "source",
+                    )
+                )
+        pending = (
+            pd.concat(self.pending_chunks, ignore_index=True)
+            if self.pending_chunks
+            else pd.DataFrame(columns=[*(self.field_sources or {}), *INTERNAL])
+        )
+        if duplicated.any():
+            dup_keys = uniques[counts > 1]
+            pending = pending[~np.isin(pending[KEY_HASH].to_numpy(dtype=np.uint64), dup_keys)].reset_index(drop=True)
+        self.report.unchanged = len(all_keys) - int(duplicated.sum()) - len(pending)
+        self.report.planned["new"] = int((pending[KIND] == ChangeKind.NEW.value).sum())
+        self.report.planned["changed"] = int((pending[KIND] == ChangeKind.CHANGED.value).sum())
+        self.report.planned["removed"] = int((~self.seen).sum())
+        return pending
+
+    def removed(self) -> tuple[np.ndarray, np.ndarray]:
+        assert self.base is not None
+        gone = ~self.seen
+        return self.base.key_hashes[gone], self.base.dest_ids[gone]
+
+    def rebaseline(self) -> None:
+        """Mark the whole current result as synced without sending anything."""
+        assert self.base is not None
+        keys = np.concatenate(self.key_hash_chunks) if self.key_hash_chunks else np.empty(0, dtype=np.uint64)
+        rows = np.concatenate(self.row_hash_chunks) if self.row_hash_chunks else np.empty(0, dtype=np.uint64)
+        duplicated = pd.Index(keys).duplicated(keep=False)
+        keys, rows = keys[~duplicated], rows[~duplicated]
+        positions = self.ck_index.get_indexer(keys)
+        ids = np.where(positions >= 0, self.base.dest_ids[np.where(positions >= 0, positions, 0)] if len(self.base) else None, None)
+        self.store.finalize(
+            Checkpoint(self.base.target_fingerprint, self.base.payload_fingerprint, keys, rows, ids.astype(object))
+        )

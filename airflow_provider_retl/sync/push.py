@@ -1,0 +1,394 @@
+"""Pushing planned changes: batches, bounded concurrency, per-batch commits, reconciliation.
+
+Each acknowledged batch is committed to the checkpoint journal (grouped with the batches
+that finished with it), so a killed try loses at most the batches in flight. Non-idempotent
+calls are made safe here: a create whose response was lost is looked up before being sent
+again, and events get a durable "pending" mark before they leave, so a retry asks the
+destination about them instead of sending them twice.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from airflow_provider_retl.sync import fingerprint as fp
+from airflow_provider_retl.sync.checkpoint import Checkpoint, CheckpointStore, JournalEntry
+from airflow_provider_retl.sync.config import SyncConfig
+from airflow_provider_retl.sync.destination import Destination
+from airflow_provider_retl.sync.diff import DEST_ID, INTERNAL, KEY, KEY_HASH, ROW_HASH
+from airflow_provider_retl.sync.errors import BatchRejectedError, OutcomeUnknownError, RetryableSyncError, SyncError
+from airflow_provider_retl.sync.plan import SKIP_INSERT_EXISTS, Action
+from airflow_provider_retl.sync.progress import Progress
+from airflow_provider_retl.sync.records import EXISTS, PENDING, Outcome, Record, Reject, SyncReport
+from airflow_provider_retl.sync.values import column_to_wire, frame_to_wire
+
+
+class Pusher:
+    """Sends planned rows of the pending frame to a destination and commits what it accepted."""
+
+    def __init__(
+        self,
+        destination: Destination,
+        store: CheckpointStore,
+        config: SyncConfig,
+        report: SyncReport,
+        base: Checkpoint,
+        match_field: str | None,
+        *,
+        log: logging.Logger,
+        clock: Callable[[], float],
+        progress: Progress,
+    ):
+        self.destination = destination
+        self.store = store
+        self.config = config
+        self.report = report
+        self.base = base
+        self.match_field = match_field
+        self.log = log
+        self.clock = clock
+        self.progress = progress
+        self.entries: list[JournalEntry] = []
+        self.uncommitted: list[JournalEntry] = []
+        self.last_commit = clock()
+        self.push_started = clock()
+        self.requests_at_start = destination.request_count
+
+    def wire_batch(
+        self, pending: pd.DataFrame, rows: np.ndarray, action: Action
+    ) -> tuple[list[Record], list[Reject]]:
+        """Records ready to send for ``rows`` of ``pending`` and the rows that fail local checks."""
+        frame = pending.iloc[rows]
+        fields_frame = frame[[c for c in frame.columns if c not in INTERNAL]]
+        wires, failures = frame_to_wire(fields_frame)
+        records: list[Record] = []
+        rejects: list[Reject] = []
+        keys = frame[KEY].to_numpy()
+        key_hashes = frame[KEY_HASH].to_numpy(dtype=np.uint64)
+        row_hashes = frame[ROW_HASH].to_numpy(dtype=np.uint64)
+        ids = frame[DEST_ID].to_numpy()
+        for i, fields in enumerate(wires):
+            key = fp.display_key(keys[i])
+            if i in failures:
+                name, reason = failures[i]
+                rejects.append(Reject(key, reason, "validation", field=name))
+                continue
+            problems = self.destination.validate(self.config.object, fields)
+            if problems:
+                rejects.append(Reject(key, "; ".join(r for _, r in problems), "validation", field=problems[0][0]))
+                continue
+            match_value = fields.get(self.match_field) if self.match_field else None
+            if action in (Action.UPSERT, Action.BULK_UPSERT, Action.CREATE) and self.destination.needs_lookup(self.config.object):
+                if match_value is None or match_value == "":
+                    rejects.append(
+                        Reject(key, f"match field {self.match_field!r} is empty: the record cannot be matched", "validation", field=self.match_field)
+                    )
+                    continue
+            dest_id = ids[i] if isinstance(ids[i], str) and ids[i] != PENDING else None
+            record = Record(key, fields, int(key_hashes[i]), int(row_hashes[i]), dest_id, match_value)
+            if action in (Action.SEND_EVENT, Action.RECONCILE):
+                record.event_id = self.event_id(record.key_hash)
+            records.append(record)
+        return records, rejects
+
+    def send(self, pending: pd.DataFrame, rows: np.ndarray, action: Action) -> tuple[list[Record], list[Reject], list[Outcome]]:
+        """Build one batch and send it (runs in a worker thread)."""
+        records, rejects = self.wire_batch(pending, rows, action)
+        if not records:
+            return records, rejects, []
+        obj = self.config.object
+        if action is Action.SEND_EVENT:
+            outcomes = self.destination.send_events(obj, records)
+        elif action is Action.BULK_UPSERT:
+            outcomes = self.destination.bulk_upsert(obj, records, self.match_field or "")
+        elif action is Action.UPSERT:
+            outcomes = self.destination.upsert(obj, records, self.match_field or "")
+        elif action is Action.UPDATE:
+            outcomes = self.destination.update(obj, records)
+        else:
+            outcomes = self._create_reconciling(records)
+        if len(outcomes) != len(records):
+            raise SyncError(f"destination returned {len(outcomes)} outcomes for {len(records)} records")
+        return records, rejects, outcomes
+
+    def _create_reconciling(self, records: list[Record]) -> list[Outcome]:
+        """Create; records that turn out to exist are updated, and a lost response is reconciled by lookup."""
+        outcomes = self._create_or_lookup(records)
+        exists = [i for i, o in enumerate(outcomes) if not o.ok and o.code == EXISTS and o.dest_id]
+        if exists:
+            # Created meanwhile (by another tool or an earlier lost response): update it by id instead.
+            targets = [records[i] for i in exists]
+            for i, record in zip(exists, targets, strict=True):
+                record.dest_id = outcomes[i].dest_id
+            updated = self.destination.update(self.config.object, targets)
+            for i, outcome in zip(exists, updated, strict=True):
+                outcomes[i] = Outcome.success(outcome.dest_id or records[i].dest_id, created=False) if outcome.ok else outcome
+        return outcomes
+
+    def _create_or_lookup(self, records: list[Record]) -> list[Outcome]:
+        obj = self.config.object
+        try:
+            return self.destination.create(obj, records)
+        except OutcomeUnknownError as exc:
+            self.log.warning("create of %d records: outcome unknown (%s); reconciling by lookup", len(records), exc)
+        found = self._lookup_ids([r.match_value for r in records])
+        outcomes: list[Outcome | None] = [None] * len(records)
+        missing = []
+        for i, record in enumerate(records):
+            dest_id = found[i]
+            if dest_id is not None:
+                outcomes[i] = Outcome.success(dest_id, created=True)
+            else:
+                missing.append(i)
+        if missing:
+            try:
+                retried = self.destination.create(obj, [records[i] for i in missing])
+            except OutcomeUnknownError as exc:
+                raise RetryableSyncError(
+                    "create failed twice with an unknown outcome; the next try reconciles by lookup"
+                ) from exc
+            for i, outcome in zip(missing, retried, strict=True):
+                outcomes[i] = outcome
+        return [o for o in outcomes if o is not None]
+
+    def _lookup_ids(self, values: Sequence[Any]) -> list[str | None]:
+        assert self.match_field is not None
+        found = self.destination.lookup(self.config.object, self.match_field, list(values))
+        folded = {str(k).strip().lower(): v for k, v in found.items()}
+        return [found.get(v) or folded.get(str(v).strip().lower()) if v is not None else None for v in values]
+
+    def commit(self, entry: JournalEntry, *, flush: bool = True) -> None:
+        """Queue ``entry`` for the checkpoint journal; write the queue unless ``flush`` is False.
+
+        Batches that finish together (or within ``commit_interval``) share one journal write:
+        a durable write (fsync, a Variable) per batch of 100 would dominate fast destinations,
+        and an acknowledged batch whose commit is lost is only re-sent (upserts are
+        idempotent; creates are preceded by lookups), never duplicated.
+        """
+        if len(entry):
+            self.uncommitted.append(entry)
+        if flush or self.clock() - self.last_commit >= self.config.commit_interval:
+            self.flush_commits()
+
+    def flush_commits(self) -> None:
+        if not self.uncommitted:
+            return
+        entry = JournalEntry.merge(self.uncommitted)
+        self.store.commit(
+            entry, target_fingerprint=self.base.target_fingerprint, payload_fingerprint=self.base.payload_fingerprint
+        )
+        self.entries.append(entry)
+        self.uncommitted = []
+        self.last_commit = self.clock()
+
+    def event_id(self, key_hash: int) -> str:
+        """The same id for the same event on every try and run of this sync."""
+        return f"retl-{self.base.target_fingerprint[:12]}-{key_hash:016x}"
+
+    def apply(
+        self,
+        action: Action,
+        records: list[Record],
+        rejects: list[Reject],
+        outcomes: list[Outcome],
+        batch_key_hashes: np.ndarray | None = None,
+    ) -> None:
+        for reject in rejects:
+            self.report.add_reject(reject)
+        keys, rows, ids = [], [], []
+        for record, outcome in zip(records, outcomes, strict=True):
+            if not outcome.ok:
+                self.report.add_reject(Reject(record.key, outcome.reason or "rejected by the destination", "destination", code=outcome.code))
+                continue
+            keys.append(record.key_hash)
+            rows.append(record.row_hash)
+            ids.append(outcome.dest_id or record.dest_id or record.event_id)
+            if action is Action.SEND_EVENT:
+                self.report.events += 1
+                continue
+            created = outcome.created
+            if created is None and action not in (Action.UPSERT, Action.BULK_UPSERT):
+                created = action is Action.CREATE
+            if created is True:
+                self.report.created += 1
+            elif created is False:
+                self.report.updated += 1
+            else:
+                self.report.upserted += 1
+        if records:
+            self.report.batches += 1
+        self.commit(JournalEntry.puts(keys, rows, ids), flush=False)
+        if action is Action.SEND_EVENT and batch_key_hashes is not None:
+            # Events that were refused (or never sent) lose their "pending" mark: retried next run.
+            refused = np.setdiff1d(batch_key_hashes, np.asarray(keys, dtype=np.uint64))
+            self.commit(JournalEntry.deletes(refused), flush=False)
+
+    def batches(self, rows: np.ndarray, size: int) -> list[np.ndarray]:
+        return [rows[i : i + size] for i in range(0, len(rows), size)]
+
+    def run_pool(self, jobs: list[tuple[Action, np.ndarray]], pending: pd.DataFrame, total: int) -> None:
+        """Send batches with bounded concurrency; stop submitting at the first error, drain, re-raise."""
+        workers = max(1, int(getattr(self.destination, "max_concurrency", 1) or 1))
+        error: BaseException | None = None
+        done = 0
+        with cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="retl-push") as pool:
+            queue = list(jobs)
+            in_flight: dict[cf.Future[Any], tuple[Action, np.ndarray]] = {}
+            while queue or in_flight:
+                while queue and error is None and len(in_flight) < workers * 2:
+                    action, rows = queue.pop(0)
+                    if action is Action.SEND_EVENT:
+                        # Write-ahead: durable "pending" marks before the events leave, so a try that
+                        # dies mid-call is reconciled on retry instead of sending them twice.
+                        key_hashes = pending[KEY_HASH].to_numpy(dtype=np.uint64)[rows]
+                        row_hashes = pending[ROW_HASH].to_numpy(dtype=np.uint64)[rows]
+                        self.commit(JournalEntry.puts(key_hashes, row_hashes, [PENDING] * len(rows)))
+                    in_flight[pool.submit(self.send, pending, rows, action)] = (action, rows)
+                finished, _ = cf.wait(in_flight, return_when=cf.FIRST_COMPLETED)
+                for future in finished:
+                    action, rows = in_flight.pop(future)
+                    done += len(rows)
+                    try:
+                        records, rejects, outcomes = future.result()
+                    except BatchRejectedError as exc:
+                        records, rejects = self.wire_batch(pending, rows, action)
+                        rejects += [Reject(r.key, str(exc), "destination") for r in records]
+                        records, outcomes = [], []
+                    except Exception as exc:  # noqa: BLE001 - any failure stops the run after draining
+                        error = error or exc
+                        continue
+                    self.apply(action, records, rejects, outcomes, pending[KEY_HASH].to_numpy(dtype=np.uint64)[rows])
+                self.commit(JournalEntry(), flush=error is not None)
+                if error is not None:
+                    queue.clear()
+                self.log_progress(done, total)
+        self.flush_commits()
+        if error is not None:
+            raise error
+
+    def log_progress(self, done: int, total: int, force: bool = False) -> None:
+        elapsed = max(self.clock() - self.push_started, 1e-9)
+        self.progress(
+            "pushed %d/%d records (%.0f/s): %d created, %d updated, %d upserted, %d rejected, %d requests",
+            done,
+            total,
+            done / elapsed,
+            self.report.created,
+            self.report.updated,
+            self.report.upserted,
+            self.report.rejected,
+            self.destination.request_count - self.requests_at_start,
+            force=force,
+        )
+
+    def lookup_rows(self, pending: pd.DataFrame, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Resolve destination ids for ``rows`` by their match value: (found rows, missing rows)."""
+        assert self.match_field is not None
+        values, failures = column_to_wire(pending[self.match_field].iloc[rows])
+        usable = []
+        for i, (row, value) in enumerate(zip(rows, values, strict=True)):
+            if i in failures or value is None or value == "":
+                key = fp.display_key(pending[KEY].iat[row])
+                self.report.add_reject(
+                    Reject(key, f"match field {self.match_field!r} is empty: the record cannot be matched", "validation", field=self.match_field)
+                )
+            else:
+                usable.append((row, value))
+        size = max(1, int(self.destination.lookup_batch_size))
+        groups = [usable[i : i + size] for i in range(0, len(usable), size)]
+        workers = max(1, int(getattr(self.destination, "max_concurrency", 1) or 1))
+        found_rows, missing_rows = [], []
+        with cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="retl-lookup") as pool:
+            results = pool.map(lambda g: self._lookup_ids([v for _, v in g]), groups)
+            for group, ids in zip(groups, results, strict=True):
+                for (row, _), dest_id in zip(group, ids, strict=True):
+                    if dest_id is None:
+                        missing_rows.append(row)
+                    else:
+                        pending.iat[row, pending.columns.get_loc(DEST_ID)] = dest_id
+                        found_rows.append(row)
+        return np.asarray(found_rows, dtype=np.int64), np.asarray(missing_rows, dtype=np.int64)
+
+    def reconcile_events(self, pending: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
+        """Ask the destination about events of an interrupted try; return the rows to send again."""
+        resend = []
+        for batch in self.batches(rows, max(1, int(self.destination.max_batch_size))):
+            records, rejects = self.wire_batch(pending, batch, Action.RECONCILE)
+            for reject in rejects:
+                self.report.add_reject(reject)
+            landed = self.destination.reconcile_events(self.config.object, records) if records else []
+            by_key = dict(zip(pending[KEY_HASH].to_numpy(dtype=np.uint64)[batch].tolist(), batch.tolist(), strict=True))
+            keys, row_hashes, ids = [], [], []
+            for record, state in zip(records, landed, strict=True):
+                if state is True:
+                    keys.append(record.key_hash)
+                    row_hashes.append(record.row_hash)
+                    ids.append(record.event_id)
+                    self.report.skip("event already delivered by an interrupted try (reconciled)")
+                elif state is False:
+                    resend.append(by_key[record.key_hash])
+                else:
+                    self.report.add_reject(
+                        Reject(
+                            record.key,
+                            "event outcome unknown after an interrupted try and the destination cannot be asked; "
+                            "not re-sent to avoid a duplicate (check the destination, then run with full_resync=True to send it)",
+                            "destination",
+                            code="OUTCOME_UNKNOWN",
+                        )
+                    )
+            self.commit(JournalEntry.puts(keys, row_hashes, ids))
+        return np.asarray(resend, dtype=np.int64)
+
+    def remember_existing(self, pending: pd.DataFrame, rows: np.ndarray) -> None:
+        """Insert mode found these records in the destination: skip them, but keep their ids.
+
+        Row hash 0 means "destination id known, content not synced", so later runs need no
+        lookup and still never update them.
+        """
+        if not len(rows):
+            return
+        self.report.skip(SKIP_INSERT_EXISTS, len(rows))
+        self.commit(
+            JournalEntry.puts(
+                pending[KEY_HASH].to_numpy(dtype=np.uint64)[rows],
+                np.zeros(len(rows), dtype=np.uint64),
+                pending[DEST_ID].to_numpy()[rows],
+            )
+        )
+
+    def delete_removed(self, key_hashes: np.ndarray, ids: np.ndarray) -> None:
+        """Mirror mode: delete/archive the records of keys that left the query (by their ids)."""
+        has_id = np.array([isinstance(i, str) and i != "" for i in ids], dtype=bool)
+        for kh in key_hashes[~has_id]:
+            self.report.add_reject(
+                Reject(f"#{int(kh):016x}", "cannot delete: no destination id was recorded for this key", "destination")
+            )
+        size = self.write_batch_size()
+        obj = self.config.object
+        for start in range(0, int(has_id.sum()), size):
+            batch_keys = key_hashes[has_id][start : start + size]
+            batch_ids = [str(i) for i in ids[has_id][start : start + size]]
+            outcomes = self.destination.delete(obj, batch_ids)
+            done = []
+            for kh, outcome in zip(batch_keys, outcomes, strict=True):
+                if outcome.ok:
+                    done.append(int(kh))
+                    self.report.deleted += 1
+                else:
+                    self.report.add_reject(Reject(f"#{int(kh):016x}", outcome.reason or "delete refused", "destination", code=outcome.code))
+            self.report.batches += 1
+            self.commit(JournalEntry.deletes(done))
+
+    def write_batch_size(self) -> int:
+        limit = max(1, int(self.destination.max_batch_size))
+        return min(self.config.batch_size or limit, limit)
+
+    def finalize(self) -> None:
+        self.store.finalize(self.base.apply(self.entries))
