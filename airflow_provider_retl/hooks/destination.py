@@ -655,6 +655,9 @@ class DestinationHook(BaseHook):
     def default_match_field(self, object: str) -> str | None:
         return None
 
+    def match_field_aliases(self, object: str) -> Sequence[str]:
+        return ()
+
     def validate(self, object: str, fields: Mapping[str, Any]) -> list[tuple[str | None, str]]:
         return []
 

@@ -94,7 +94,7 @@ _LIST_PATH = re.compile(r"^/3\.0/lists/([^/]+)(?:/merge-fields)?/?$")
 
 def subscriber_hash(email: str) -> str:
     """Mailchimp's member id: the MD5 hex digest of the lower-cased address."""
-    return hashlib.md5(email.strip().lower().encode("utf-8")).hexdigest()  # noqa: S324 - Mailchimp's scheme
+    return hashlib.md5(email.strip().lower().encode("utf-8")).hexdigest()
 
 
 _slots: dict[str, threading.BoundedSemaphore] = {}
@@ -152,6 +152,13 @@ class MailchimpHook(DestinationHook):
     api_lookup_limit: ClassVar[int] = LOOKUP_CHUNK
     default_max_concurrency: ClassVar[int] = CONNECTION_LIMIT
     default_rate_limit: ClassVar[int | None] = None
+    #: Extras of this destination (besides DestinationHook's), shown in the connection form.
+    connection_extras: ClassVar[tuple[str, ...]] = (
+        "status_if_new",
+        "sync_tags",
+        "delete_permanently",
+        "skip_merge_validation",
+    )
 
     def __init__(
         self,
@@ -273,6 +280,9 @@ class MailchimpHook(DestinationHook):
 
     def default_match_field(self, object: str) -> str | None:
         return "email_address"
+
+    def match_field_aliases(self, object: str) -> Sequence[str]:
+        return EMAIL_FIELDS[1:]
 
     def needs_lookup(self, object: str) -> bool:
         # True so insert/update modes can tell existing members; upsert mode never looks up.
@@ -601,7 +611,8 @@ def _check_merge_value(merge: MergeField, value: Any) -> str | None:
             return f"merge field {merge.tag} is a number; got {value!r}"
     elif merge.type in ("dropdown", "radio") and merge.choices and str(value) not in merge.choices:
         return f"merge field {merge.tag} takes one of {list(merge.choices)}; got {value!r}"
-    elif merge.type == "address":
-        if not isinstance(value, Mapping) or not all(str(value.get(k) or "").strip() for k in ("addr1", "city", "state", "zip")):
-            return f"merge field {merge.tag} needs an address object with addr1, city, state and zip"
+    elif merge.type == "address" and (
+        not isinstance(value, Mapping) or not all(str(value.get(k) or "").strip() for k in ("addr1", "city", "state", "zip"))
+    ):
+        return f"merge field {merge.tag} needs an address object with addr1, city, state and zip"
     return None

@@ -37,6 +37,9 @@ class Destination(Protocol):
     def default_match_field(self, object: str) -> str | None:
         """The destination field that identifies a record when the user names none."""
 
+    def match_field_aliases(self, object: str) -> Sequence[str]:
+        """Other field names the default match field may have in a query (e.g. ``email``)."""
+
     def validate(self, object: str, fields: Mapping[str, Any]) -> list[tuple[str | None, str]]:
         """Local checks before sending: a list of (field, reason); empty when valid."""
 

@@ -120,6 +120,10 @@ class SnapshotDiff:
             self.match_field = next((d for d, s in self.field_sources.items() if s == key_column), str(key_column))
         if self.match_field is not None and self.match_field not in self.field_sources:
             folded = [f for f in self.field_sources if f.lower() == self.match_field.lower()]
+            if not folded and cfg.match_on is None:
+                # The destination's other name for its match field (Mailchimp: email for email_address).
+                aliases = {a.lower() for a in self.destination.match_field_aliases(cfg.object)}
+                folded = [f for f in self.field_sources if f.lower() in aliases][:1]
             if len(folded) == 1:
                 self.match_field = folded[0]
             elif self.destination.needs_lookup(cfg.object):

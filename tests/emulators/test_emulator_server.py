@@ -66,7 +66,7 @@ class TestEmulatorServer:
 
     def test_unknown_kind_is_refused(self) -> None:
         with pytest.raises(ValueError, match="hubspot"):
-            start_emulator("salesforce")
+            start_emulator("no-such-emulator")
 
     def test_taken_port_fails_loudly(self) -> None:
         with start_emulator("webhook") as first:

@@ -92,6 +92,9 @@ class InMemoryDestination:
     def default_match_field(self, object: str) -> str | None:
         return self.match
 
+    def match_field_aliases(self, object: str) -> Sequence[str]:
+        return ()
+
     def validate(self, object: str, fields: Mapping[str, Any]) -> list[tuple[str | None, str]]:
         return run_validators(fields, {"email": [email]})
 

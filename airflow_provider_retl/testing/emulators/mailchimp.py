@@ -108,7 +108,7 @@ _MSG_INVALID_RESOURCE = "The resource submitted could not be validated. For fiel
 
 def subscriber_hash(email: str) -> str:
     """Mailchimp's member id: the MD5 hex digest of the lower-cased address."""
-    return hashlib.md5(email.strip().lower().encode("utf-8")).hexdigest()  # noqa: S324 - Mailchimp's scheme
+    return hashlib.md5(email.strip().lower().encode("utf-8")).hexdigest()
 
 
 def _now() -> str:
@@ -1209,13 +1209,12 @@ def _status(body: Mapping[str, Any], name: str) -> str | None:
 
 def _check_compliance(email: str, previous: str | None, wanted: str) -> None:
     """Unsubscribed or cleaned addresses are never subscribed by an API call (pending re-asks an unsubscribe)."""
-    if previous in ("unsubscribed", "cleaned") and wanted != previous:
-        if wanted == "subscribed" or (previous == "cleaned" and wanted == "pending"):
-            raise _MemberError(
-                "Member In Compliance State",
-                f"{email} is in a compliance state due to unsubscribe, bounce, or compliance review and cannot be "
-                "subscribed.",
-            )
+    if wanted == "subscribed" and previous in ("unsubscribed", "cleaned") or (previous, wanted) == ("cleaned", "pending"):
+        raise _MemberError(
+            "Member In Compliance State",
+            f"{email} is in a compliance state due to unsubscribe, bounce, or compliance review and cannot be "
+            "subscribed.",
+        )
 
 
 def _hash_of(email_or_hash: str) -> str:
