@@ -1,0 +1,274 @@
+"""CustomerIoHook against the Customer.io emulator (a real local HTTP server)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from collections import Counter
+
+import pytest
+
+from airflow_provider_retl.hooks.customerio import (
+    MAX_REQUEST_BYTES,
+    CustomerIoHook,
+    event_ulid,
+    unix_seconds,
+)
+from airflow_provider_retl.sync.destination import Destination
+from airflow_provider_retl.sync.errors import ConfigurationError, FatalDestinationError, RetryableDestinationError
+from airflow_provider_retl.sync.records import Record
+from airflow_provider_retl.testing.emulators import CUSTOMERIO_API_KEY, CUSTOMERIO_SITE_ID, start_emulator
+from airflow_provider_retl.testing.emulators.customerio import is_ulid
+
+from .support import SleepRecorder, eventually, no_sleep
+
+BATCH = "POST /api/v2/batch"
+
+
+def add_cio_connection(monkeypatch, host, *, login=CUSTOMERIO_SITE_ID, password=CUSTOMERIO_API_KEY, **extra):
+    conn = {"conn_type": "retl_customerio", "host": host, "login": login, "password": password, "extra": extra}
+    monkeypatch.setenv("AIRFLOW_CONN_CUSTOMERIO_DEFAULT", json.dumps(conn))
+
+
+@pytest.fixture
+def start_cio(monkeypatch):
+    """Start an emulator and point ``customerio_default`` at it (no client-side rate limit unless asked)."""
+    running = []
+
+    def start(*, extra: dict | None = None, password: str = CUSTOMERIO_API_KEY, **options):
+        options.setdefault("rate_limit", None)
+        emulator = start_emulator("customerio", **options)
+        running.append(emulator)
+        add_cio_connection(monkeypatch, emulator.url, password=password, **{"rate_limit": 0, **(extra or {})})
+        return emulator
+
+    yield start
+    for emulator in running:
+        emulator.stop()
+
+
+@pytest.fixture
+def cio(start_cio):
+    return start_cio()
+
+
+@pytest.fixture
+def hook(cio):
+    return CustomerIoHook(sleep=no_sleep)
+
+
+def someone(key: str, **fields) -> Record:
+    fields = {"id": key, **fields}
+    return Record(key=key, fields=fields, match_value=fields["id"])
+
+
+def event(key: str, person: str = "u1", **fields) -> Record:
+    return Record(key=key, fields={"id": person, **fields}, event_id=f"retl-abc-{key}")
+
+
+class TestIdentity:
+    def test_airflow_attributes_and_defaults(self, monkeypatch):
+        add_cio_connection(monkeypatch, None)
+        assert CustomerIoHook.conn_type == "retl_customerio"
+        assert CustomerIoHook.default_conn_name == "customerio_default"
+        assert CustomerIoHook(customerio_conn_id="other").customerio_conn_id == "other"
+        hook = CustomerIoHook()
+        assert isinstance(hook, Destination)
+        assert hook.max_batch_size == 1000 and hook.max_concurrency == 4
+        assert hook.base_url == "https://track.customer.io"
+        assert (hook.limiter.limit, hook.limiter.window) == (100, 1.0)
+
+    def test_region_shorthand(self, monkeypatch):
+        add_cio_connection(monkeypatch, "eu")
+        hook = CustomerIoHook()
+        hook.get_conn()
+        assert hook.base_url == "https://track-eu.customer.io"
+
+    def test_capabilities(self, monkeypatch):
+        add_cio_connection(monkeypatch, None)
+        hook = CustomerIoHook()
+        assert hook.supports_upsert("people", "id") and hook.supports_upsert("people", "email")
+        assert not hook.supports_upsert("people", "customer_id") and not hook.supports_upsert("events", None)
+        assert hook.supports_delete("people") and not hook.supports_delete("events")
+        assert hook.supports_events("events") and not hook.supports_events("people")
+        assert not hook.needs_lookup("people") and hook.default_match_field("people") == "id"
+        with pytest.raises(ConfigurationError, match="'people' or 'events'"):
+            hook.supports_events("contacts")
+
+
+class TestAuthAndConnection:
+    def test_test_connection(self, cio, hook):
+        ok, message = hook.test_connection()
+        assert ok and "workspace 101" in message and "region us" in message
+        assert cio.emulator.request_count("GET /api/v1/accounts/region") == 1
+
+    def test_bad_key_fails_fast_and_stays_secret(self, start_cio):
+        secret = "wrong-key-0123456789"
+        cio = start_cio(password=secret)
+        hook = CustomerIoHook(sleep=no_sleep)
+        ok, message = hook.test_connection()
+        assert not ok and "401" in message and "Unauthorized request" in message
+        with pytest.raises(FatalDestinationError) as caught:
+            hook.upsert("people", [someone("1")], "id")
+        token = base64.b64encode(f"{CUSTOMERIO_SITE_ID}:{secret}".encode()).decode()
+        for text in (message, str(caught.value), repr(caught.value.request.headers)):
+            assert secret not in text and token not in text
+        assert cio.emulator.request_count(BATCH) == 1  # auth errors are never retried
+
+
+class TestPeople:
+    def test_upsert_by_id_then_by_email(self, cio, hook):
+        out = hook.upsert("people", [someone("1", email="ann@acme.io", plan="free"), someone("2", plan=None)], "id")
+        assert [(o.ok, o.dest_id) for o in out] == [(True, "id:1"), (True, "id:2")]
+        out = hook.upsert("people", [Record("ann@acme.io", {"email": "ann@acme.io", "plan": "pro"},
+                                            match_value="ann@acme.io")], "email")
+        assert out[0].ok and out[0].dest_id.startswith("email-sha256:") and "acme" not in out[0].dest_id
+        assert cio.emulator.person("1")["attributes"] == {"email": "ann@acme.io", "plan": "pro"}
+        assert cio.emulator.request_count(BATCH) == 2
+        with pytest.raises(ConfigurationError, match="id, email or cio_id"):
+            hook.upsert("people", [someone("3")], "customer_id")
+
+    def test_update_never_creates_and_delete_by_checkpoint_id(self, cio, hook):
+        cio.emulator.seed([{"id": "1", "plan": "free"}])
+        out = hook.update("people", [Record("1", {"id": "1", "plan": "pro"}, dest_id="id:1"),
+                                     Record("2", {"id": "2", "plan": "pro"}, dest_id="id:2"),
+                                     Record("3", {"id": "3"}, dest_id=None)])
+        assert [o.ok for o in out] == [True, True, False] and out[2].code == "NO_ID"
+        assert [p["id"] for p in cio.emulator.people()] == ["1"]
+        assert cio.emulator.person("1")["attributes"] == {"plan": "pro"}
+        out = hook.delete("people", ["id:1", "id:gone", "email-sha256:ab12"])
+        assert [o.ok for o in out] == [True, True, False] and "match people on 'id'" in out[2].reason
+        assert cio.emulator.people() == [] and cio.emulator.request_count(BATCH) == 2
+
+    def test_batches_are_sized_by_bytes(self, start_cio):
+        cio = start_cio(max_request_bytes=MAX_REQUEST_BYTES)  # the emulator refuses anything of 500,000 bytes or more
+        hook = CustomerIoHook(sleep=no_sleep)
+        wide = {f"attr{j}": "v" * 900 for j in range(30)}  # ~28 KB per operation
+        records = [someone(str(i), **wide) for i in range(40)]
+        out = hook.upsert("people", records, "id")
+        assert all(o.ok for o in out) and len(cio.emulator.people()) == 40
+        per_item = len(json.dumps({"type": "person", "identifiers": {"id": "10"}, "action": "identify",
+                                   "attributes": wide}, separators=(",", ":")))
+        assert cio.emulator.request_count(BATCH) == math.ceil(40 / (MAX_REQUEST_BYTES // (per_item + 1)))
+
+    def test_an_operation_over_32_kb_is_rejected_locally(self, cio, hook):
+        huge = someone("big", **{f"attr{j}": "v" * 900 for j in range(40)})
+        out = hook.upsert("people", [someone("1"), huge], "id")
+        assert out[0].ok and not out[1].ok and out[1].code == "ITEM_TOO_LARGE" and "32,000" in out[1].reason
+        assert cio.emulator.person("big") is None and cio.emulator.request_count(BATCH) == 1
+
+    def test_207_errors_map_to_records_by_batch_index(self, cio, hook):
+        records = [someone("1"), someone("2", bio="x" * 1200), someone("3"), someone("4", **{"n" * 151: 1})]
+        out = hook.upsert("people", records, "id")
+        assert [o.ok for o in out] == [True, False, True, False]
+        assert out[1].reason == "attributes.bio: Attribute value too long" and out[1].code == "invalid"
+        assert "Attribute name too long" in out[3].reason
+        assert sorted(p["id"] for p in cio.emulator.people()) == ["1", "3"]
+        assert cio.emulator.request_count(BATCH) == 1 and hook.request_count == 1
+
+    def test_a_whole_batch_400_is_bisected(self, start_cio):
+        cio = start_cio(max_request_bytes=5_000)  # the emulator refuses requests the hook thinks fine
+        hook = CustomerIoHook(sleep=no_sleep)
+        records = [someone(str(i), note="n" * 900) for i in range(10)]
+        out = hook.upsert("people", records, "id")
+        assert all(o.ok for o in out) and len(cio.emulator.people()) == 10
+        assert cio.emulator.request_count(BATCH, 400) >= 1 and cio.emulator.request_count(BATCH, 200) >= 2
+
+    def test_a_single_record_400_is_its_reject(self, server, monkeypatch):
+        add_cio_connection(monkeypatch, server.url, rate_limit=0)
+        refusal = (400, {}, {"errors": [{"reason": "invalid", "field": "batch", "message": "bad operation"}]})
+        server.then(refusal, (200, {}, {}), refusal)
+        out = CustomerIoHook(sleep=no_sleep).upsert("people", [someone("1"), someone("2")], "id")
+        assert out[0].ok and not out[1].ok and out[1].reason == "batch: bad operation" and out[1].code == "400"
+
+    def test_local_validation(self, monkeypatch):
+        add_cio_connection(monkeypatch, None)
+        hook = CustomerIoHook()
+        assert hook.validate("people", {"id": "1", "email": "ann@acme.io", "plan": "pro"}) == []
+        assert hook.validate("people", {"id": "1", "email": "broken@"})[0][0] == "email"
+        assert "1,000" in hook.validate("people", {"id": "1", "bio": "x" * 1001})[0][1]
+        assert "150" in hook.validate("people", {"id": "i" * 151})[0][1]
+        wide = {f"attr{j}": "v" * 900 for j in range(40)}  # every value allowed, the operation too large
+        assert "32,000 bytes per operation" in hook.validate("people", {"id": "1", **wide})[0][1]
+        assert "32,000 bytes per operation" in hook.validate("events", {"id": "1", "name": "x", **wide})[0][1]
+
+
+class TestEvents:
+    def test_event_operations(self, cio, hook):
+        hook.event_name, hook.event_time_field = "repurchase_due", "occurred_at"
+        records = [
+            event("o1", occurred_at="2026-01-01T00:00:00+00:00", total=9.5),
+            event("o2", person="u2", name="refund", occurred_at=1767225600000),
+            Record("o3", {"email": "c@acme.io", "total": 1}, event_id="retl-abc-o3"),
+            Record("o4", {"customer_id": "c4", "email": "d@acme.io"}, match_value="c4", event_id="retl-abc-o4"),
+        ]
+        out = hook.send_events("events", records)
+        assert all(o.ok and is_ulid(o.dest_id) for o in out)
+        first, second, third, fourth = cio.emulator.events()
+        assert (first["name"], first["timestamp"], first["attributes"]) == ("repurchase_due", 1767225600, {"total": 9.5})
+        assert first["id"] == event_ulid("retl-abc-o1") == out[0].dest_id
+        assert (second["name"], second["timestamp"], second["identifiers"]) == ("refund", 1767225600, {"id": "u2"})
+        assert third["identifiers"] == {"email": "c@acme.io"} and third["timestamp"] is None
+        assert fourth["identifiers"] == {"id": "c4"}  # match_on="customer_id": that column names the person
+
+    def test_ulid_is_stable_per_event_key(self):
+        ids = [event_ulid(f"retl-abc-{i}") for i in range(200)]
+        assert all(is_ulid(u) for u in ids) and len(set(ids)) == 200
+        assert ids == [event_ulid(f"retl-abc-{i}") for i in range(200)]
+        assert event_ulid("retl-abc-0") != event_ulid("retl-abd-0")
+        millis = []
+        for ulid in ids:  # the 48-bit time field: the first 10 Crockford characters
+            value = 0
+            for char in ulid[:10]:
+                value = value * 32 + "0123456789ABCDEFGHJKMNPQRSTVWXYZ".index(char)
+            millis.append(value)
+        assert 1_577_836_800_000 <= min(millis) and max(millis) < 2_208_988_800_000  # 2020 .. 2040
+
+    def test_resending_is_deduplicated_by_the_emulator(self, cio, hook):
+        hook.event_name = "signup"
+        records = [event(f"e{i}") for i in range(5)]
+        assert all(o.ok for o in hook.send_events("events", records))
+        assert hook.reconcile_events("events", records) == [False] * 5
+        assert all(o.ok for o in hook.send_events("events", records))  # what a retry after a lost answer does
+        assert len(cio.emulator.events()) == 5 and cio.emulator.duplicate_events == 5
+
+    def test_lost_response_is_retried_and_counted_once(self, cio, hook):
+        hook.event_name = "signup"
+        cio.faults.fail_next(1, "lost_response")
+        out = hook.send_events("events", [event(f"e{i}") for i in range(3)])
+        assert all(o.ok for o in out) and hook.retry_count == 1
+        assert Counter(e["id"] for e in cio.emulator.events()).most_common(1)[0][1] == 1
+        assert eventually(lambda: cio.emulator.duplicate_events == 3)
+
+    def test_refused_events_are_rejects(self, cio, hook):
+        out = hook.send_events("events", [event("e1", name="ok"), event("e2"), event("e3", name="n" * 101)])
+        assert out[0].ok
+        assert out[1].code == "MISSING_NAME" and out[2].code == "INVALID"
+        assert hook.validate("events", {"id": "u1"}) and not hook.validate("events", {"id": "u1", "name": "x"})
+        hook.event_time_field = "at"
+        assert "at:" in hook.validate("events", {"id": "u1", "name": "x", "at": "yesterday"})[0][1]
+        assert cio.emulator.request_count(BATCH) == 1
+
+    def test_unix_seconds(self):
+        assert unix_seconds("2026-01-01T00:00:00Z") == unix_seconds("2026-01-01 00:00:00") == 1767225600
+        assert unix_seconds(1767225600) == unix_seconds(1767225600123) == unix_seconds("1767225600") == 1767225600
+        with pytest.raises(ValueError):
+            unix_seconds("soon")
+
+
+class TestRateLimits:
+    def test_429_is_retried_with_backoff(self, cio):
+        sleeps = SleepRecorder()
+        hook = CustomerIoHook(sleep=sleeps)
+        cio.faults.update(burst_429=2, retry_after=1)
+        out = hook.upsert("people", [someone("1")], "id")
+        assert out[0].ok and hook.retry_count == 2 and len(sleeps.calls) == 2
+        assert cio.emulator.request_count(BATCH, 429) == 2 and cio.emulator.request_count(BATCH, 200) == 1
+
+    def test_retries_give_up_as_retryable(self, start_cio):
+        cio = start_cio(extra={"max_retries": 1})
+        cio.faults.update(burst_429=5)
+        with pytest.raises(RetryableDestinationError):
+            CustomerIoHook(sleep=no_sleep).upsert("people", [someone("1")], "id")
+        assert cio.emulator.request_count(BATCH, 429) == 2
