@@ -655,6 +655,12 @@ class DestinationHook(BaseHook):
     def default_match_field(self, object: str) -> str | None:
         return None
 
+    def updates_by_match(self, object: str) -> bool:
+        return False
+
+    def sync_fields(self, object: str, fields: Sequence[str]) -> None:
+        """Most destinations do not need to know the synced fields up front."""
+
     def match_field_aliases(self, object: str) -> Sequence[str]:
         return ()
 

@@ -37,6 +37,12 @@ class Destination(Protocol):
     def default_match_field(self, object: str) -> str | None:
         """The destination field that identifies a record when the user names none."""
 
+    def updates_by_match(self, object: str) -> bool:
+        """True when ``update`` works by match value and skips missing records (no lookup needed)."""
+
+    def sync_fields(self, object: str, fields: Sequence[str]) -> None:
+        """Told once per run, before anything is sent: the destination fields this sync sends."""
+
     def match_field_aliases(self, object: str) -> Sequence[str]:
         """Other field names the default match field may have in a query (e.g. ``email``)."""
 

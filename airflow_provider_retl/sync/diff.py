@@ -131,6 +131,8 @@ class SnapshotDiff:
                     f"match field {self.match_field!r} is not among the fields sent: {list(self.field_sources)}; "
                     f"add it to the query or mapping, or set match_on"
                 )
+        # Tell the destination what this sync sends (Zendesk's mirror unsets exactly these fields).
+        self.destination.sync_fields(cfg.object, list(self.field_sources))
         payload_fingerprint = digest(sorted(self.field_sources.items()))
         self._adopt_checkpoint(payload_fingerprint)
 

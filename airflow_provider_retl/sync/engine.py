@@ -113,6 +113,7 @@ def run_sync(
             mode,
             can_upsert=destination.supports_upsert(obj, diff.match_field),
             needs_lookup=destination.needs_lookup(obj),
+            updates_by_match=destination.updates_by_match(obj),
         )
     report.plan = plan.counts()
     for reason, rows in plan.skipped.items():

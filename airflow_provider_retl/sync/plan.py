@@ -63,6 +63,7 @@ def plan_changes(
     *,
     can_upsert: bool,
     needs_lookup: bool,
+    updates_by_match: bool = False,
 ) -> Plan:
     """Decide the action per pending row (``kinds`` holds ChangeKind values)."""
     new = kinds == ChangeKind.NEW.value
@@ -81,6 +82,11 @@ def plan_changes(
         return plan
 
     if mode is Mode.UPDATE:
+        if updates_by_match:
+            # The API updates by match value and ignores records that do not exist (Braze
+            # _update_existing_only, Customer.io _update): no lookup, and nothing is created.
+            put(Action.UPDATE, new | changed)
+            return plan
         put(Action.UPDATE, has_id & (new | changed))
         if needs_lookup:
             put(Action.LOOKUP, ~has_id & (new | changed))

@@ -95,6 +95,12 @@ class InMemoryDestination:
     def match_field_aliases(self, object: str) -> Sequence[str]:
         return ()
 
+    def updates_by_match(self, object: str) -> bool:
+        return False
+
+    def sync_fields(self, object: str, fields: Sequence[str]) -> None:
+        self.announced_fields = list(fields)
+
     def validate(self, object: str, fields: Mapping[str, Any]) -> list[tuple[str | None, str]]:
         return run_validators(fields, {"email": [email]})
 
