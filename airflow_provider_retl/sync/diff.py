@@ -65,7 +65,6 @@ class SnapshotDiff:
         self.seen: np.ndarray = np.zeros(0, dtype=bool)
         self.key_hash_chunks: list[np.ndarray] = []
         self.row_hash_chunks: list[np.ndarray] = []
-        self.key_text_chunks: list[np.ndarray] = []
         self.pending_chunks: list[pd.DataFrame] = []
 
     def load_checkpoint(self) -> None:
@@ -183,8 +182,8 @@ class SnapshotDiff:
             np.where((ck_rows == row_hashes) & (ck_rows != 0) & ~interrupted, "unchanged", ChangeKind.CHANGED.value),
         )
         self.key_hash_chunks.append(key_hashes)
-        self.row_hash_chunks.append(row_hashes)
-        self.key_text_chunks.append(keys)
+        if self.config.rebaseline:
+            self.row_hash_chunks.append(row_hashes)
         changed = kinds != "unchanged"
         if changed.any():
             pending = payload[changed].reset_index(drop=True)
@@ -208,12 +207,20 @@ class SnapshotDiff:
         uniques, inverse, counts = np.unique(all_keys, return_inverse=True, return_counts=True)
         duplicated = counts[inverse] > 1
         if duplicated.any():
-            texts = np.concatenate(self.key_text_chunks)
+            # Key text is kept only for changed rows (memory); a duplicate is almost always among
+            # them, and otherwise it is shown by its hash.
+            dup_keys = uniques[counts > 1]
+            texts: dict[int, str] = {}
+            for chunk in self.pending_chunks:
+                hit = np.isin(chunk[KEY_HASH].to_numpy(dtype=np.uint64), dup_keys)
+                for key_hash, text in zip(chunk[KEY_HASH].to_numpy(dtype=np.uint64)[hit], chunk[KEY].to_numpy()[hit]):
+                    texts.setdefault(int(key_hash), fp.display_key(text))
             dup_counts = counts[inverse]
             for i in np.flatnonzero(duplicated):
+                key_hash = int(all_keys[i])
                 self.report.add_reject(
                     Reject(
-                        fp.display_key(texts[i]),
+                        texts.get(key_hash, f"#{key_hash:016x}"),
                         f"duplicate primary key: {int(dup_counts[i])} rows share it; none of them is synced",
                         "source",
                     )

@@ -385,3 +385,12 @@ def test_destination_alias_of_the_match_field_is_found_without_match_on():
     dest = AliasDestination(match_field="email_address", upsert=False)
     report = sync(contacts(3), dest, MemoryCheckpointStore(), mode="insert")
     assert report.created == 3 and dest.count("lookup") == 1
+
+
+def test_identical_copies_of_a_synced_key_are_rejected_even_when_unchanged():
+    dest, store = InMemoryDestination(), MemoryCheckpointStore()
+    sync(contacts(3), dest, store)
+    report = sync(pd.concat([contacts(3), contacts(1)], ignore_index=True), dest, store)
+    # Both copies of user0 equal the checkpoint: no text was kept, so the key shows as its hash.
+    assert report.rejected == 2 and all(r.key.startswith("#") for r in report.rejects)
+    assert report.unchanged == 2 and report.pushed == 0
