@@ -1185,8 +1185,9 @@ class SalesforceEmulator(BaseEmulator):
                 if position < len(row) and row[position]:
                     key = external.key(row[position])
                     seen[key] = seen.get(key, 0) + 1
+        duplicates = {k for k, n in seen.items() if n > 1}
         for row in rows:
-            self._process_row(job, definition, columns, row, external, {k for k, n in seen.items() if n > 1})
+            self._process_row(job, definition, columns, row, external, duplicates)
         if self.shuffle_bulk_results:
             self._rng.shuffle(job.successes)
         job.state = "JobComplete"

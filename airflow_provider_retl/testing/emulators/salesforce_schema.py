@@ -135,7 +135,7 @@ class FieldDef:
     def display_label(self) -> str:
         if self.label:
             return self.label
-        base = self.name[:-3] if self.name.endswith("__c") else self.name
+        base = self.name.removesuffix("__c")
         spaced = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", base).replace("_", " ")
         return " ".join(spaced.split())
 
@@ -469,7 +469,7 @@ def coerce(definition: FieldDef, value: Any, *, source: str = "json") -> Any:
     if kind == "datetime":
         text = str(value)
         try:
-            datetime.fromisoformat(text.replace("Z", "+00:00"))
+            datetime.fromisoformat(text)
         except ValueError:
             raise ValueError(f"value {value!r} is not a dateTime") from None
         return text

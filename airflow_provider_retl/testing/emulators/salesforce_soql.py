@@ -263,7 +263,7 @@ class _Parser:
         while self.is_kw("OR"):
             self.advance()
             right = self.term()
-            left = (lambda a, b: lambda r: a(r) or b(r))(left, right)
+            left = _either(left, right)
         return left
 
     def term(self) -> Callable[[Mapping[str, Any]], bool]:
@@ -271,7 +271,7 @@ class _Parser:
         while self.is_kw("AND"):
             self.advance()
             right = self.factor()
-            left = (lambda a, b: lambda r: a(r) and b(r))(left, right)
+            left = _both(left, right)
         return left
 
     def factor(self) -> Callable[[Mapping[str, Any]], bool]:
@@ -331,6 +331,17 @@ class _Parser:
             return {"NULL": None, "TRUE": True, "FALSE": False}[tok.value]
         self.unexpected()
         return None  # pragma: no cover
+
+
+Predicate = Callable[[Mapping[str, Any]], bool]
+
+
+def _either(a: Predicate, b: Predicate) -> Predicate:
+    return lambda record: a(record) or b(record)
+
+
+def _both(a: Predicate, b: Predicate) -> Predicate:
+    return lambda record: a(record) and b(record)
 
 
 def _key(definition: FieldDef | None, value: Any) -> Any:
