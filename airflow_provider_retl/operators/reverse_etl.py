@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseHook, BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
+from airflow_provider_retl.operators.lineage import DestinationLink
 from airflow_provider_retl.sync.engine import SyncConfig, run_sync
 from airflow_provider_retl.sync.errors import FatalSyncError, RejectRatioExceeded
 from airflow_provider_retl.sync.records import Mode
@@ -64,6 +65,9 @@ class ReverseETLOperator(BaseOperator):
     :param event_name: for event objects (Braze ``events``, Customer.io ``events``): the event
         name when the query has no ``name`` column (templated).
     :param event_time_field: for event objects: the field holding each event's timestamp.
+    :param allow_empty_source: mirror mode refuses (fails the task, sends nothing) when the
+        query returns no usable row while records were synced before; set True to let an
+        empty result delete them all.
     """
 
     template_fields: Sequence[str] = (
@@ -79,6 +83,7 @@ class ReverseETLOperator(BaseOperator):
     template_ext: Sequence[str] = (".sql",)
     template_fields_renderers = {"sql": "sql", "mapping": "json", "parameters": "json"}
     ui_color = "#e8f4ff"
+    operator_extra_links = (DestinationLink(),)
 
     def __init__(
         self,
@@ -104,6 +109,7 @@ class ReverseETLOperator(BaseOperator):
         progress_interval: float = 5.0,
         event_name: str | None = None,
         event_time_field: str | None = None,
+        allow_empty_source: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -128,6 +134,7 @@ class ReverseETLOperator(BaseOperator):
         self.progress_interval = progress_interval
         self.event_name = event_name
         self.event_time_field = event_time_field
+        self.allow_empty_source = allow_empty_source
         # Check the sync definition at DAG parse time, unless templated values are still to be rendered.
         if not any(isinstance(v, str) and "{{" in v for v in (self.object, self.mapping)):
             self._config("parse-check", destination_identity="")
@@ -161,6 +168,13 @@ class ReverseETLOperator(BaseOperator):
             )
         return hook
 
+    # ------------------------------------------------------------------ lineage
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """OpenLineage: the query's tables (inputs) -> the destination object (output)."""
+        from airflow_provider_retl.operators.lineage import facets_on_complete
+
+        return facets_on_complete(self)
+
     # ------------------------------------------------------------------ run
     def _sync_id(self, context: Context | None = None) -> str:
         if self.sync_name:
@@ -184,6 +198,7 @@ class ReverseETLOperator(BaseOperator):
             max_reject_ratio=self.max_reject_ratio,
             destination_identity=destination_identity,
             progress_interval=self.progress_interval,
+            allow_empty_source=self.allow_empty_source,
         )
 
     def _checkpoint_store(self, sync_id: str, context: Context) -> CheckpointStore:

@@ -430,7 +430,15 @@ class FileCheckpointStore(JournalingStore):
 
     def _append_journal(self, document: dict[str, Any]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.journal_path, "ab") as fh:
+        with open(self.journal_path, "a+b") as fh:
+            end = fh.seek(0, os.SEEK_END)
+            if end:
+                fh.seek(end - 1)
+                if fh.read(1) != b"\n":
+                    # A torn last line (a kill mid-write): cut it off, or this line would be glued
+                    # to it and the journal would become unreadable after one more failed try.
+                    fh.seek(0)
+                    fh.truncate(fh.read().rfind(b"\n") + 1)
             fh.write(orjson.dumps(document) + b"\n")
             fh.flush()
             os.fsync(fh.fileno())

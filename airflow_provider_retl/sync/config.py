@@ -33,6 +33,8 @@ class SyncConfig:
     progress_interval: float = 5.0
     #: Seconds between checkpoint journal writes while pushing (0: one write per finished batch).
     commit_interval: float = 0.5
+    #: Mirror mode: allow a result with no usable row to delete every synced record.
+    allow_empty_source: bool = False
     primary_keys: list[str] = field(init=False)
 
     def __post_init__(self) -> None:

@@ -25,7 +25,7 @@ from airflow_provider_retl.sync.checkpoint import CheckpointStore
 from airflow_provider_retl.sync.config import SyncConfig
 from airflow_provider_retl.sync.destination import Destination
 from airflow_provider_retl.sync.diff import DEST_ID, KIND, SnapshotDiff
-from airflow_provider_retl.sync.errors import ConfigurationError, RejectRatioExceeded
+from airflow_provider_retl.sync.errors import ConfigurationError, EmptySourceError, RejectRatioExceeded
 from airflow_provider_retl.sync.plan import (
     SKIP_NOT_MIRROR,
     SKIP_UPDATE_MISSING,
@@ -93,6 +93,15 @@ def run_sync(
         report.unchanged,
         force=True,
     )
+    if mode is Mode.MIRROR and report.planned["removed"] and not config.allow_empty_source:
+        if len(pending) == 0 and report.unchanged == 0:
+            # An empty (or all-invalid) result is far more often a broken upstream table than a
+            # real "everything left": refuse to delete every synced record. Nothing was sent.
+            raise EmptySourceError(
+                f"the query returned {report.rows_read} rows and no usable key, so mirror mode would delete "
+                f"all {report.planned['removed']} synced records; nothing was sent. If the source is really "
+                f"empty, run with allow_empty_source=True"
+            )
     if config.rebaseline:
         diff.rebaseline()
         return finish()
@@ -111,7 +120,8 @@ def run_sync(
             kinds,
             np.array([isinstance(i, str) and i != "" for i in ids], dtype=bool),
             mode,
-            can_upsert=destination.supports_upsert(obj, diff.match_field),
+            # Asking may cost a request (Salesforce describes the object): only when something is pending.
+            can_upsert=len(pending) > 0 and destination.supports_upsert(obj, diff.match_field),
             needs_lookup=destination.needs_lookup(obj),
             updates_by_match=destination.updates_by_match(obj),
         )

@@ -59,6 +59,10 @@ class BatchRejectedError(DestinationError):
     """The destination refused the whole batch for a reason that applies to every record."""
 
 
+class EmptySourceError(FatalSyncError):
+    """A mirror sync read no usable row and would delete every synced record (see allow_empty_source)."""
+
+
 class CheckpointError(SyncError):
     """A checkpoint could not be read or does not belong to this sync."""
 
