@@ -655,6 +655,10 @@ class DestinationHook(BaseHook):
     def default_match_field(self, object: str) -> str | None:
         return None
 
+    def match_ignores_case(self, object: str, match_field: str | None) -> bool:
+        # Emails are compared case-insensitively by every API we know; other fields exactly.
+        return match_field is not None and match_field.lower() in ("email", "email_address")
+
     def updates_by_match(self, object: str) -> bool:
         return False
 

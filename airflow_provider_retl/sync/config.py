@@ -56,16 +56,21 @@ class SyncConfig:
         if not self.object:
             raise ConfigurationError("object (the destination object, e.g. 'contacts') is required")
 
-    def target_fingerprint(self, match_field: str | None) -> str:
-        """What makes destination ids meaningful: destination account, object, key, match field."""
-        return digest(
-            {
-                "destination": self.destination_identity,
-                "object": self.object,
-                "primary_key": self.primary_keys,
-                "match_on": match_field,
-            }
-        )
+    def target_fingerprint(self, match_field: str | None, *, fold_keys: bool = False) -> str:
+        """What makes destination ids meaningful: destination account, object, key, match field.
+
+        Case-folded keys hash differently, so folding is part of it (only when on, which keeps
+        the fingerprints of checkpoints written before folding existed).
+        """
+        identity: dict[str, Any] = {
+            "destination": self.destination_identity,
+            "object": self.object,
+            "primary_key": self.primary_keys,
+            "match_on": match_field,
+        }
+        if fold_keys:
+            identity["keys"] = "trimmed-casefolded"
+        return digest(identity)
 
 
 def digest(value: Any) -> str:

@@ -37,6 +37,9 @@ class Destination(Protocol):
     def default_match_field(self, object: str) -> str | None:
         """The destination field that identifies a record when the user names none."""
 
+    def match_ignores_case(self, object: str, match_field: str | None) -> bool:
+        """True when the destination matches ``match_field`` case-insensitively (emails)."""
+
     def updates_by_match(self, object: str) -> bool:
         """True when ``update`` works by match value and skips missing records (no lookup needed)."""
 

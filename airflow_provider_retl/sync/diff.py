@@ -66,6 +66,7 @@ class SnapshotDiff:
         self.key_hash_chunks: list[np.ndarray] = []
         self.row_hash_chunks: list[np.ndarray] = []
         self.pending_chunks: list[pd.DataFrame] = []
+        self.fold_keys = False
 
     def load_checkpoint(self) -> None:
         try:
@@ -81,7 +82,7 @@ class SnapshotDiff:
 
     def _adopt_checkpoint(self, payload_fingerprint: str) -> None:
         """Decide what of the loaded checkpoint this run may trust."""
-        target = self.config.target_fingerprint(self.match_field)
+        target = self.config.target_fingerprint(self.match_field, fold_keys=self.fold_keys)
         loaded = self.loaded
         if loaded is None:
             base = Checkpoint(target, payload_fingerprint)
@@ -130,6 +131,15 @@ class SnapshotDiff:
                     f"match field {self.match_field!r} is not among the fields sent: {list(self.field_sources)}; "
                     f"add it to the query or mapping, or set match_on"
                 )
+        # Email keys: "A@x.com " and "a@x.com" are one record to the destination, so they are one
+        # key here too (their copies are then duplicates, rejected, instead of overwriting each other).
+        key_field = next((d for d, s in self.field_sources.items() if s == self.key_columns[0]), None)
+        self.fold_keys = (
+            len(self.key_columns) == 1
+            and key_field is not None
+            and key_field == self.match_field
+            and self.destination.match_ignores_case(cfg.object, self.match_field)
+        )
         # Tell the destination what this sync sends (Zendesk's mirror unsets exactly these fields).
         self.destination.sync_fields(cfg.object, list(self.field_sources))
         payload_fingerprint = digest(sorted(self.field_sources.items()))
@@ -145,6 +155,8 @@ class SnapshotDiff:
             return
         chunk = chunk.reset_index(drop=True)
         parts = fp.key_parts(chunk, self.key_columns)
+        if self.fold_keys:
+            parts = [fp.fold_case(parts[0])]
         bad = np.zeros(n, dtype=bool)
         reasons: dict[int, str] = {}
         for column, part in zip(self.key_columns, parts, strict=True):

@@ -156,6 +156,12 @@ def key_parts(frame: pd.DataFrame, key_columns: Sequence[str]) -> list[np.ndarra
     return [canonical_column(frame[c]) for c in key_columns]
 
 
+def fold_case(part: np.ndarray) -> np.ndarray:
+    """Key text trimmed and case-folded (NULLs stay NULL): the identity of an email key."""
+    folded = np.array([v if v == NULL else v.strip().casefold() for v in part], dtype=object)
+    return folded
+
+
 def join_key_parts(parts: Sequence[np.ndarray]) -> np.ndarray:
     """One key string per row from its parts (a separator that never occurs in data)."""
     if len(parts) == 1:

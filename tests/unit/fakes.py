@@ -95,6 +95,9 @@ class InMemoryDestination:
     def match_field_aliases(self, object: str) -> Sequence[str]:
         return ()
 
+    def match_ignores_case(self, object: str, match_field: str | None) -> bool:
+        return match_field == "email"
+
     def updates_by_match(self, object: str) -> bool:
         return False
 

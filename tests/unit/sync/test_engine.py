@@ -394,3 +394,20 @@ def test_identical_copies_of_a_synced_key_are_rejected_even_when_unchanged():
     # Both copies of user0 equal the checkpoint: no text was kept, so the key shows as its hash.
     assert report.rejected == 2 and all(r.key.startswith("#") for r in report.rejects)
     assert report.unchanged == 2 and report.pushed == 0
+
+
+def test_email_keys_differing_only_in_case_or_whitespace_are_duplicates():
+    dest, store = InMemoryDestination(), MemoryCheckpointStore()
+    frame = contacts(3)
+    frame.loc[3] = [" USER1@Example.com ", "Other", 99]
+    report = sync(frame, dest, store)
+    assert report.created == 2 and report.rejected == 2
+    assert {r.key for r in report.rejects} == {"user1@example.com"}
+    assert "duplicate primary key" in report.rejects[0].reason
+
+
+def test_non_email_keys_stay_case_sensitive():
+    dest = InMemoryDestination(lookup=False, match_field=None)
+    frame = pd.DataFrame({"code": ["abc", "ABC"], "v": [1, 2]})
+    report = sync(frame, dest, MemoryCheckpointStore(), primary_key="code")
+    assert report.upserted == 2 and report.rejected == 0
