@@ -447,11 +447,26 @@ class DestinationHook(BaseHook):
         other 4xx ``BatchRejectedError``.
         """
         method = method.upper()
-        session = self.get_conn()
+        self.get_conn()  # the base URL comes from the connection
         url = self.url_for(path)
         body = None if json is None else dumps(json)
         if idempotent is None:
             idempotent = method in IDEMPOTENT_METHODS
+        return self._attempts(method, url, body, params, headers, idempotent, retry, accept)
+
+    def _attempts(
+        self,
+        method: str,
+        url: str,
+        body: bytes | None,
+        params: Mapping[str, Any] | None,
+        headers: Mapping[str, str] | None,
+        idempotent: bool,
+        retry: bool,
+        accept: Collection[int],
+    ) -> requests.Response:
+        """One call under the retry policy (subclasses with raw bodies, e.g. CSV, start here)."""
+        session = self.get_conn()
         what = self._call_name(method, url)
         for attempt in self._retry_policy.retrying(self._stats, on_retry=self._log_retry, enabled=retry):
             with attempt:

@@ -419,24 +419,6 @@ class SalesforceHook(DestinationHook):
                 ) from err
             raise
 
-    def _attempts(
-        self,
-        method: str,
-        url: str,
-        body: bytes | None,
-        params: Mapping[str, Any] | None,
-        headers: Mapping[str, str] | None,
-        idempotent: bool,
-        retry: bool,
-        accept: Collection[int],
-    ) -> requests.Response:
-        session = self.get_conn()
-        what = self._call_name(method, url)
-        for attempt in self._retry_policy.retrying(self._stats, on_retry=self._log_retry, enabled=retry):
-            with attempt:
-                return self._send(session, method, url, body, params, headers, idempotent, what, accept)
-        raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
-
     def _send(
         self,
         session: requests.Session,
