@@ -18,6 +18,7 @@ the defaults here say "cannot" and raise ``NotImplementedError``.
 
 from __future__ import annotations
 
+import base64
 import datetime
 import decimal
 import hashlib
@@ -207,6 +208,8 @@ class DestinationHook(BaseHook):
         self._conn_lock = threading.RLock()
         self._session: requests.Session | None = None
         self._secret: str | None = None
+        #: Encoded forms of the secret that travel on the wire (basic auth), redacted like the secret.
+        self._wire_secrets: list[str] = []
         self._limiter: RollingWindowLimiter | None = None
         self._retry_policy: RetryPolicy = retry_policy or RetryPolicy()
         self.base_url: str = ""
@@ -242,6 +245,7 @@ class DestinationHook(BaseHook):
                 session.headers.update(self.default_headers)
                 self._configure_base_url(conn)
                 self._configure_auth(session, conn)
+                self._register_basic_auth(session)
                 self._configure_from_extra(session, extra)
                 self._configure_adapters(session)
                 self._session = session
@@ -280,6 +284,17 @@ class DestinationHook(BaseHook):
         self._secret = secret
         mask_secret(secret)
 
+    def _register_basic_auth(self, session: requests.Session) -> None:
+        # A server that echoes the Authorization header in an error body would otherwise put
+        # base64("user:secret") into our messages: redact and mask that form too.
+        auth = session.auth
+        if isinstance(auth, tuple) and len(auth) == 2 and auth[1]:
+            user, password = (p.encode("latin1") if isinstance(p, str) else p for p in auth)  # as requests does
+            encoded = base64.b64encode(user + b":" + password).decode()
+            if encoded not in self._wire_secrets:
+                self._wire_secrets.append(encoded)
+                mask_secret(encoded)
+
     def _configure_from_extra(self, session: requests.Session, extra: dict[str, Any]) -> None:
         """Transport settings (timeout, verify, proxies, headers) and destination knobs."""
 
@@ -290,6 +305,12 @@ class DestinationHook(BaseHook):
         verify = option("verify")
         if verify is not None:
             session.verify = _as_bool_or_path(verify)
+            if session.verify is False:
+                self.log.warning(
+                    "TLS certificate verification is off for connection %r (extra 'verify': false): "
+                    "anyone on the network path can read and alter the traffic, credentials included",
+                    self.destination_conn_id,
+                )
         proxies = option("proxies")
         if proxies:
             if not isinstance(proxies, Mapping):
@@ -575,6 +596,9 @@ class DestinationHook(BaseHook):
         """Remove the connection's secret from text headed for a message or log."""
         if self._secret and self._secret in text:
             text = text.replace(self._secret, "***")
+        for encoded in self._wire_secrets:
+            if encoded in text:
+                text = text.replace(encoded, "***")
         return text
 
     @staticmethod
