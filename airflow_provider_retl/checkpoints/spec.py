@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from airflow_provider_retl.sync.checkpoint import CheckpointStore, FileCheckpointStore
 from airflow_provider_retl.sync.errors import ConfigurationError
+
+#: Above this many bytes a Variable/XCom checkpoint document is worth moving to the file store.
+#: Measured (benchmarks/RESULTS.md, scenario 5): ~25 bytes per key, so 4 MiB is ~170k keys; each run
+#: encodes, sends and stores the whole document again, and MySQL caps a Variable at 16 MiB (~680k keys).
+LARGE_CHECKPOINT_BYTES = 4 * 2**20
+
+log = logging.getLogger(__name__)
 
 ALLOWED = (
     "'variable', 'xcom', a 'file:///absolute/path.parquet' URL, a local path ending in '.parquet' "
@@ -70,3 +78,19 @@ def _shown(spec: Any) -> str:
     if isinstance(spec, (str, os.PathLike)) or spec is None:
         return repr(spec)
     return f"an object of type {type(spec).__name__}"
+
+
+def warn_if_large(size_bytes: int, *, keys: Any, description: str, limit: int = LARGE_CHECKPOINT_BYTES) -> bool:
+    """Log a warning (and return True) when a Variable/XCom checkpoint document is past ``limit`` bytes."""
+    if size_bytes <= limit:
+        return False
+    log.warning(
+        "checkpoint %s is %.1f MiB (%s keys), above the %.0f MiB that Variable and XCom checkpoints handle "
+        "well: every run rewrites the whole document through the metadata DB. Use the file store "
+        "(checkpoint='file:///path/{sync_id}.parquet', FileCheckpointStore) for syncs of this size.",
+        description,
+        size_bytes / 2**20,
+        keys,
+        limit / 2**20,
+    )
+    return True

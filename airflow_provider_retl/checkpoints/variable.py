@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 from airflow.sdk import Variable
 
+from airflow_provider_retl.checkpoints.spec import warn_if_large
 from airflow_provider_retl.sync.checkpoint import JournalingStore
 from airflow_provider_retl.sync.errors import CheckpointError, ConfigurationError
 
@@ -56,9 +57,11 @@ class VariableCheckpointStore(JournalingStore):
         return _decode(Variable.get(self.key, default=None), self.key)
 
     def _write_base(self, document: dict[str, Any]) -> None:
+        text = orjson.dumps(document).decode()
+        warn_if_large(len(text), keys=document.get("count"), description=self.description)
         Variable.set(
             self.key,
-            orjson.dumps(document).decode(),
+            text,
             description=f"airflow-provider-retl checkpoint of sync {self.sync_id!r} (managed; do not edit)",
         )
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
+from airflow_provider_retl.checkpoints.spec import warn_if_large
 from airflow_provider_retl.sync.checkpoint import JournalingStore
 from airflow_provider_retl.sync.errors import CheckpointError, ConfigurationError
 
@@ -67,6 +70,7 @@ class XComCheckpointStore(JournalingStore):
         )
 
     def _write_base(self, document: dict[str, Any]) -> None:
+        warn_if_large(len(orjson.dumps(document)), keys=document.get("count"), description=self.description)
         self.ti.xcom_push(key=self.key, value=document)
         self._finalized = True
 
