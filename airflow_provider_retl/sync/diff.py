@@ -251,6 +251,18 @@ class SnapshotDiff:
         self.report.planned["removed"] = int((~self.seen).sum())
         return pending
 
+    def base_differs_from_store(self) -> bool:
+        """True when finalizing would store something new even without this run's entries."""
+        loaded = self.loaded
+        return (
+            loaded is None
+            or loaded.resumed_entries > 0  # a failed try's journal still to fold
+            or self.base is None
+            or loaded.target_fingerprint != self.base.target_fingerprint
+            or loaded.payload_fingerprint != self.base.payload_fingerprint
+            or self.config.full_resync
+        )
+
     def removed(self) -> tuple[np.ndarray, np.ndarray]:
         assert self.base is not None
         gone = ~self.seen

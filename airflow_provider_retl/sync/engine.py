@@ -37,7 +37,7 @@ from airflow_provider_retl.sync.plan import (
 )
 from airflow_provider_retl.sync.progress import Progress
 from airflow_provider_retl.sync.push import Pusher
-from airflow_provider_retl.sync.records import PENDING, Mode, SyncReport
+from airflow_provider_retl.sync.records import PENDING, Mode, Reject, SyncReport
 
 __all__ = ["SyncConfig", "run_sync"]
 
@@ -50,12 +50,14 @@ def run_sync(
     *,
     log: logging.Logger | None = None,
     clock: Callable[[], float] = time.monotonic,
+    on_reject: Callable[[Reject], None] | None = None,
 ) -> SyncReport:
     """Sync a query result (an iterable of DataFrame chunks) into ``destination``; return the report.
 
     Raises ``RejectRatioExceeded`` (after committing every accepted record) when more rows
     were rejected than ``config.max_reject_ratio`` allows, and re-raises destination errors
     after committing the batches that completed, so a retry resumes from there.
+    ``on_reject`` sees every rejected row (the report keeps the first ones and counts all).
     """
     log = log or logging.getLogger("airflow_provider_retl.sync")
     started = clock()
@@ -70,6 +72,7 @@ def run_sync(
         full_resync=config.full_resync,
         rebaseline=config.rebaseline,
         checkpoint=store.description,
+        on_reject=on_reject,
     )
     progress = Progress(log, config.progress_interval, clock)
 
@@ -150,7 +153,9 @@ def run_sync(
     if mode is Mode.MIRROR:
         pusher.delete_removed(*diff.removed())
     pusher.log_progress(total, total, force=True)
-    pusher.finalize()
+    if pusher.entries or diff.base_differs_from_store():
+        pusher.finalize()
+    # else: nothing changed and the stored base is already this one (a no-op run rewrites nothing).
     return finish()
 
 

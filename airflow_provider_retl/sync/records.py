@@ -8,6 +8,7 @@ Nothing here imports Airflow or an HTTP library: destinations (hooks) build
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -136,10 +137,15 @@ class SyncReport:
     seconds: float = 0.0
     rows_per_second: float = 0.0
 
+    #: Called with every reject, beyond the report's cap (e.g. to write them all to a table).
+    on_reject: Callable[[Reject], None] | None = field(default=None, repr=False, compare=False)
+
     def add_reject(self, reject: Reject) -> None:
         self.rejected += 1
         if len(self.rejects) < MAX_REJECTS_IN_REPORT:
             self.rejects.append(reject)
+        if self.on_reject is not None:
+            self.on_reject(reject)
 
     def skip(self, reason: str, n: int = 1) -> None:
         self.skipped[reason] = self.skipped.get(reason, 0) + n
@@ -149,7 +155,12 @@ class SyncReport:
         return self.created + self.updated + self.upserted + self.deleted + self.events
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+        listener, self.on_reject = self.on_reject, None
+        try:
+            data = asdict(self)
+        finally:
+            self.on_reject = listener
+        data.pop("on_reject", None)
         data["pushed"] = self.pushed
         data["rejects_truncated"] = self.rejected > len(self.rejects)
         return data

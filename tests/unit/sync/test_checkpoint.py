@@ -88,3 +88,12 @@ def test_file_store_changed_definition_journal(tmp_path):
     assert store.load().key_hashes.tolist() == [5]
     store.commit(JournalEntry.puts([7], [8], ["x"]), target_fingerprint="t2", payload_fingerprint="p")
     assert sorted(store.load().key_hashes.tolist()) == [5, 7]
+
+
+def test_unknown_ids_stay_none_when_journal_entries_are_folded(tmp_path):
+    base = Checkpoint("t", "p", np.array([1, 2], dtype=np.uint64), np.array([1, 2], dtype=np.uint64), np.array([None, None], dtype=object))
+    folded = base.apply([JournalEntry.puts([1], [5], ["77"])])
+    assert dict(zip(folded.key_hashes.tolist(), folded.dest_ids.tolist())) == {1: "77", 2: None}
+    store = FileCheckpointStore(tmp_path / "c.parquet")
+    store.finalize(folded)  # pyarrow refused NaN ids before
+    assert store.load().dest_ids.tolist().count(None) == 1

@@ -411,3 +411,15 @@ def test_non_email_keys_stay_case_sensitive():
     frame = pd.DataFrame({"code": ["abc", "ABC"], "v": [1, 2]})
     report = sync(frame, dest, MemoryCheckpointStore(), primary_key="code")
     assert report.upserted == 2 and report.rejected == 0
+
+
+def test_a_no_op_run_does_not_rewrite_the_checkpoint(tmp_path):
+    dest, path = InMemoryDestination(), tmp_path / "c.parquet"
+    sync(contacts(20), dest, FileCheckpointStore(path))
+    written = path.stat().st_mtime_ns
+    report = sync(contacts(20), dest, FileCheckpointStore(path))
+    assert report.pushed == 0 and path.stat().st_mtime_ns == written
+    frame = contacts(20)
+    frame.loc[0, "score"] = -1
+    sync(frame, dest, FileCheckpointStore(path))
+    assert path.stat().st_mtime_ns != written
