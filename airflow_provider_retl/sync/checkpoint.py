@@ -34,7 +34,7 @@ from airflow_provider_retl.sync.errors import CheckpointError
 
 FORMAT_VERSION = 1
 #: Canonical value encoding + pandas' SipHash-2-4 (fixed key) combined per column.
-HASH_ALGORITHM = "canon1-siphash64"
+HASH_ALGORITHM = "canon2-siphash64"  # canon2: decimals keep every digit (canon1 rounded to 28)
 
 _EMPTY_U64 = np.empty(0, dtype=np.uint64)
 
@@ -171,22 +171,20 @@ class Checkpoint:
             rows += [entry.row_hashes, np.zeros(len(entry.deleted), dtype=np.uint64)]
             ids += [entry.dest_ids, np.full(len(entry.deleted), None, dtype=object)]
             dels += [np.zeros(len(entry.key_hashes), dtype=bool), np.ones(len(entry.deleted), dtype=bool)]
-        log = pd.DataFrame(
-            {
-                "key_hash": np.concatenate(keys).astype(np.uint64),
-                "row_hash": np.concatenate(rows).astype(np.uint64),
-                "dest_id": np.concatenate(ids),
-                "deleted": np.concatenate(dels),
-            }
-        )
-        last = log.drop_duplicates("key_hash", keep="last")
-        last = last[~last["deleted"].to_numpy()]
+        all_keys = np.concatenate(keys).astype(np.uint64)
+        all_rows = np.concatenate(rows).astype(np.uint64)
+        # Ids stay a plain object array: a pandas column would turn None into NaN (pandas 3 strings).
+        all_ids = np.concatenate([np.asarray(i, dtype=object) for i in ids])
+        deleted = np.concatenate(dels)
+        # Later entries win: the last position of each key, kept in position order.
+        last = np.sort(len(all_keys) - 1 - np.unique(all_keys[::-1], return_index=True)[1])
+        last = last[~deleted[last]]
         return Checkpoint(
             self.target_fingerprint,
             self.payload_fingerprint,
-            last["key_hash"].to_numpy(dtype=np.uint64),
-            last["row_hash"].to_numpy(dtype=np.uint64),
-            last["dest_id"].to_numpy(dtype=object),
+            all_keys[last],
+            all_rows[last],
+            all_ids[last],
             self.format_version,
             self.hash_algorithm,
             self.resumed_entries,

@@ -49,6 +49,24 @@ def _json_default(value: Any) -> Any:
     return None if text == NULL else text
 
 
+def _json_ready(value: Any) -> Any:
+    """Containers orjson cannot take as they are: object arrays (BigQuery REPEATED) and ints beyond 64 bits.
+
+    Everything orjson already serialised keeps its text, so no existing canonical form changes.
+    """
+    if isinstance(value, dict):
+        return {k: _json_ready(v) for k, v in value.items()}
+    if isinstance(value, np.ndarray):
+        if value.dtype != object:
+            return value
+        value = value.tolist()
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(v) for v in value]
+    if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**64:
+        return str(value)  # as the wire sends it (values.to_wire)
+    return value
+
+
 def canonical_value(value: Any) -> str:
     """The canonical text of one value (the slow path; columns use ``canonical_column``)."""
     if value is None or value is pd.NA or value is pd.NaT:
@@ -66,7 +84,8 @@ def canonical_value(value: Any) -> str:
             return NULL
         if value == value.to_integral_value():
             return str(int(value))
-        return format(value.normalize(), "f")
+        # Every digit counts: normalize() in the default context would round to 28 digits.
+        return format(value.normalize(decimal.Context(prec=max(len(value.as_tuple().digits), 1))), "f")
     if isinstance(value, dt.datetime):  # pd.Timestamp is a datetime
         return _canon_timestamp(value)
     if isinstance(value, np.datetime64):
@@ -81,7 +100,7 @@ def canonical_value(value: Any) -> str:
         return str(value)
     if isinstance(value, (dict, list, tuple, np.ndarray)):
         return orjson.dumps(
-            value, option=orjson.OPT_SORT_KEYS | orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS, default=_json_default
+            _json_ready(value), option=orjson.OPT_SORT_KEYS | orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS, default=_json_default
         ).decode()
     return str(value)
 

@@ -47,7 +47,7 @@ def to_wire(value: Any) -> Any:
             raise ValueError("value is infinite, which JSON cannot represent")
         if value == value.to_integral_value():
             return to_wire(int(value))
-        return format(value.normalize(), "f")
+        return exact_decimal_text(value)
     if isinstance(value, dt.datetime):
         return value.isoformat()
     if isinstance(value, np.datetime64):
@@ -65,6 +65,11 @@ def to_wire(value: Any) -> Any:
     if isinstance(value, (list, tuple, np.ndarray)):
         return [to_wire(v) for v in value]
     return str(value)
+
+
+def exact_decimal_text(value: decimal.Decimal) -> str:
+    """Plain notation without trailing zeros, every digit kept (``normalize()`` alone rounds to 28 digits)."""
+    return format(value.normalize(decimal.Context(prec=max(len(value.as_tuple().digits), 1))), "f")
 
 
 def column_to_wire(series: pd.Series) -> tuple[list[Any], dict[int, str]]:
