@@ -1,7 +1,8 @@
 # airflow-provider-retl: everything from a fresh clone with Python 3.11+ and make.
 #   make test    all suites (bootstraps .venv on first use)
 #   make demo    the demo DAG against the local emulators
-#   make bench   benchmarks/run.py
+#   make airflow airflow standalone with the example DAGs, emulators and connections (UI on :8080)
+#   make bench   benchmarks/run.py (BENCH_ARGS="--quick" or "--sizes 10k,100k,1m --scenarios 1,6")
 #   make lock    re-resolve the dependencies and rewrite constraints.txt
 #   make clean   remove .venv and everything generated
 
@@ -14,20 +15,24 @@ VENV := .venv
 VENV_PY := $(VENV)/bin/python
 STAMP := $(VENV)/.retl-installed
 CONSTRAINTS := constraints.txt
-EXTRAS := emulators,duckdb,postgres,sqlite
+EXTRAS := emulators,duckdb,postgres,sqlite,snowflake,mysql,examples
 # Test and tooling packages that are not (yet) extras of the project.
-DEV_PACKAGES := pytest pytest-xdist pytest-timeout hubspot-api-client xxhash
+DEV_PACKAGES := pytest pytest-xdist pytest-timeout hubspot-api-client xxhash zenpy customerio mailchimp-marketing simple-salesforce fakesnow
 
 # Up to 4 workers: each one migrates its own Airflow DB and warms its own in-process API.
 PYTEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); echo $$(( n > 4 ? 4 : n )))
 PYTEST_ARGS ?=
 RESULTS := build/test-results
+# dbt for the example project lives in its own venv: its pins (protobuf<7, pathspec<0.13) clash with Airflow's.
+DBT_VENV := .venv-dbt
+DBT_STAMP := $(DBT_VENV)/.retl-installed
+DBT_CONSTRAINTS := constraints-dbt.txt
 
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export PIP_NO_INPUT := 1
 export PIP_ROOT_USER_ACTION := ignore
 
-.PHONY: test demo bench lock clean .venv
+.PHONY: test demo airflow bench lock clean .venv
 .venv: $(STAMP)
 
 # Rebuilt only when the project's metadata or the pins change.
@@ -40,17 +45,26 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(VENV_PY) -m pip install -q --no-build-isolation -c $(CONSTRAINTS) -e '.[$(EXTRAS)]' $(DEV_PACKAGES)
 	touch $@
 
+$(DBT_STAMP): $(DBT_CONSTRAINTS)
+	test -x $(DBT_VENV)/bin/python || $(PYTHON) -m venv $(DBT_VENV)
+	$(DBT_VENV)/bin/python -m pip install -q -c $(DBT_CONSTRAINTS) --upgrade pip
+	$(DBT_VENV)/bin/python -m pip install -q -c $(DBT_CONSTRAINTS) 'dbt-core<1.12' dbt-duckdb
+	touch $@
+
 # pytest exits 5 when nothing was collected, so an empty run fails too.
-test: $(STAMP)
+test: $(STAMP) $(DBT_STAMP)
 	mkdir -p $(RESULTS)
 	$(VENV_PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile -ra --strict-markers --durations=15 \
 		--junitxml=$(RESULTS)/junit.xml $(PYTEST_ARGS)
 
-demo: $(STAMP)
+demo: $(STAMP) $(DBT_STAMP)
 	$(VENV_PY) demo/run.py
 
+airflow: $(STAMP) $(DBT_STAMP)
+	$(VENV_PY) demo/airflow_standalone.py
+
 bench: $(STAMP)
-	$(VENV_PY) benchmarks/run.py
+	$(VENV_PY) benchmarks/run.py $(BENCH_ARGS)
 
 # Resolve from scratch in a throwaway venv (newest versions the pyproject allows), then pin.
 lock:
@@ -67,5 +81,5 @@ lock:
 	@echo "constraints.txt rewritten; the next make target reinstalls .venv"
 
 clean:
-	rm -rf $(VENV) build dist .pytest_cache .demo .airflow *.egg-info
+	rm -rf $(VENV) $(DBT_VENV) build dist .pytest_cache .demo .airflow *.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -95,8 +95,28 @@ def get_provider_info() -> dict[str, Any]:
             },
             {"integration-name": "Webhook", "tags": ["protocol"]},
             {
+                "integration-name": "Zendesk",
+                "external-doc-url": "https://developer.zendesk.com/api-reference/ticketing/users/users/",
+                "tags": ["software"],
+            },
+            {
+                "integration-name": "Braze",
+                "external-doc-url": "https://www.braze.com/docs/api/endpoints/user_data/post_user_track/",
+                "tags": ["software"],
+            },
+            {
                 "integration-name": "Mailchimp",
                 "external-doc-url": "https://mailchimp.com/developer/marketing/api/list-members/",
+                "tags": ["software"],
+            },
+            {
+                "integration-name": "Customer.io",
+                "external-doc-url": "https://docs.customer.io/integrations/api/track/",
+                "tags": ["software"],
+            },
+            {
+                "integration-name": "Salesforce",
+                "external-doc-url": "https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/",
                 "tags": ["software"],
             },
         ],
@@ -112,10 +132,55 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": ["airflow_provider_retl.hooks.destination"],
             },
             {"integration-name": "HubSpot", "python-modules": ["airflow_provider_retl.hooks.hubspot"]},
+            {"integration-name": "Zendesk", "python-modules": ["airflow_provider_retl.hooks.zendesk"]},
+            {"integration-name": "Braze", "python-modules": ["airflow_provider_retl.hooks.braze"]},
             {"integration-name": "Webhook", "python-modules": ["airflow_provider_retl.hooks.webhook"]},
             {"integration-name": "Mailchimp", "python-modules": ["airflow_provider_retl.hooks.mailchimp"]},
+            {"integration-name": "Customer.io", "python-modules": ["airflow_provider_retl.hooks.customerio"]},
+            {"integration-name": "Salesforce", "python-modules": ["airflow_provider_retl.hooks.salesforce"]},
         ],
         "connection-types": [
+            {
+                "connection-type": "retl_zendesk",
+                "hook-class-name": "airflow_provider_retl.hooks.zendesk.ZendeskHook",
+                "hook-name": "Zendesk Support (Reverse ETL)",
+                "ui-field-behaviour": {
+                    "hidden-fields": ["schema", "port"],
+                    "relabeling": {"host": "Subdomain or base URL", "login": "Agent email", "password": "API token"},
+                    "placeholders": {
+                        "host": "acme (for https://acme.zendesk.com) or a full URL",
+                        "login": "agent@example.com (API token auth; empty for OAuth)",
+                        "password": "API token, or an OAuth access token with auth_type oauth",
+                        "default_region": "US",
+                    },
+                },
+                "conn-fields": {
+                    "auth_type": {
+                        "label": "Auth type",
+                        "schema": {"type": ["string", "null"], "enum": ["token", "oauth", None], "default": "token"},
+                        "description": "token: {email}/token basic auth with the API token; oauth: the password is "
+                        "an OAuth access token (Bearer).",
+                    },
+                    "default_region": {
+                        "label": "Default phone region",
+                        "schema": {"type": ["string", "null"]},
+                        "description": "Region code (US, GB ...) for phone numbers written without a country "
+                        "code; numbers are sent in E.164.",
+                    },
+                    "mirror_delete": {
+                        "label": "Mirror deletes records",
+                        "schema": {"type": ["boolean", "null"], "default": False},
+                        "description": "Off (default): mirror unsets the synced fields of records whose key left "
+                        "the query. On: mirror deletes them (destroy_many).",
+                    },
+                    "max_jobs_in_flight": {
+                        "label": "Jobs in flight per account",
+                        "schema": {"type": ["integer", "null"], "minimum": 1, "maximum": 30, "default": 25},
+                        "description": "Zendesk allows 30 queued or running jobs per account.",
+                    },
+                    **_knob_fields(rate_limit=400, rate_window=60, batch_default=100, batch_max=100, concurrency=5),
+                },
+            },
             {
                 "connection-type": "retl_hubspot",
                 "hook-class-name": hubspot_hook,
@@ -134,6 +199,35 @@ def get_provider_info() -> dict[str, Any]:
                 ),
             },
             {
+                "connection-type": "retl_braze",
+                "hook-class-name": "airflow_provider_retl.hooks.braze.BrazeHook",
+                "hook-name": "Braze (Reverse ETL)",
+                "ui-field-behaviour": {
+                    "hidden-fields": ["schema", "login", "port"],
+                    "relabeling": {"host": "REST endpoint", "password": "REST API key"},
+                    "placeholders": {
+                        "host": "https://rest.iad-01.braze.com (Settings > APIs and Identifiers)",
+                        "password": "REST API key with users.track (and users.export.ids, users.delete)",
+                        "batch_size": "75 (50 on Monthly Active Users CY 24-25 plans)",
+                    },
+                },
+                "conn-fields": {
+                    "allow_delete": {
+                        "label": "Allow deleting users (mirror)",
+                        "schema": {"type": ["boolean", "null"], "default": False},
+                        "description": "Mirror mode deletes users whose key left the query, permanently "
+                        "(/users/delete). Off: mirror mode is refused.",
+                    },
+                    "reconcile_events": {
+                        "label": "Check interrupted events",
+                        "schema": {"type": ["boolean", "null"], "default": True},
+                        "description": "Before re-sending events of an interrupted try, ask /users/export/ids "
+                        "whether they can have landed (needs users.export.ids). Off: all are reported as in doubt.",
+                    },
+                    **_knob_fields(rate_limit=3000, rate_window=3, batch_default=75, batch_max=75, concurrency=4),
+                },
+            },
+            {
                 "connection-type": "retl_webhook",
                 "hook-class-name": webhook_hook,
                 "hook-name": "Webhook (Reverse ETL)",
@@ -150,6 +244,23 @@ def get_provider_info() -> dict[str, Any]:
                 ),
             },
             {
+                "connection-type": "retl_customerio",
+                "hook-class-name": "airflow_provider_retl.hooks.customerio.CustomerIoHook",
+                "hook-name": "Customer.io (Reverse ETL)",
+                "ui-field-behaviour": {
+                    "hidden-fields": ["schema", "port"],
+                    "relabeling": {"host": "Track API base URL", "login": "Site ID", "password": "Track API key"},
+                    "placeholders": {
+                        "host": "https://track.customer.io (or 'eu' for https://track-eu.customer.io)",
+                        "login": "Site ID from Settings > API Credentials",
+                        "password": "Track API key",
+                    },
+                },
+                "conn-fields": _knob_fields(
+                    rate_limit=100, rate_window=1, batch_default=1000, batch_max=1000, concurrency=4
+                ),
+            },
+            {
                 "connection-type": "retl_mailchimp",
                 "hook-class-name": "airflow_provider_retl.hooks.mailchimp.MailchimpHook",
                 "hook-name": "Mailchimp (Reverse ETL)",
@@ -159,12 +270,81 @@ def get_provider_info() -> dict[str, Any]:
                     "placeholders": {
                         "host": "leave empty: https://<dc>.api.mailchimp.com from the key's -usN suffix",
                         "password": "0123456789abcdef0123456789abcdef-us6",
-                        "extra": '{"status_if_new": "subscribed", "delete_permanently": false}',
                     },
                 },
-                "conn-fields": _knob_fields(
-                    rate_limit=None, rate_window=1, batch_default=500, batch_max=500, concurrency=10
-                ),
+                "conn-fields": {
+                    "status_if_new": {
+                        "label": "Status of new members",
+                        "schema": {"type": ["string", "null"], "default": "subscribed"},
+                        "description": "subscribed, pending (Mailchimp sends a confirmation email) or transactional. "
+                        "Existing members always keep their status.",
+                    },
+                    "delete_permanently": {
+                        "label": "Delete permanently (mirror)",
+                        "schema": {"type": ["boolean", "null"], "default": False},
+                        "description": "Mirror mode archives members whose key left the query; on: deletes them "
+                        "permanently, and Mailchimp will never let the address be re-imported.",
+                    },
+                    "sync_tags": {
+                        "label": "Replace tags",
+                        "schema": {"type": ["boolean", "null"], "default": False},
+                        "description": "A mapped 'tags' field replaces the member's tags instead of adding to them.",
+                    },
+                    **_knob_fields(rate_limit=None, rate_window=1, batch_default=500, batch_max=500, concurrency=10),
+                },
+            },
+            {
+                "connection-type": "retl_salesforce",
+                "hook-class-name": "airflow_provider_retl.hooks.salesforce.SalesforceHook",
+                "hook-name": "Salesforce (Reverse ETL)",
+                "ui-field-behaviour": {
+                    "hidden-fields": ["schema", "port"],
+                    "relabeling": {
+                        "host": "Login URL",
+                        "login": "Username (password flow)",
+                        "password": "Password (password flow)",
+                    },
+                    "placeholders": {
+                        "host": "https://login.salesforce.com (sandbox: https://test.salesforce.com, or My Domain)",
+                        "login": "integration.user@example.com (empty for the client credentials flow)",
+                        "client_id": "connected app consumer key",
+                        "grant_type": "password or client_credentials",
+                        "api_version": "62.0",
+                    },
+                },
+                "conn-fields": {
+                    "client_id": {
+                        "label": "Client id (consumer key)",
+                        "schema": {"type": ["string", "null"]},
+                        "description": "Consumer key of the connected app used for OAuth 2.0.",
+                    },
+                    "client_secret": {
+                        "label": "Client secret (consumer secret)",
+                        "schema": {"type": ["string", "null"], "format": "password"},
+                    },
+                    "security_token": {
+                        "label": "Security token (password flow)",
+                        "schema": {"type": ["string", "null"], "format": "password"},
+                        "description": "Appended to the password, as Salesforce requires outside trusted IP ranges.",
+                    },
+                    "grant_type": {
+                        "label": "OAuth flow",
+                        "schema": {"type": ["string", "null"], "enum": ["password", "client_credentials", None]},
+                        "description": "password (username + password + token) or client_credentials; default: "
+                        "password when a username is set.",
+                    },
+                    "api_version": {
+                        "label": "API version",
+                        "schema": {"type": ["string", "null"], "default": "62.0"},
+                    },
+                    "bulk_threshold": {
+                        "label": "Bulk API 2.0 from (upserts)",
+                        "schema": {"type": ["integer", "null"], "minimum": 0, "default": 10000},
+                        "description": "Upserts from which one Bulk API 2.0 job replaces sObject Collections calls; "
+                        "0 never uses bulk.",
+                    },
+                    **_knob_fields(rate_limit=None, rate_window=1, batch_default=200, batch_max=200, concurrency=4),
+                },
             },
         ],
     }

@@ -6,10 +6,14 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
+    "BrazeHook": "airflow_provider_retl.hooks.braze",
     "DestinationHook": "airflow_provider_retl.hooks.destination",
+    "CustomerIoHook": "airflow_provider_retl.hooks.customerio",
     "HubSpotHook": "airflow_provider_retl.hooks.hubspot",
     "MailchimpHook": "airflow_provider_retl.hooks.mailchimp",
+    "SalesforceHook": "airflow_provider_retl.hooks.salesforce",
     "WebhookHook": "airflow_provider_retl.hooks.webhook",
+    "ZendeskHook": "airflow_provider_retl.hooks.zendesk",
 }
 
 __all__ = list(_EXPORTS)

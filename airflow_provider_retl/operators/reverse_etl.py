@@ -11,9 +11,10 @@ from airflow.sdk import BaseHook, BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_provider_retl.operators.lineage import DestinationLink
+from airflow_provider_retl.operators.rejects_table import check_table_name, write_rejects
 from airflow_provider_retl.sync.engine import SyncConfig, run_sync
 from airflow_provider_retl.sync.errors import FatalSyncError, RejectRatioExceeded
-from airflow_provider_retl.sync.records import Mode
+from airflow_provider_retl.sync.records import Mode, Reject
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -65,6 +66,10 @@ class ReverseETLOperator(BaseOperator):
     :param event_name: for event objects (Braze ``events``, Customer.io ``events``): the event
         name when the query has no ``name`` column (templated).
     :param event_time_field: for event objects: the field holding each event's timestamp.
+    :param column_types: types of columns the source cannot type itself (SQLite, JSON in MariaDB):
+        ``{"payload": "json", "created_at": "timestamptz"}``; see ``airflow_provider_retl.sources``.
+    :param rejects_table: a warehouse table (``[schema.]table``, created if missing) to which every
+        rejected row of each run is appended with its key, stage and reason, beyond the report's cap.
     :param allow_empty_source: mirror mode refuses (fails the task, sends nothing) when the
         query returns no usable row while records were synced before; set True to let an
         empty result delete them all.
@@ -109,7 +114,9 @@ class ReverseETLOperator(BaseOperator):
         progress_interval: float = 5.0,
         event_name: str | None = None,
         event_time_field: str | None = None,
+        column_types: Mapping[str, str] | None = None,
         allow_empty_source: bool = False,
+        rejects_table: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -134,7 +141,9 @@ class ReverseETLOperator(BaseOperator):
         self.progress_interval = progress_interval
         self.event_name = event_name
         self.event_time_field = event_time_field
+        self.column_types = dict(column_types or {})
         self.allow_empty_source = allow_empty_source
+        self.rejects_table = check_table_name(rejects_table) if rejects_table else None
         # Check the sync definition at DAG parse time, unless templated values are still to be rendered.
         if not any(isinstance(v, str) and "{{" in v for v in (self.object, self.mapping)):
             self._config("parse-check", destination_identity="")
@@ -208,9 +217,17 @@ class ReverseETLOperator(BaseOperator):
 
     def _read_chunks(self) -> Iterator[pd.DataFrame]:
         """Stream the query in chunks; the engine reads them all before it sends anything."""
-        return self.sql_hook.get_df_by_chunks(
-            self.sql, parameters=self.parameters, chunksize=self.chunksize, df_type="pandas"
+        from airflow_provider_retl.sources import read_query
+
+        return read_query(
+            self.sql_hook, self.sql, self.parameters, chunksize=self.chunksize, column_types=self.column_types
         )
+
+    def _write_rejects(self, rejects: list[Reject], sync_id: str, context: Context) -> None:
+        if not self.rejects_table or self.dry_run:
+            return
+        written = write_rejects(self.sql_hook, self.rejects_table, rejects, sync_id=sync_id, run_id=context["run_id"])
+        self.log.info("Wrote %d rejected rows to %s", written, self.rejects_table)
 
     def execute(self, context: Context) -> dict[str, Any]:
         sync_id = self._sync_id(context)
@@ -233,8 +250,18 @@ class ReverseETLOperator(BaseOperator):
             ", dry run" if self.dry_run else "",
         )
         try:
-            report = run_sync(self._read_chunks(), destination, store, config, log=self.log)
+            rejects: list[Reject] = []
+            report = run_sync(
+                self._read_chunks(),
+                destination,
+                store,
+                config,
+                log=self.log,
+                on_reject=rejects.append if self.rejects_table else None,
+            )
+            self._write_rejects(rejects, sync_id, context)
         except RejectRatioExceeded as exc:
+            self._write_rejects(rejects, sync_id, context)
             context["ti"].xcom_push(key=REPORT_XCOM_KEY, value=exc.report.to_dict())
             # Retrying cannot fix bad data: fail without retries, keep the report.
             raise AirflowFailException(str(exc)) from exc

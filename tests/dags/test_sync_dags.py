@@ -250,3 +250,28 @@ def test_webhook_mirror_with_xcom_checkpoint(dag_runner, tmp_path, set_connectio
         assert len(receiver.emulator.deleted_ids) == 2 and "user1@example.com" not in receiver.emulator.records()
         assert receiver.emulator.records()["user3@example.com"]["company"] == "X"
         assert receiver.emulator.signature_failures == 0
+
+
+@pytest.mark.parametrize("kind", ["duckdb", "sqlite"])
+def test_rejects_table_gets_every_reject_of_every_run(dag_runner, hubspot, tmp_path, set_connection, kind):
+    warehouse = make_warehouse(kind, tmp_path, set_connection)
+    warehouse.create(customers(3) + [(f"bad{i}@", "x", "y", "z") for i in range(4)] + [(None, "n", "o", "k")])
+    sync = Sync(dag_runner, warehouse, rejects_table="retl_rejects")
+    first = sync.run()[0]
+    second = sync.run()[0]  # the bad rows are retried, and rejected again
+    rows = warehouse.execute(
+        "select run_id, reject_key, stage, reason from retl_rejects order by run_id, reject_key"
+    )
+    assert len(rows) == 10 and {r[0] for r in rows} == {first.run_id, second.run_id}
+    keys = sorted(r[1] for r in rows if r[0] == first.run_id)
+    assert keys == ["NULL", "bad0@", "bad1@", "bad2@", "bad3@"]
+    assert all("invalid email" in r[3] for r in rows if r[1].startswith("bad"))
+    assert len(contacts_in(hubspot)) == 3
+
+
+def test_rejects_table_name_is_validated_at_parse_time():
+    from airflow_provider_retl.operators.reverse_etl import ReverseETLOperator
+
+    with pytest.raises(ValueError, match="rejects_table"):
+        ReverseETLOperator(task_id="t", conn_id="w", sql="select 1", destination_conn_id="d", object="contacts",
+                           primary_key="email", rejects_table="x; drop table users")

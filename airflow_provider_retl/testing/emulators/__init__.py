@@ -20,6 +20,12 @@ from types import TracebackType
 from typing import Any
 
 from airflow_provider_retl.testing.emulators.base import BaseEmulator
+from airflow_provider_retl.testing.emulators.braze import DEFAULT_API_KEY as BRAZE_API_KEY, BrazeEmulator
+from airflow_provider_retl.testing.emulators.customerio import (
+    DEFAULT_API_KEY as CUSTOMERIO_API_KEY,
+    DEFAULT_SITE_ID as CUSTOMERIO_SITE_ID,
+    CustomerIoEmulator,
+)
 from airflow_provider_retl.testing.emulators.faults import FAULT_KINDS, FaultDecision, Faults
 from airflow_provider_retl.testing.emulators.hubspot import DEFAULT_TOKEN, HubSpotEmulator
 from airflow_provider_retl.testing.emulators.hubspot_schema import ObjectTypeDef, PropertyDef, custom_object_type
@@ -41,11 +47,23 @@ from airflow_provider_retl.testing.emulators.salesforce import (
 from airflow_provider_retl.testing.emulators.salesforce_schema import FieldDef, SObjectDef
 from airflow_provider_retl.testing.emulators.server import EmulatorServer
 from airflow_provider_retl.testing.emulators.webhook import WebhookReceiver, sign, signed_headers
+from airflow_provider_retl.testing.emulators.zendesk import (
+    DEFAULT_API_TOKEN as ZENDESK_API_TOKEN,
+    DEFAULT_EMAIL as ZENDESK_EMAIL,
+    DEFAULT_OAUTH_TOKEN as ZENDESK_OAUTH_TOKEN,
+    CustomFieldDef,
+    ZendeskEmulator,
+)
 
 __all__ = [
     "DEFAULT_TOKEN",
     "FAULT_KINDS",
     "BaseEmulator",
+    "BRAZE_API_KEY",
+    "BrazeEmulator",
+    "CUSTOMERIO_API_KEY",
+    "CUSTOMERIO_SITE_ID",
+    "CustomerIoEmulator",
     "EmulatorServer",
     "FaultDecision",
     "FieldDef",
@@ -66,6 +84,11 @@ __all__ = [
     "SObjectDef",
     "SalesforceEmulator",
     "WebhookReceiver",
+    "ZENDESK_API_TOKEN",
+    "ZENDESK_EMAIL",
+    "ZENDESK_OAUTH_TOKEN",
+    "ZendeskEmulator",
+    "CustomFieldDef",
     "custom_object_type",
     "sign",
     "signed_headers",
@@ -76,6 +99,9 @@ __all__ = [
 EMULATORS: dict[str, type[BaseEmulator]] = {"hubspot": HubSpotEmulator, "webhook": WebhookReceiver}
 EMULATORS["mailchimp"] = MailchimpEmulator
 EMULATORS["salesforce"] = SalesforceEmulator
+EMULATORS["braze"] = BrazeEmulator
+EMULATORS["zendesk"] = ZendeskEmulator
+EMULATORS["customerio"] = CustomerIoEmulator
 
 
 class RunningEmulator:

@@ -3,6 +3,10 @@
     retl-emulators hubspot --port 8081 --token demo-token --rate-limit 190
     retl-emulators webhook --port 8082 --secret s3cret
     retl-emulators mailchimp --port 8083 --api-key 0123456789abcdef0123456789abcdef-us6
+    retl-emulators braze --port 8088 --api-key my-rest-key --rate-limit 3000
+    retl-emulators customerio --port 8087 --site-id mysite --api-key mykey --rate-limit 100
+    retl-emulators salesforce --port 8084 --username me@example.com --password pw --security-token tok
+    retl-emulators zendesk --port 8085 --email agent@example.com --api-token my-token
     retl-emulators all --hubspot-port 8081 --webhook-port 8082
 
 (or ``python -m airflow_provider_retl.testing.emulators ...``). Each started
@@ -25,6 +29,7 @@ from airflow_provider_retl.testing.emulators.faults import Faults
 from airflow_provider_retl.testing.emulators.hubspot import DEFAULT_TOKEN
 from airflow_provider_retl.testing.emulators.mailchimp import DEFAULT_API_KEY as MAILCHIMP_API_KEY
 from airflow_provider_retl.testing.emulators.mailchimp import DEFAULT_LIST_ID as MAILCHIMP_LIST_ID
+from airflow_provider_retl.testing.emulators import salesforce as sf_emulator
 
 
 def _rate_limit(text: str) -> int | None:
@@ -80,6 +85,123 @@ def _mailchimp_options(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _add_salesforce_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("salesforce")
+    group.add_argument("--username", default=sf_emulator.DEFAULT_USERNAME, help="user of the password flow")
+    group.add_argument("--password", default=sf_emulator.DEFAULT_PASSWORD)
+    group.add_argument("--security-token", default=sf_emulator.DEFAULT_SECURITY_TOKEN,
+                       help="appended to the password at login; 'none' for no token")
+    group.add_argument("--client-id", default=sf_emulator.DEFAULT_CLIENT_ID, help="connected app consumer key")
+    group.add_argument("--client-secret", default=sf_emulator.DEFAULT_CLIENT_SECRET)
+    group.add_argument("--token-lifetime", type=float, default=7200.0, help="seconds an access token lives")
+    group.add_argument("--daily-limit", type=int, default=100_000, help="API requests allowed (Sforce-Limit-Info)")
+    group.add_argument("--max-concurrent", type=_rate_limit, default=None, help="API requests in flight; 'none' off")
+    group.add_argument("--bulk-processing-seconds", type=float, default=0.2, help="time a bulk job takes")
+
+
+def _salesforce_options(args: argparse.Namespace) -> dict[str, Any]:
+    token = None if str(args.security_token).lower() == "none" else args.security_token
+    return {
+        "users": {args.username: args.password},
+        "security_token": token,
+        "clients": {args.client_id: args.client_secret},
+        "token_lifetime": args.token_lifetime,
+        "daily_limit": args.daily_limit,
+        "max_concurrent": args.max_concurrent,
+        "bulk_processing_seconds": args.bulk_processing_seconds,
+        "faults": _faults(args),
+    }
+
+
+def _add_customerio_options(parser: argparse.ArgumentParser) -> None:
+    from airflow_provider_retl.testing.emulators import customerio as cio
+
+    group = parser.add_argument_group("customerio")
+    group.add_argument("--site-id", default=cio.DEFAULT_SITE_ID, help="Site ID of the basic auth user name")
+    group.add_argument("--api-key", default=cio.DEFAULT_API_KEY, help="Track API key (basic auth password)")
+    group.add_argument("--any-credentials", action="store_true", help="accept any non-empty site id and key")
+    group.add_argument("--region", choices=sorted(cio.REGIONS), default="us")
+    group.add_argument("--rate-limit", type=_rate_limit, default=100, help="requests per window; 'none' disables")
+    group.add_argument("--rate-window", type=float, default=1.0, help="rolling window in seconds")
+
+
+def _customerio_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "credentials": {args.site_id: args.api_key},
+        "any_credentials": args.any_credentials,
+        "region": args.region,
+        "rate_limit": args.rate_limit,
+        "rate_window": args.rate_window,
+        "faults": _faults(args),
+    }
+
+
+def _add_braze_options(parser: argparse.ArgumentParser) -> None:
+    from airflow_provider_retl.testing.emulators.braze import DEFAULT_API_KEY as BRAZE_API_KEY
+
+    group = parser.add_argument_group("braze")
+    group.add_argument("--api-key", action="append", dest="braze_keys",
+                       help=f"accepted REST API key (default {BRAZE_API_KEY}); repeatable")
+    group.add_argument("--any-key", action="store_true", dest="braze_any_key", help="accept any non-empty key")
+    group.add_argument("--rate-limit", type=_rate_limit, default=3000, help="/users/track requests per window")
+    group.add_argument("--rate-window", type=float, default=3.0, help="fixed window in seconds")
+    group.add_argument("--max-per-request", type=int, default=None,
+                       help="objects per /users/track call across arrays (50 on MAU CY 24-25 plans)")
+    group.add_argument("--maintenance", action="store_true", help="answer /users/track 202 queued")
+
+
+def _braze_options(args: argparse.Namespace) -> dict[str, Any]:
+    from airflow_provider_retl.testing.emulators.braze import DEFAULT_API_KEY as BRAZE_API_KEY
+
+    return {
+        "api_keys": None if args.braze_any_key else (args.braze_keys or [BRAZE_API_KEY]),
+        "rate_limit": args.rate_limit,
+        "rate_window": args.rate_window,
+        "max_per_request": args.max_per_request,
+        "maintenance": args.maintenance,
+        "faults": _faults(args),
+    }
+
+
+def _add_zendesk_options(parser: argparse.ArgumentParser) -> None:
+    from airflow_provider_retl.testing.emulators import zendesk as zd
+
+    group = parser.add_argument_group("zendesk")
+    group.add_argument("--email", default=zd.DEFAULT_EMAIL, help="agent email of API token auth ({email}/token)")
+    group.add_argument("--api-token", default=zd.DEFAULT_API_TOKEN, help="accepted API token")
+    group.add_argument("--oauth-token", action="append", dest="oauth_tokens",
+                       help=f"accepted OAuth bearer token (default {zd.DEFAULT_OAUTH_TOKEN}); repeatable")
+    group.add_argument("--subdomain", default=zd.DEFAULT_SUBDOMAIN)
+    group.add_argument("--user-field", action="append", dest="user_fields", default=[],
+                       help="custom user field KEY[:TYPE] (text, integer, decimal, checkbox, date ...); repeatable")
+    group.add_argument("--organization-field", action="append", dest="organization_fields", default=[],
+                       help="custom organization field KEY[:TYPE]; repeatable")
+    group.add_argument("--processing-seconds", type=float, default=0.5, help="time a background job takes")
+    group.add_argument("--max-active-jobs", type=int, default=zd.MAX_ACTIVE_JOBS, help="queued/working jobs allowed")
+    group.add_argument("--rate-limit", type=_rate_limit, default=700, help="requests per window; 'none' disables")
+    group.add_argument("--rate-window", type=float, default=60.0, help="rolling window in seconds")
+
+
+def _zendesk_options(args: argparse.Namespace) -> dict[str, Any]:
+    from airflow_provider_retl.testing.emulators import zendesk as zd
+
+    def fields(specs: list[str]) -> dict[str, str]:
+        return {key: kind or "text" for key, _, kind in (spec.partition(":") for spec in specs)}
+
+    return {
+        "api_tokens": {args.email: args.api_token},
+        "oauth_tokens": args.oauth_tokens or [zd.DEFAULT_OAUTH_TOKEN],
+        "subdomain": args.subdomain,
+        "user_fields": fields(args.user_fields),
+        "organization_fields": fields(args.organization_fields),
+        "processing_seconds": args.processing_seconds,
+        "max_active_jobs": args.max_active_jobs,
+        "rate_limit": args.rate_limit,
+        "rate_window": args.rate_window,
+        "faults": _faults(args),
+    }
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``retl-emulators`` argument parser."""
     parser = argparse.ArgumentParser(prog="retl-emulators", description="Local emulators of destination APIs.")
@@ -99,6 +221,26 @@ def build_parser() -> argparse.ArgumentParser:
     mailchimp.add_argument("--port", type=int, default=8083, help="0 picks a free port")
     _add_mailchimp_options(mailchimp)
     _add_fault_options(mailchimp)
+    salesforce = commands.add_parser("salesforce", help="Salesforce REST API (OAuth, collections, SOQL, Bulk 2.0)")
+    salesforce.add_argument("--host", default="127.0.0.1")
+    salesforce.add_argument("--port", type=int, default=8084, help="0 picks a free port")
+    _add_salesforce_options(salesforce)
+    _add_fault_options(salesforce)
+    customerio = commands.add_parser("customerio", help="Customer.io Track API (v2 batch, v1 customers/events)")
+    customerio.add_argument("--host", default="127.0.0.1")
+    customerio.add_argument("--port", type=int, default=8087, help="0 picks a free port")
+    _add_customerio_options(customerio)
+    _add_fault_options(customerio)
+    braze = commands.add_parser("braze", help="Braze REST API (users/track, users/delete, users/export/ids)")
+    braze.add_argument("--host", default="127.0.0.1")
+    braze.add_argument("--port", type=int, default=8088, help="0 picks a free port")
+    _add_braze_options(braze)
+    _add_fault_options(braze)
+    zendesk = commands.add_parser("zendesk", help="Zendesk Support API (users, organizations, bulk jobs)")
+    zendesk.add_argument("--host", default="127.0.0.1")
+    zendesk.add_argument("--port", type=int, default=8085, help="0 picks a free port")
+    _add_zendesk_options(zendesk)
+    _add_fault_options(zendesk)
     both = commands.add_parser("all", help="both emulators in one process")
     both.add_argument("--host", default="127.0.0.1")
     both.add_argument("--hubspot-port", type=int, default=8081)
@@ -149,6 +291,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             running.append(start_emulator("webhook", host=args.host, port=port, **_webhook_options(args)))
         if args.command == "mailchimp":
             running.append(start_emulator("mailchimp", host=args.host, port=args.port, **_mailchimp_options(args)))
+        if args.command == "braze":
+            running.append(start_emulator("braze", host=args.host, port=args.port, **_braze_options(args)))
+        if args.command == "salesforce":
+            running.append(start_emulator("salesforce", host=args.host, port=args.port, **_salesforce_options(args)))
+        if args.command == "customerio":
+            running.append(start_emulator("customerio", host=args.host, port=args.port, **_customerio_options(args)))
+        if args.command == "zendesk":
+            running.append(start_emulator("zendesk", host=args.host, port=args.port, **_zendesk_options(args)))
     except Exception as exc:
         for emulator in running:
             emulator.stop()
