@@ -105,6 +105,17 @@ def canonical_value(value: Any) -> str:
     return str(value)
 
 
+def _iso_micros(series: pd.Series, suffix: str) -> np.ndarray:
+    """``%Y-%m-%dT%H:%M:%S.%f`` + suffix for a naive datetime column, in C (strftime is 2x slower)."""
+    stamps = series.to_numpy(dtype="datetime64[us]")
+    text = np.datetime_as_string(stamps, unit="us")
+    if suffix:
+        text = np.char.add(text, suffix)
+    values = text.astype(object)
+    values[np.isnat(stamps)] = NULL
+    return values
+
+
 def canonical_column(series: pd.Series) -> np.ndarray:
     """Canonical text of a whole column as an object array, vectorised where the dtype allows."""
     n = len(series)
@@ -125,10 +136,9 @@ def canonical_column(series: pd.Series) -> np.ndarray:
         rest = ~integral
         values[rest] = [repr(float(v)) for v in safe[rest]]
     elif isinstance(dtype, pd.DatetimeTZDtype):
-        text = series.dt.tz_convert("UTC").dt.strftime("%Y-%m-%dT%H:%M:%S.%f") + "+00:00"
-        values = text.to_numpy(dtype=object, na_value=NULL)
+        values = _iso_micros(series.dt.tz_convert("UTC").dt.tz_localize(None), "+00:00")
     elif pd.api.types.is_datetime64_dtype(dtype):
-        values = series.dt.strftime("%Y-%m-%dT%H:%M:%S.%f").to_numpy(dtype=object, na_value=NULL)
+        values = _iso_micros(series, "")
     else:
         values = series.to_numpy(dtype=object)
         if pd.api.types.infer_dtype(values, skipna=True) != "string":
