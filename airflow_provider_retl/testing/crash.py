@@ -118,32 +118,46 @@ def run_spec(spec: SyncSpec, *, counters: Counters | None = None, log: Any = Non
         hook.close()
 
 
-def _die() -> None:
+def die() -> None:
+    """SIGKILL this process: no cleanup, no flush, like a killed worker."""
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+class KillSwitch:
+    """Counts the kill points a run passes (in ``counters``) and dies at ``kill``, if given.
+
+    ``hit(name)`` returns the 0-based count of ``name`` so far; ``fires(where, n)`` says whether
+    the ``n``-th pass of counter ``where`` is the chosen kill point.
+    """
+
+    def __init__(self, kill: KillPoint | None, counters: Counters) -> None:
+        self.kill = kill
+        self.counters = counters
+        self._lock = threading.Lock()
+
+    def hit(self, name: str) -> int:
+        with self._lock:
+            n = getattr(self.counters, name)
+            setattr(self.counters, name, n + 1)
+            return n
+
+    def fires(self, where: str, n: int) -> bool:
+        return self.kill is not None and self.kill.where == where and self.kill.k == n
 
 
 def _instrument(hook: Any, store: Any, chunks: Iterator[pd.DataFrame], counters: Counters, kill: KillPoint | None):
     """Wrap the hook's sender and the store's journal so each kill point is counted (and maybe fired)."""
-    lock = threading.Lock()
-
-    def hit(name: str) -> int:
-        with lock:
-            n = getattr(counters, name)
-            setattr(counters, name, n + 1)
-            return n
-
-    def fires(where: str, n: int) -> bool:
-        return kill is not None and kill.where == where and kill.k == n
-
+    switch = KillSwitch(kill, counters)
+    hit, fires = switch.hit, switch.fires
     send = hook._send
 
     def sending(*args: Any, **kwargs: Any) -> Any:
         n = hit("request")
         if fires("request", n):
-            _die()
+            die()
         response = send(*args, **kwargs)
         if fires("after_request", n):
-            _die()
+            die()
         return response
 
     hook._send = sending
@@ -158,10 +172,10 @@ def _instrument(hook: Any, store: Any, chunks: Iterator[pd.DataFrame], counters:
                 fh.write(line[: len(line) // 2])
                 fh.flush()
                 os.fsync(fh.fileno())
-            _die()
+            die()
         append(document)
         if fires("after_commit", n):
-            _die()
+            die()
 
     store._append_journal = appending
     clear = store._clear_journal
@@ -169,7 +183,7 @@ def _instrument(hook: Any, store: Any, chunks: Iterator[pd.DataFrame], counters:
     def clearing() -> None:
         n = hit("finalize")
         if fires("finalize", n):
-            _die()
+            die()
         clear()
 
     store._clear_journal = clearing
@@ -178,7 +192,7 @@ def _instrument(hook: Any, store: Any, chunks: Iterator[pd.DataFrame], counters:
         for chunk in chunks:
             n = hit("read")
             if fires("read", n):
-                _die()
+                die()
             yield chunk
 
     return reading()

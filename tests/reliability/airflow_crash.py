@@ -34,7 +34,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -43,7 +42,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from airflow_provider_retl.testing.crash import ChildResult, KillPoint
+from airflow_provider_retl.testing.crash import ChildResult, Counters, ForkServer, KillPoint, KillSwitch, die
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -68,14 +67,6 @@ with DAG(dag_id="retl_crash_warmup", schedule=None, start_date=dt.datetime(2026,
 
 
 @dataclass
-class Counters:
-    read: int = 0
-    request: int = 0
-    commit: int = 0
-    finalize: int = 0
-
-
-@dataclass
 class RunRequest:
     dag_text: str
     dag_id: str
@@ -95,10 +86,6 @@ class RunRequest:
 # Child side
 
 
-def _die() -> None:
-    os.kill(os.getpid(), signal.SIGKILL)
-
-
 def _instrument(kill: KillPoint | None, counters: Counters) -> None:
     """Class-level patches (this child only) that count each kill point and fire ``kill``."""
     from airflow_provider_retl.checkpoints.variable import VariableCheckpointStore
@@ -109,26 +96,17 @@ def _instrument(kill: KillPoint | None, counters: Counters) -> None:
     from airflow_provider_retl.hooks.destination import DestinationHook
     from airflow_provider_retl.operators.reverse_etl import ReverseETLOperator
 
-    lock = threading.Lock()
-
-    def hit(name: str) -> int:
-        with lock:
-            n = getattr(counters, name)
-            setattr(counters, name, n + 1)
-            return n
-
-    def fires(where: str, n: int) -> bool:
-        return kill is not None and kill.where == where and kill.k == n
-
+    switch = KillSwitch(kill, counters)
+    hit, fires = switch.hit, switch.fires
     send = DestinationHook._send
 
     def sending(self: Any, *args: Any, **kwargs: Any) -> Any:
         n = hit("request")
         if fires("request", n):
-            _die()
+            die()
         response = send(self, *args, **kwargs)
         if fires("after_request", n):
-            _die()
+            die()
         return response
 
     DestinationHook._send = sending
@@ -139,7 +117,7 @@ def _instrument(kill: KillPoint | None, counters: Counters) -> None:
         for chunk in read_chunks(self):
             n = hit("read")
             if fires("read", n):
-                _die()
+                die()
             yield chunk
 
     ReverseETLOperator._read_chunks = reading
@@ -149,10 +127,10 @@ def _instrument(kill: KillPoint | None, counters: Counters) -> None:
     def var_appending(self: Any, document: dict[str, Any]) -> None:
         n = hit("commit")
         if fires("commit_torn", n):
-            _die()
+            die()
         var_append(self, document)
         if fires("after_commit", n):
-            _die()
+            die()
 
     VariableCheckpointStore._append_journal = var_appending
 
@@ -165,13 +143,13 @@ def _instrument(kill: KillPoint | None, counters: Counters) -> None:
 
             def set_then_die(key: str, value: Any) -> None:
                 if key == JOURNAL_COUNT_KEY:
-                    _die()  # the entry is stored, the count that makes it visible is not
+                    die()  # the entry is stored, the count that makes it visible is not
                 state_set(key, value)
 
             self.state.set = set_then_die
         xcom_append(self, document)
         if fires("after_commit", n):
-            _die()
+            die()
 
     XComCheckpointStore._append_journal = xcom_appending
 
@@ -181,7 +159,7 @@ def _instrument(kill: KillPoint | None, counters: Counters) -> None:
         def clearing(self: Any, _clear: Any = clear) -> None:
             n = hit("finalize")  # called right after the new base was written
             if fires("finalize", n):
-                _die()
+                die()
             _clear(self)
 
         cls._clear_journal = clearing
@@ -404,12 +382,11 @@ def _serve() -> None:
 # Test-process side
 
 
-class AirflowForkServer:
+class AirflowForkServer(ForkServer):
     """The warm Airflow process (a context manager); ``run`` forks one child per DagRun."""
 
     def __init__(self, *, stderr: Any = None) -> None:
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._stderr = stderr
+        super().__init__(stderr=stderr)
         self.threads_at_fork: list[str] = []
 
     def start(self) -> AirflowForkServer:
@@ -431,7 +408,7 @@ class AirflowForkServer:
         self.threads_at_fork = ready["threads"]
         return self
 
-    def run(self, request: RunRequest, timeout: float = 120.0) -> ChildResult:
+    def run(self, request: RunRequest, timeout: float = 120.0) -> ChildResult:  # type: ignore[override]
         assert self._proc is not None and self._proc.stdin and self._proc.stdout
         Path(request.result).unlink(missing_ok=True)
         self._proc.stdin.write(json.dumps(asdict(request)).encode() + b"\n")
@@ -446,21 +423,7 @@ class AirflowForkServer:
         outcome = json.loads(path.read_text()) if path.exists() else None
         return ChildResult(status.get("exitcode"), status.get("signal"), outcome)
 
-    def stop(self) -> None:
-        if self._proc is not None:
-            self._proc.stdin.close()  # type: ignore[union-attr]
-            try:
-                self._proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
-            self._proc = None
-
-    def __enter__(self) -> AirflowForkServer:  # noqa: PYI034
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    # stop(), __enter__ and __exit__ come from ForkServer.
 
 
 if __name__ == "__main__":
