@@ -21,7 +21,7 @@ import argparse
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from airflow_provider_retl.testing.emulators import RunningEmulator, start_emulator
@@ -203,44 +203,15 @@ def _zendesk_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``retl-emulators`` argument parser."""
+    """The ``retl-emulators`` argument parser: one subcommand per emulator, plus ``all``."""
     parser = argparse.ArgumentParser(prog="retl-emulators", description="Local emulators of destination APIs.")
     commands = parser.add_subparsers(dest="command", required=True)
-    hubspot = commands.add_parser("hubspot", help="HubSpot CRM v3")
-    hubspot.add_argument("--host", default="127.0.0.1")
-    hubspot.add_argument("--port", type=int, default=8081, help="0 picks a free port")
-    _add_hubspot_options(hubspot)
-    _add_fault_options(hubspot)
-    webhook = commands.add_parser("webhook", help="signed webhook receiver")
-    webhook.add_argument("--host", default="127.0.0.1")
-    webhook.add_argument("--port", type=int, default=8082, help="0 picks a free port")
-    _add_webhook_options(webhook)
-    _add_fault_options(webhook)
-    mailchimp = commands.add_parser("mailchimp", help="Mailchimp Marketing API v3")
-    mailchimp.add_argument("--host", default="127.0.0.1")
-    mailchimp.add_argument("--port", type=int, default=8083, help="0 picks a free port")
-    _add_mailchimp_options(mailchimp)
-    _add_fault_options(mailchimp)
-    salesforce = commands.add_parser("salesforce", help="Salesforce REST API (OAuth, collections, SOQL, Bulk 2.0)")
-    salesforce.add_argument("--host", default="127.0.0.1")
-    salesforce.add_argument("--port", type=int, default=8084, help="0 picks a free port")
-    _add_salesforce_options(salesforce)
-    _add_fault_options(salesforce)
-    customerio = commands.add_parser("customerio", help="Customer.io Track API (v2 batch, v1 customers/events)")
-    customerio.add_argument("--host", default="127.0.0.1")
-    customerio.add_argument("--port", type=int, default=8087, help="0 picks a free port")
-    _add_customerio_options(customerio)
-    _add_fault_options(customerio)
-    braze = commands.add_parser("braze", help="Braze REST API (users/track, users/delete, users/export/ids)")
-    braze.add_argument("--host", default="127.0.0.1")
-    braze.add_argument("--port", type=int, default=8088, help="0 picks a free port")
-    _add_braze_options(braze)
-    _add_fault_options(braze)
-    zendesk = commands.add_parser("zendesk", help="Zendesk Support API (users, organizations, bulk jobs)")
-    zendesk.add_argument("--host", default="127.0.0.1")
-    zendesk.add_argument("--port", type=int, default=8085, help="0 picks a free port")
-    _add_zendesk_options(zendesk)
-    _add_fault_options(zendesk)
+    for kind, (help_text, port, add_options, _) in SUBCOMMANDS.items():
+        command = commands.add_parser(kind, help=help_text)
+        command.add_argument("--host", default="127.0.0.1")
+        command.add_argument("--port", type=int, default=port, help="0 picks a free port")
+        add_options(command)
+        _add_fault_options(command)
     both = commands.add_parser("all", help="both emulators in one process")
     both.add_argument("--host", default="127.0.0.1")
     both.add_argument("--hubspot-port", type=int, default=8081)
@@ -278,27 +249,43 @@ def _webhook_options(args: argparse.Namespace) -> dict[str, Any]:
     return {"secret": args.secret, "reject_marker": args.reject_marker, "faults": _faults(args)}
 
 
+#: kind -> (help, default port, add its options to a parser, read them back as start_emulator kwargs).
+SUBCOMMANDS: dict[
+    str,
+    tuple[str, int, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], dict[str, Any]]],
+] = {
+    "hubspot": ("HubSpot CRM v3", 8081, _add_hubspot_options, _hubspot_options),
+    "webhook": ("signed webhook receiver", 8082, _add_webhook_options, _webhook_options),
+    "mailchimp": ("Mailchimp Marketing API v3", 8083, _add_mailchimp_options, _mailchimp_options),
+    "salesforce": (
+        "Salesforce REST API (OAuth, collections, SOQL, Bulk 2.0)",
+        8084,
+        _add_salesforce_options,
+        _salesforce_options,
+    ),
+    "zendesk": ("Zendesk Support API (users, organizations, bulk jobs)", 8085, _add_zendesk_options, _zendesk_options),
+    "customerio": (
+        "Customer.io Track API (v2 batch, v1 customers/events)",
+        8087,
+        _add_customerio_options,
+        _customerio_options,
+    ),
+    "braze": ("Braze REST API (users/track, users/delete, users/export/ids)", 8088, _add_braze_options, _braze_options),
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Start the emulators named on the command line and serve until SIGINT/SIGTERM."""
     args = build_parser().parse_args(argv)
     running: list[RunningEmulator] = []
     try:
-        if args.command in ("hubspot", "all"):
-            port = args.port if args.command == "hubspot" else args.hubspot_port
-            running.append(start_emulator("hubspot", host=args.host, port=port, **_hubspot_options(args)))
-        if args.command in ("webhook", "all"):
-            port = args.port if args.command == "webhook" else args.webhook_port
-            running.append(start_emulator("webhook", host=args.host, port=port, **_webhook_options(args)))
-        if args.command == "mailchimp":
-            running.append(start_emulator("mailchimp", host=args.host, port=args.port, **_mailchimp_options(args)))
-        if args.command == "braze":
-            running.append(start_emulator("braze", host=args.host, port=args.port, **_braze_options(args)))
-        if args.command == "salesforce":
-            running.append(start_emulator("salesforce", host=args.host, port=args.port, **_salesforce_options(args)))
-        if args.command == "customerio":
-            running.append(start_emulator("customerio", host=args.host, port=args.port, **_customerio_options(args)))
-        if args.command == "zendesk":
-            running.append(start_emulator("zendesk", host=args.host, port=args.port, **_zendesk_options(args)))
+        if args.command == "all":
+            ports = {"hubspot": args.hubspot_port, "webhook": args.webhook_port}
+        else:
+            ports = {args.command: args.port}
+        for kind, port in ports.items():
+            options = SUBCOMMANDS[kind][3](args)
+            running.append(start_emulator(kind, host=args.host, port=port, **options))
     except Exception as exc:
         for emulator in running:
             emulator.stop()
