@@ -73,6 +73,10 @@ class Pusher:
         key_hashes = frame[KEY_HASH].to_numpy(dtype=np.uint64)
         row_hashes = frame[ROW_HASH].to_numpy(dtype=np.uint64)
         ids = frame[DEST_ID].to_numpy()
+        # Records that will be matched by value (upsert/create where records can exist) need one.
+        needs_match = action in (Action.UPSERT, Action.BULK_UPSERT, Action.CREATE) and self.destination.needs_lookup(
+            self.config.object
+        )
         for i, fields in enumerate(wires):
             key = fp.display_key(keys[i])
             if i in failures:
@@ -84,18 +88,20 @@ class Pusher:
                 rejects.append(Reject(key, "; ".join(r for _, r in problems), "validation", field=problems[0][0]))
                 continue
             match_value = fields.get(self.match_field) if self.match_field else None
-            if action in (Action.UPSERT, Action.BULK_UPSERT, Action.CREATE) and self.destination.needs_lookup(self.config.object):
-                if match_value is None or match_value == "":
-                    rejects.append(
-                        Reject(key, f"match field {self.match_field!r} is empty: the record cannot be matched", "validation", field=self.match_field)
-                    )
-                    continue
+            if needs_match and (match_value is None or match_value == ""):
+                rejects.append(self.empty_match_reject(key))
+                continue
             dest_id = ids[i] if isinstance(ids[i], str) and ids[i] != PENDING else None
             record = Record(key, fields, int(key_hashes[i]), int(row_hashes[i]), dest_id, match_value)
             if action in (Action.SEND_EVENT, Action.RECONCILE):
                 record.event_id = self.event_id(record.key_hash)
             records.append(record)
         return records, rejects
+
+    def empty_match_reject(self, key: str) -> Reject:
+        return Reject(
+            key, f"match field {self.match_field!r} is empty: the record cannot be matched", "validation", field=self.match_field
+        )
 
     def send(self, pending: pd.DataFrame, rows: np.ndarray, action: Action) -> tuple[list[Record], list[Reject], list[Outcome]]:
         """Build one batch and send it (runs in a worker thread)."""
@@ -164,7 +170,8 @@ class Pusher:
         return [found.get(v) or folded.get(str(v).strip().lower()) if v is not None else None for v in values]
 
     def commit(self, entry: JournalEntry, *, flush: bool = True) -> None:
-        """Queue ``entry`` for the checkpoint journal; write the queue unless ``flush`` is False.
+        """Queue ``entry`` for the checkpoint journal; write the queue now if ``flush``, else once
+        ``commit_interval`` has passed since the last write.
 
         Batches that finish together (or within ``commit_interval``) share one journal write:
         a durable write (fsync, a Variable) per batch of 100 would dominate fast destinations,
@@ -264,8 +271,8 @@ class Pusher:
                         error = error or exc
                         continue
                     self.apply(action, records, rejects, outcomes, pending[KEY_HASH].to_numpy(dtype=np.uint64)[rows])
-                self.commit(JournalEntry(), flush=error is not None)
                 if error is not None:
+                    self.flush_commits()
                     queue.clear()
                 self.log_progress(done, total)
         self.flush_commits()
@@ -295,9 +302,7 @@ class Pusher:
         for i, (row, value) in enumerate(zip(rows, values, strict=True)):
             if i in failures or value is None or value == "":
                 key = fp.display_key(pending[KEY].iat[row])
-                self.report.add_reject(
-                    Reject(key, f"match field {self.match_field!r} is empty: the record cannot be matched", "validation", field=self.match_field)
-                )
+                self.report.add_reject(self.empty_match_reject(key))
             else:
                 usable.append((row, value))
         size = max(1, int(self.destination.lookup_batch_size))

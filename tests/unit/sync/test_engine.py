@@ -423,3 +423,15 @@ def test_a_no_op_run_does_not_rewrite_the_checkpoint(tmp_path):
     frame.loc[0, "score"] = -1
     sync(frame, dest, FileCheckpointStore(path))
     assert path.stat().st_mtime_ns != written
+
+
+@pytest.mark.parametrize("upsert", [True, False])
+def test_rows_without_a_match_value_are_rejected_not_sent(upsert):
+    dest = InMemoryDestination(upsert=upsert)
+    frame = contacts(3)
+    frame["customer_id"] = [1, 2, 3]
+    frame.loc[1, "email"] = None
+    report = sync(frame, dest, MemoryCheckpointStore(), primary_key="customer_id", match_on="email")
+    assert report.created == 2 and report.rejected == 1
+    assert report.rejects[0].key == "2" and "match field 'email' is empty" in report.rejects[0].reason
+    assert all(r.get("email") for r in dest.records.values())
