@@ -28,7 +28,6 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import orjson
-import pandas as pd
 
 from airflow_provider_retl.sync.errors import CheckpointError
 
@@ -147,13 +146,6 @@ class Checkpoint:
 
     def __len__(self) -> int:
         return len(self.key_hashes)
-
-    def frame(self) -> pd.DataFrame:
-        """The checkpoint as a frame indexed by key hash (columns row_hash, dest_id)."""
-        return pd.DataFrame(
-            {"row_hash": self.row_hashes, "dest_id": self.dest_ids},
-            index=pd.Index(self.key_hashes, dtype=np.uint64, name="key_hash"),
-        )
 
     def with_fingerprints(self, target: str, payload: str) -> Checkpoint:
         return Checkpoint(target, payload, self.key_hashes, self.row_hashes, self.dest_ids)
@@ -399,9 +391,6 @@ class FileCheckpointStore(JournalingStore):
             )
         except Exception as exc:
             raise CheckpointError(f"checkpoint file {self.path} is unreadable: {type(exc).__name__}") from exc
-
-    def _write_base(self, document: dict[str, Any]) -> None:
-        raise NotImplementedError  # finalize writes Parquet directly
 
     def finalize(self, checkpoint: Checkpoint) -> None:
         import pyarrow as pa
