@@ -258,6 +258,7 @@ class SnapshotDiff:
             loaded is None
             or loaded.resumed_entries > 0  # a failed try's journal still to fold
             or self.base is None
+            or loaded.hash_algorithm != self.base.hash_algorithm
             or loaded.target_fingerprint != self.base.target_fingerprint
             or loaded.payload_fingerprint != self.base.payload_fingerprint
             or self.config.full_resync
