@@ -39,9 +39,11 @@ export PIP_ROOT_USER_ACTION := ignore
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
 		|| { echo "Python >= 3.11 is needed; set PYTHON=/path/to/python3.11" >&2; exit 1; }
+	bash scripts/ensure-build-deps.sh
 	test -x $(VENV_PY) || $(PYTHON) -m venv $(VENV)
 	$(VENV_PY) -m pip install -q -c $(CONSTRAINTS) --upgrade pip
-	$(VENV_PY) -m pip install -q -c $(CONSTRAINTS) hatchling editables
+	# setuptools too: packages built from source without isolation (mysqlclient) need a PEP 639-aware one.
+	$(VENV_PY) -m pip install -q -c $(CONSTRAINTS) hatchling editables setuptools
 	$(VENV_PY) -m pip install -q --no-build-isolation -c $(CONSTRAINTS) -e '.[$(EXTRAS)]' $(DEV_PACKAGES)
 	touch $@
 
@@ -70,12 +72,12 @@ bench: $(STAMP)
 lock:
 	rm -rf build/lock-venv
 	$(PYTHON) -m venv build/lock-venv
-	build/lock-venv/bin/python -m pip install -q --upgrade pip hatchling editables
+	build/lock-venv/bin/python -m pip install -q --upgrade pip hatchling editables setuptools
 	build/lock-venv/bin/python -m pip install -q --no-build-isolation -e '.[$(EXTRAS)]' $(DEV_PACKAGES)
 	{ echo "# Pinned by 'make lock' on $$(date -u +%Y-%m-%d) with $$(build/lock-venv/bin/python -V)."; \
 	  echo "# Install with: pip install -c constraints.txt -e '.[$(EXTRAS)]' $(DEV_PACKAGES)"; \
 	  build/lock-venv/bin/python -m pip freeze --all --exclude-editable \
-		| grep -viE '^(airflow-provider-retl|setuptools|wheel)([=@ ]|$$)'; } > $(CONSTRAINTS).new
+		| grep -viE '^(airflow-provider-retl|wheel)([=@ ]|$$)'; } > $(CONSTRAINTS).new
 	mv $(CONSTRAINTS).new $(CONSTRAINTS)
 	rm -rf build/lock-venv
 	@echo "constraints.txt rewritten; the next make target reinstalls .venv"
