@@ -244,4 +244,6 @@ def error_from_exception(
     return OutcomeUnknownError(
         redact(f"{what}: {kind} after the request was sent; it may or may not have been applied"),
         request=request,
+        # A read timeout: the server was still working on it, and may finish after we look.
+        may_land_later=isinstance(exc, requests.exceptions.ReadTimeout),
     )

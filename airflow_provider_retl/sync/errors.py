@@ -52,7 +52,15 @@ class OutcomeUnknownError(DestinationError, RetryableSyncError):
 
     The engine reconciles the batch (lookup by key) before sending it again,
     so a lost create response never becomes a duplicate record.
+
+    ``may_land_later``: the server had the whole request and had not answered when the
+    client gave up (a read timeout), so it may still apply it *after* a lookup found
+    nothing; such records are not created again in the same try.
     """
+
+    def __init__(self, message: str, *, may_land_later: bool = False, **kwargs: Any):
+        super().__init__(message, **kwargs)
+        self.may_land_later = may_land_later
 
 
 class BatchRejectedError(DestinationError):

@@ -42,6 +42,29 @@ class TestFaultKindsOverHttp:
             create_one(client, timeout=0.3)
         assert time.monotonic() - started < 1.5
 
+    def test_timeout_applies_the_write_the_client_gave_up_on(self, hubspot, client) -> None:
+        hubspot.faults.update(slow_seconds=1.0)
+        hubspot.faults.fail_next(1, "timeout")
+        with pytest.raises(requests.ReadTimeout):
+            create_one(client, "slow@x.com", timeout=0.3)
+        # Applied at once (slow_apply_after=0): the server completed it, only its answer is late.
+        assert [r["properties"]["email"] for r in hubspot.emulator.records("contacts")] == ["slow@x.com"]
+        assert create_one(client, "slow@x.com").status_code == 409  # a blind resend conflicts
+        # The late answer went to a client that had hung up: logged as the success it was.
+        assert _wait_for(lambda: [r.status for r in hubspot.emulator.requests if r.fault == "timeout"] == [201])
+
+    def test_timeout_can_land_after_the_client_gave_up(self, hubspot, client) -> None:
+        hubspot.faults.update(slow_seconds=0.8, slow_apply_after=0.8)
+        hubspot.faults.fail_next(1, "timeout", after=1)
+        assert create_one(client, "first@x.com").status_code == 201
+        started = time.monotonic()
+        with pytest.raises(requests.ReadTimeout):
+            create_one(client, "late@x.com", timeout=0.3)
+        assert [r["properties"]["email"] for r in hubspot.emulator.records("contacts")] == ["first@x.com"]
+        assert _wait_for(lambda: len(hubspot.emulator.records("contacts")) == 2, 3.0)
+        assert time.monotonic() - started >= 0.7, "landed before the stall ended"
+        assert hubspot.emulator.records("contacts")[1]["properties"]["email"] == "late@x.com"
+
     def test_lost_response_applies_the_write(self, hubspot, client) -> None:
         hubspot.faults.fail_next(1, "lost_response")
         with pytest.raises(requests.ConnectionError) as caught:
@@ -112,9 +135,29 @@ class TestFaultSwitches:
         with pytest.raises(ValueError):
             Faults().fail_next(1, "explode")
 
+    def test_timeout_lands_within_its_stall(self) -> None:
+        faults = Faults(slow_seconds=2.0, slow_apply_after=5.0)
+        faults.fail_next(1, "timeout")
+        decision = faults.decide()
+        assert (decision.kind, decision.delay, decision.apply_after) == ("timeout", 2.0, 2.0)
+        faults.update(fail_next={"n": 1, "kind": "timeout"}, slow_apply_after=0.5)
+        assert faults.decide().apply_after == 0.5
+        assert faults.to_dict()["slow_apply_after"] == 0.5
+        with pytest.raises(ValueError):
+            Faults(slow_apply_after=-1)
+
     def test_clear_switches_everything_off(self) -> None:
         faults = Faults(error_rate=0.5, latency=1.0, burst_429=3)
         faults.fail_next(2, "reset")
         faults.clear()
         decision = faults.decide()
         assert (decision.kind, decision.latency) == (None, 0.0)
+
+
+def _wait_for(check, timeout: float = 2.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True

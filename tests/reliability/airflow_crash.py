@@ -27,6 +27,10 @@ A killed child leaves its task instance ``running`` and its DagRun ``running``. 
 next run, ``reap`` marks them failed, as the scheduler does when the task's heartbeat stops.
 
 Run as ``python -m tests.reliability.airflow_crash`` (``AirflowForkServer`` does this).
+In the test process, ``Bench`` runs one checkpoint store against one scenario of
+``scenarios.py`` (the same destinations and sources as the File-store suite): the clean
+reference, then seeded trials whose kills come from ``crash_support.plan_kills`` and whose
+outcome is judged by ``crash_support.check``.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ import subprocess
 import sys
 import threading
 import traceback
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -57,6 +62,7 @@ with DAG(dag_id="retl_crash_warmup", schedule=None, start_date=dt.datetime(2026,
         Variable.get("retl_crash_warmup")
         context["task_state_store"].set("warm", 1)
         import airflow_provider_retl.operators.reverse_etl  # noqa: F401
+        import airflow_provider_retl.hooks.customerio  # noqa: F401
         import airflow_provider_retl.hooks.hubspot  # noqa: F401
         import airflow_provider_retl.sources  # noqa: F401
         import airflow_provider_retl.sync.engine  # noqa: F401
@@ -328,6 +334,11 @@ def _serve() -> None:
     sys.path.insert(0, str(ROOT / "tests"))
     import airflow_harness
 
+    # Everything a child's task imports, imported once here (~0.5 s per run otherwise).
+    import airflow.providers.common.sql.hooks.sql
+    import airflow.providers.sqlite.hooks.sqlite
+    import airflow_provider_retl.checkpoints
+    import airflow_provider_retl.hooks.customerio
     import airflow_provider_retl.hooks.hubspot
     import airflow_provider_retl.operators.reverse_etl
     import airflow_provider_retl.sources
@@ -424,6 +435,136 @@ class AirflowForkServer(ForkServer):
         return ChildResult(status.get("exitcode"), status.get("signal"), outcome)
 
     # stop(), __enter__ and __exit__ come from ForkServer.
+
+
+DAG_TEMPLATE = """
+import datetime as dt
+from airflow.sdk import DAG
+from airflow_provider_retl.operators.reverse_etl import ReverseETLOperator
+
+with DAG(dag_id={dag_id!r}, schedule=None, start_date=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc), catchup=False):
+    ReverseETLOperator(task_id="sync", retries=0, **{kwargs!r})
+"""
+
+#: The Variable store's retry is a new DagRun; the XCom store's is the same DagRun cleared.
+RETRY_MODE = {"variable": "new", "xcom": "rerun"}
+
+
+def ok(result: ChildResult) -> dict[str, Any]:
+    """The outcome of a run that must have succeeded (else its traceback as the failure)."""
+    assert result.exitcode == 0 and result.outcome and result.outcome.get("ok"), (
+        result.outcome.get("traceback") or result.outcome if result.outcome else result
+    )
+    return result.outcome
+
+
+def checkpoint_dict(stored: dict[str, Any]) -> dict[int, tuple[int, Any]]:
+    """``stored_checkpoint``'s JSON as ``crash_support.check`` takes it: key hash -> (row hash, id)."""
+    return {k: (r, d) for k, r, d in zip(stored["keys"], stored["rows"], stored["ids"], strict=True)}
+
+
+class Bench:
+    """One checkpoint store x one crash scenario: the scenario's emulator (in the test process),
+    a SQLite warehouse, the fork server, the clean run's checkpoint and kill-point counts.
+
+    The source of a scenario (``scenarios.py``) becomes a table; the DAG runs one
+    ``ReverseETLOperator`` with the scenario's object, key, mode and match field.
+    """
+
+    def __init__(self, store: str, scenario: Any, running: Any, server: AirflowForkServer, workdir: Path) -> None:
+        self.store, self.scenario, self.running, self.server, self.workdir = store, scenario, running, server, workdir
+        self.warehouse = workdir / "warehouse.sqlite"
+        self.columns = list(scenario.v1[0])
+        self.env = {
+            "AIRFLOW_CONN_CRASH_WH": json.dumps({"conn_type": "sqlite", "host": str(self.warehouse)}),
+            "AIRFLOW_CONN_CRASH_DEST": json.dumps(scenario.connection(running.url)),
+        }
+        self._clock = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
+        self.runs = 0
+        self.reference: dict[int, tuple[int, Any]] = {}
+        self.counters = Counters()
+        self.tally: Counter[str] = Counter()  # kills fired, by kill point
+
+    def load_source(self, rows: list[dict[str, Any]]) -> None:
+        import sqlite3
+
+        con = sqlite3.connect(self.warehouse)
+        try:
+            con.execute("drop table if exists source")
+            con.execute(f"create table source ({', '.join(self.columns)})")  # untyped: values keep their type
+            con.executemany(
+                f"insert into source values ({', '.join('?' * len(self.columns))})",
+                [tuple(row[c] for c in self.columns) for row in rows],
+            )
+            con.commit()
+        finally:
+            con.close()
+
+    def dag(self, dag_id: str) -> str:
+        config = self.scenario.config
+        kwargs = {
+            "conn_id": "crash_wh", "sql": f"select {', '.join(self.columns)} from source",
+            "destination_conn_id": "crash_dest", "object": config["object"], "primary_key": config["primary_key"],
+            "mode": config["mode"], "match_on": config.get("match_on"), "checkpoint": self.store, "chunksize": 40,
+        }
+        return DAG_TEMPLATE.format(dag_id=dag_id, kwargs=kwargs)
+
+    def run(
+        self, dag_id: str, *, retry: bool = False, kill: KillPoint | None = None, commit_interval: float = 0.0,
+        inspect: bool = False,
+    ) -> ChildResult:
+        self._clock += dt.timedelta(minutes=1)  # later runs sort after earlier ones
+        self.runs += 1
+        request = RunRequest(
+            dag_text=self.dag(dag_id), dag_id=dag_id, mode=RETRY_MODE[self.store] if retry else "new",
+            logical_date=self._clock.isoformat(), env=self.env, kill=asdict(kill) if kill else None,
+            result=str(self.workdir / f"{dag_id}-{self.runs}.json"), commit_interval=commit_interval,
+            inspect=self.store if inspect else None,
+        )
+        return self.server.run(request)
+
+    def prepare(self) -> Bench:
+        """The clean reference: v1 then v2 without kills; its checkpoint and the kill points of v2."""
+        dag_id = f"crash_{self.store}_{self.scenario.name}_ref"
+        self.running.emulator.reset()
+        self.load_source(self.scenario.v1)
+        ok(self.run(dag_id))
+        self.load_source(self.scenario.v2)
+        ref = ok(self.run(dag_id, inspect=True))
+        self.reference = checkpoint_dict(ref["checkpoint"])
+        self.counters = Counters(**ref["counters"])
+        assert self.counters.request > 0 and self.counters.commit > 0, self.counters
+        return self
+
+    def trial(self, seed: int) -> list[KillPoint]:
+        """v1 clean, v2 killed at the seed's kill points, then retried like Airflow; checked; the kills that fired."""
+        from .crash_support import check, plan_kills
+
+        kills, commit_interval = plan_kills(seed, self.counters)
+        dag_id = f"crash_{self.store}_{self.scenario.name}_s{seed}"
+        what = f"{self.store} {self.scenario.name} seed {seed} kills {kills}"
+        self.running.emulator.reset()
+        self.load_source(self.scenario.v1)
+        ok(self.run(dag_id))
+        self.load_source(self.scenario.v2)
+        fired = []
+        for i, kill in enumerate(kills):
+            result = self.run(dag_id, retry=i > 0, kill=kill, commit_interval=commit_interval)
+            if result.killed:
+                fired.append(kill)
+                self.tally[kill.where] += 1
+            elif i == 0:
+                raise AssertionError(f"{what}: the first kill did not fire: {result}")
+            else:
+                ok(result)  # the second kill point was not reached: that retry finished
+        final = ok(self.run(dag_id, retry=True, inspect=True))
+        if self.store == "xcom":
+            assert final["tries"][-1] == "success" and len(final["tries"]) >= 2, f"{what}: not a re-run: {final}"
+        stored = final["checkpoint"]
+        if self.store == "variable":
+            assert stored["journal_left"] == 0, f"{what}: {stored['journal_left']} journal Variables left"
+        check(self.scenario, self.running.emulator, self.reference, checkpoint_dict(stored), final["report"], what)
+        return fired
 
 
 if __name__ == "__main__":

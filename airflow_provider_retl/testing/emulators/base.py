@@ -166,9 +166,17 @@ class BaseEmulator:
                 captured = _Capture()
                 await self._api(scope, receive, captured)
                 await _send_malformed(captured.body, send_and_watch)
+            elif kind == "timeout":
+                # The client sent the whole request before it started waiting: read it now,
+                # so the write can land however long the answer is withheld (a late read
+                # would find the client gone and apply nothing).
+                replay = _Replay(await drain_request_body(receive), receive)
+                captured = _Capture()
+                await asyncio.sleep(decision.apply_after)
+                await self._api(scope, replay, captured)
+                await asyncio.sleep(max(0.0, decision.delay - decision.apply_after))
+                await captured.replay(send_and_watch)  # uvicorn drops it if the client hung up
             else:
-                if kind == "timeout":
-                    await asyncio.sleep(decision.delay)
                 await self._api(scope, receive, send_and_watch)
         except asyncio.CancelledError:
             # The server is stopping while this request stalls (a timeout fault):
@@ -235,6 +243,25 @@ class _Capture:
     @property
     def body(self) -> bytes:
         return b"".join(self.chunks)
+
+    async def replay(self, send: Send) -> None:
+        """Send the kept response as it was."""
+        await send({"type": "http.response.start", "status": self.status, "headers": self.headers})
+        await send({"type": "http.response.body", "body": self.body, "more_body": False})
+
+
+class _Replay:
+    """An ASGI ``receive`` that hands out a body read earlier, then defers to the real one."""
+
+    def __init__(self, body: bytes, receive: Receive) -> None:
+        self._body: bytes | None = body
+        self._receive = receive
+
+    async def __call__(self) -> dict[str, Any]:
+        if self._body is not None:
+            body, self._body = self._body, None
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await self._receive()
 
 
 async def _discard(message: dict[str, Any]) -> None:

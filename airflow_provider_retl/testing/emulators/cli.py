@@ -41,8 +41,10 @@ def _add_fault_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--error-rate", type=float, default=0.0, help="fraction of requests answered 500/502/503")
     group.add_argument("--reset-rate", type=float, default=0.0, help="fraction of connections reset, no response")
     group.add_argument("--latency", type=float, default=0.0, help="seconds added to every request")
-    group.add_argument("--timeout-rate", type=float, default=0.0, help="fraction of requests stalled --slow-seconds")
+    group.add_argument("--timeout-rate", type=float, default=0.0, help="fraction applied, answered --slow-seconds late")
     group.add_argument("--slow-seconds", type=float, default=30.0)
+    group.add_argument("--slow-apply-after", type=float, default=0.0,
+                       help="seconds into the stall a timed-out request is applied (0: at once)")
     group.add_argument("--lost-response-rate", type=float, default=0.0, help="fraction applied, then reset")
     group.add_argument("--malformed-rate", type=float, default=0.0, help="fraction applied, answered with bad JSON")
     group.add_argument("--seed", type=int, default=0, help="seed of the fault RNG")
@@ -229,6 +231,7 @@ def _faults(args: argparse.Namespace) -> Faults:
         latency=args.latency,
         timeout_rate=args.timeout_rate,
         slow_seconds=args.slow_seconds,
+        slow_apply_after=args.slow_apply_after,
         lost_response_rate=args.lost_response_rate,
         malformed_rate=args.malformed_rate,
         seed=args.seed,

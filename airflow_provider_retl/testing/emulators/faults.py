@@ -9,8 +9,11 @@ Fault kinds and what the client sees:
 
 - ``error``: a 500/502/503 with a JSON body; nothing is applied.
 - ``reset``: the TCP connection is reset with no HTTP response; nothing is applied.
-- ``timeout``: the response is delayed by ``slow_seconds`` (then handled normally,
-  like a slow server: the write may land after the client gave up).
+- ``timeout``: the request is read and applied, but its answer comes ``slow_seconds``
+  late: a client whose read timeout is shorter has given up by then, yet the write
+  landed, like a real API that completed the request server-side. ``slow_apply_after``
+  says when, within the stall, the write lands: 0 (default) at once, ``slow_seconds``
+  at the very end (after the client gave up, racing its retry).
 - ``lost_response``: the request IS applied, then the connection is reset with no
   response ("the write landed but the response was lost").
 - ``malformed``: the request is applied and answered 200 with a truncated,
@@ -38,11 +41,16 @@ _SETTABLE: tuple[str, ...] = (
     "latency",
     "timeout_rate",
     "slow_seconds",
+    "slow_apply_after",
     "lost_response_rate",
     "malformed_rate",
     "burst_429",
     "retry_after",
 )
+
+
+# Of those, the ones that shape a fault rather than switch one on; ``clear`` keeps them.
+_SETTINGS: tuple[str, ...] = ("error_statuses", "slow_seconds", "slow_apply_after", "retry_after")
 
 
 @dataclass(frozen=True)
@@ -52,7 +60,8 @@ class FaultDecision:
     kind: str | None = None
     latency: float = 0.0
     status: int | None = None  # for "error": which 5xx
-    delay: float = 0.0  # for "timeout": how long to stall
+    delay: float = 0.0  # for "timeout": how long the answer is withheld
+    apply_after: float = 0.0  # for "timeout": when, within ``delay``, the request is applied
     retry_after: float = 0.0  # for "rate_limit"
 
 
@@ -71,6 +80,7 @@ class Faults:
     latency: float = 0.0
     timeout_rate: float = 0.0
     slow_seconds: float = 30.0
+    slow_apply_after: float = 0.0
     lost_response_rate: float = 0.0
     malformed_rate: float = 0.0
     burst_429: int = 0
@@ -123,7 +133,7 @@ class Faults:
         """Switch every fault off and forget queued ones (latency included)."""
         with self._lock:
             for f in fields(self):
-                if f.name in _SETTABLE and f.name not in ("error_statuses", "slow_seconds", "retry_after"):
+                if f.name in _SETTABLE and f.name not in _SETTINGS:
                     setattr(self, f.name, 0 if f.name == "burst_429" else 0.0)
             self._queue.clear()
 
@@ -148,6 +158,7 @@ class Faults:
                 latency=self.latency,
                 status=self._rng.choice(self.error_statuses) if kind == "error" else None,
                 delay=self.slow_seconds if kind == "timeout" else 0.0,
+                apply_after=min(self.slow_apply_after, self.slow_seconds) if kind == "timeout" else 0.0,
                 retry_after=self.retry_after if kind == "rate_limit" else 0.0,
             )
 
@@ -176,5 +187,5 @@ class Faults:
         rates = (self.error_rate, self.reset_rate, self.timeout_rate, self.lost_response_rate, self.malformed_rate)
         if any(r < 0 or r > 1 for r in rates) or sum(rates) > 1.0 + 1e-9:
             raise ValueError("fault rates must be within [0, 1] and add up to at most 1")
-        if self.latency < 0 or self.slow_seconds < 0 or self.burst_429 < 0:
-            raise ValueError("latency, slow_seconds and burst_429 must not be negative")
+        if self.latency < 0 or self.slow_seconds < 0 or self.slow_apply_after < 0 or self.burst_429 < 0:
+            raise ValueError("latency, slow_seconds, slow_apply_after and burst_429 must not be negative")
