@@ -111,3 +111,33 @@ def test_a_missing_column_names_the_columns_that_exist(dag_runner, snowflake, hu
 
     with pytest.raises(ConfigurationError, match=r"columns are: \['email', 'firstname'\]"):
         _resolve_column("customer_id", ["email", "firstname"], "primary key column")
+
+
+def test_warehouse_checkpoint_diffs_in_snowflake_sql(snowflake):
+    """checkpoint="warehouse" on Snowflake: the transpiled diff runs (through fakesnow) and upper-case
+    unquoted columns keep the names the normal reader gives them."""
+    from airflow_provider_retl.checkpoints.warehouse import warehouse_store
+    from airflow_provider_retl.sync.config import SyncConfig
+    from airflow_provider_retl.sync.engine import run_sync
+    from tests.unit.fakes import InMemoryDestination
+
+    _create_contacts(snowflake, 120)
+    sql = "select email, firstname, score, signed_up, traits from contacts"
+    config = SyncConfig(sync_id="sf", object="contacts", primary_key="email", mode="mirror")
+    dest = InMemoryDestination()
+
+    def run():
+        return run_sync(iter(()), dest, warehouse_store("warehouse:retl_ck", snowflake, sql, sync_id="sf"), config)
+
+    report = run()
+    assert report.created == 120 and report.rejected == 0
+    record = next(iter(dest.records.values()))
+    assert sorted(record) == ["email", "firstname", "score", "signed_up", "traits"]  # lower case, as read
+    assert record["traits"] == {"plan": "pro", "seats": 3} and record["score"] == 9007199254740993
+    assert run().pushed == 0
+    conn = snowflake.get_conn()
+    conn.cursor().execute("update contacts set firstname = 'Changed' where email = 'user5@example.com'")
+    conn.cursor().execute("delete from contacts where email = 'user6@example.com'")
+    conn.close()
+    report = run()
+    assert report.planned == {"new": 0, "changed": 1, "removed": 1} and report.updated == 1 and report.deleted == 1
