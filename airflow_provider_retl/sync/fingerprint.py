@@ -16,7 +16,7 @@ import datetime as dt
 import decimal
 import math
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -27,6 +27,10 @@ import pandas as pd
 NULL = "\x00N"
 _KEY_SEPARATOR = "\x1f"
 _SAFE_FLOAT_INT = 2**53
+#: What str.strip() removes in ASCII (str.isspace), for the vectorised fold_case.
+_ASCII_WHITESPACE = " \t\n\x0b\x0c\r\x1c\x1d\x1e\x1f"
+#: Rows sampled to decide whether a text column's values repeat enough to hash them per distinct value.
+_DISTINCT_SAMPLE = 2048
 
 
 def _canon_timestamp(value: dt.datetime) -> str:
@@ -116,6 +120,36 @@ def _iso_micros(series: pd.Series, suffix: str) -> np.ndarray:
     return values
 
 
+def _float_reprs(floats: np.ndarray) -> np.ndarray:
+    """``repr(float(v))`` of each value, in C where that gives the same text.
+
+    Arrow's float -> string cast writes the same shortest round-trip digits as ``repr`` but
+    switches to exponent notation at other magnitudes (``1e-05`` is ``0.00001`` there, and
+    ``1.2e+11`` appears where repr writes ``120000000000.5``). Its text is kept only where
+    repr is positional (1e-4 <= |v| < 1e16) and Arrow's is too (a '.', no 'e'); repr does
+    the rest (inf, tiny and huge values: rare in data).
+    """
+    if not len(floats):
+        return np.empty(0, dtype=object)
+    try:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+    except ImportError:  # pragma: no cover - pyarrow is a dependency
+        return np.array([repr(v) for v in floats.tolist()], dtype=object)
+    text = pc.cast(pa.array(floats, type=pa.float64()), pa.string())
+    magnitude = np.abs(floats)
+    same = (
+        (magnitude >= 1e-4)
+        & (magnitude < 1e16)
+        & pc.match_substring(text, ".").to_numpy(zero_copy_only=False)
+        & ~pc.match_substring(text, "e").to_numpy(zero_copy_only=False)
+    )
+    values = text.to_numpy(zero_copy_only=False)
+    for i in np.flatnonzero(~same):
+        values[i] = repr(float(floats[i]))
+    return values
+
+
 def canonical_column(series: pd.Series) -> np.ndarray:
     """Canonical text of a whole column as an object array, vectorised where the dtype allows."""
     n = len(series)
@@ -134,7 +168,7 @@ def canonical_column(series: pd.Series) -> np.ndarray:
         values = np.empty(n, dtype=object)
         values[integral] = safe[integral].astype(np.int64).astype(str)
         rest = ~integral
-        values[rest] = [repr(float(v)) for v in safe[rest]]
+        values[rest] = _float_reprs(safe[rest])
     elif isinstance(dtype, pd.DatetimeTZDtype):
         values = _iso_micros(series.dt.tz_convert("UTC").dt.tz_localize(None), "+00:00")
     elif pd.api.types.is_datetime64_dtype(dtype):
@@ -169,14 +203,55 @@ def combine_hashes(columns: Sequence[np.ndarray], n: int) -> np.ndarray:
     return result
 
 
-def row_hashes(frame: pd.DataFrame) -> np.ndarray:
-    """One uint64 per row over the frame's columns, independent of column order."""
+def _text_hashes(series: pd.Series) -> np.ndarray | None:
+    """``hash_text(canonical_column(series))`` for a column of str (text is its own canonical form).
+
+    None when the column holds anything but str and NULLs. A column whose values repeat
+    (names, cities, countries: most text columns) is factorised first (in Arrow for Arrow
+    strings), so each distinct value is converted and hashed once instead of once per row.
+    """
+    dtype = series.dtype
+    if isinstance(dtype, pd.StringDtype):
+        pass
+    elif dtype == object:
+        if pd.api.types.infer_dtype(series.to_numpy(), skipna=True) != "string":
+            return None
+    else:
+        return None
+    n = len(series)
+    if n > _DISTINCT_SAMPLE and series.iloc[:_DISTINCT_SAMPLE].nunique(dropna=False) > _DISTINCT_SAMPLE // 2:
+        # Mostly distinct (emails, ids): factorising would cost more than it saves.
+        values = series.to_numpy(dtype=object)
+        mask = series.isna().to_numpy()
+        if mask.any():
+            values = values.copy()  # may be the column's own array
+            values[mask] = NULL
+        return hash_text(values)
+    codes, uniques = pd.factorize(series, use_na_sentinel=True)
+    # NULL goes last, so the NA code -1 picks it.
+    distinct = np.append(np.asarray(uniques, dtype=object), NULL)
+    return hash_text(distinct)[codes]
+
+
+def column_hashes(series: pd.Series) -> np.ndarray:
+    """SipHash of the canonical text of every value of a column."""
+    hashed = _text_hashes(series)
+    return hash_text(canonical_column(series)) if hashed is None else hashed
+
+
+def row_hashes(frame: pd.DataFrame, known: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
+    """One uint64 per row over the frame's columns, independent of column order.
+
+    ``known``: column name -> ``column_hashes`` of that column already computed by the
+    caller (the key column, hashed for the key), so it is not hashed twice.
+    """
     columns = sorted(frame.columns)
     hashed = []
     for name in columns:
         # Mixing the column name in makes {"a": 1, "b": NULL} differ from {"a": NULL, "b": 1}.
         name_hash = hash_text(np.array([str(name)], dtype=object))[0]
-        hashed.append(hash_text(canonical_column(frame[name])) ^ name_hash)
+        values = known.get(name) if known else None
+        hashed.append((column_hashes(frame[name]) if values is None else values) ^ name_hash)
     return combine_hashes(hashed, len(frame))
 
 
@@ -185,10 +260,66 @@ def key_parts(frame: pd.DataFrame, key_columns: Sequence[str]) -> list[np.ndarra
     return [canonical_column(frame[c]) for c in key_columns]
 
 
+def _as_arrow(texts: np.ndarray):
+    """Arrow text of ``texts``, or None when Arrow cannot hold one of them (a lone surrogate)."""
+    import pyarrow as pa
+
+    try:
+        return pa.array(texts, type=pa.string())
+    except (pa.ArrowException, UnicodeError):
+        return None
+
+
 def fold_case(part: np.ndarray) -> np.ndarray:
-    """Key text trimmed and case-folded (NULLs stay NULL): the identity of an email key."""
-    folded = np.array([v if v == NULL else v.strip().casefold() for v in part], dtype=object)
-    return folded
+    """Key text trimmed and case-folded (NULLs stay NULL): the identity of an email key.
+
+    Returns ``part`` itself when no value changes. Plain ASCII text without upper case and
+    without whitespace at either end (nearly every email) is already folded; Arrow finds
+    those in C and Python folds only the rest.
+    """
+    import pyarrow.compute as pc
+
+    if not len(part):
+        return part
+    arr = _as_arrow(part)
+    if arr is None:
+        folded = np.zeros(len(part), dtype=bool)
+    else:
+        folded = pc.and_(
+            pc.and_(pc.string_is_ascii(arr), pc.equal(pc.ascii_lower(arr), arr)),
+            pc.equal(pc.ascii_trim(arr, _ASCII_WHITESPACE), arr),
+        ).to_numpy(zero_copy_only=False)
+    todo = np.flatnonzero(~folded)
+    if not len(todo):
+        return part
+    out = part.copy()
+    changed = False
+    for i in todo:
+        value = out[i]
+        if value != NULL:
+            new = value.strip().casefold()
+            if new != value:
+                out[i] = new
+                changed = True
+    return out if changed else part
+
+
+def blank(texts: np.ndarray) -> np.ndarray:
+    """True where a text is empty or whitespace only (``str.strip() == ""``)."""
+    import pyarrow.compute as pc
+
+    if not len(texts):
+        return np.zeros(0, dtype=bool)
+    # Text with a printable, non-space ASCII character is never blank; Python checks the rest.
+    arr = _as_arrow(texts)
+    if arr is None:
+        maybe = np.ones(len(texts), dtype=bool)
+    else:
+        maybe = ~pc.match_substring_regex(arr, "[!-~]").to_numpy(zero_copy_only=False)
+    out = np.zeros(len(texts), dtype=bool)
+    for i in np.flatnonzero(maybe):
+        out[i] = texts[i].strip() == ""
+    return out
 
 
 def join_key_parts(parts: Sequence[np.ndarray]) -> np.ndarray:

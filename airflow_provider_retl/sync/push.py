@@ -10,7 +10,9 @@ destination about them instead of sending them twice.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import dataclasses
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -27,6 +29,24 @@ from airflow_provider_retl.sync.plan import SKIP_INSERT_EXISTS, Action
 from airflow_provider_retl.sync.progress import Progress
 from airflow_provider_retl.sync.records import EXISTS, PENDING, Outcome, Record, Reject, SyncReport
 from airflow_provider_retl.sync.values import column_to_wire, frame_to_wire
+
+#: Rows of the pending frame turned into wire values at once. Per batch of 100, pandas'
+#: fixed costs (iloc, one Series per column) were most of the conversion time.
+WIRE_BLOCK = 10_000
+#: Converted blocks kept: batches walk the rows in order, so older blocks are done.
+WIRE_BLOCKS_KEPT = 4
+
+
+@dataclasses.dataclass
+class _WireBlock:
+    """``WIRE_BLOCK`` rows of a pending frame, converted once for all the batches they fall in."""
+
+    pending: pd.DataFrame
+    wires: list[dict[str, Any]]
+    failures: dict[int, tuple[str, str]]
+    keys: np.ndarray
+    key_hashes: np.ndarray
+    row_hashes: np.ndarray
 
 
 class Pusher:
@@ -59,20 +79,18 @@ class Pusher:
         self.last_commit = clock()
         self.push_started = clock()
         self.requests_at_start = destination.request_count
+        self._wire_blocks: dict[int, _WireBlock] = {}
+        self._wire_lock = threading.Lock()
 
     def wire_batch(
         self, pending: pd.DataFrame, rows: np.ndarray, action: Action
     ) -> tuple[list[Record], list[Reject]]:
         """Records ready to send for ``rows`` of ``pending`` and the rows that fail local checks."""
-        frame = pending.iloc[rows]
-        fields_frame = frame[[c for c in frame.columns if c not in INTERNAL]]
-        wires, failures = frame_to_wire(fields_frame)
+        rows = np.asarray(rows, dtype=np.int64)
+        wires, failures, keys, key_hashes, row_hashes = self._wire_rows(pending, rows)
         records: list[Record] = []
         rejects: list[Reject] = []
-        keys = frame[KEY].to_numpy()
-        key_hashes = frame[KEY_HASH].to_numpy(dtype=np.uint64)
-        row_hashes = frame[ROW_HASH].to_numpy(dtype=np.uint64)
-        ids = frame[DEST_ID].to_numpy()
+        ids = pending[DEST_ID].iloc[rows].to_numpy()  # not cached: lookups fill it in
         # Records that will be matched by value (upsert/create where records can exist) need one.
         needs_match = action in (Action.UPSERT, Action.BULK_UPSERT, Action.CREATE) and self.destination.needs_lookup(
             self.config.object
@@ -97,6 +115,44 @@ class Pusher:
                 record.event_id = self.event_id(record.key_hash)
             records.append(record)
         return records, rejects
+
+    def _wire_rows(self, pending: pd.DataFrame, rows: np.ndarray) -> tuple[Any, ...]:
+        """For ``rows``: wire dicts (fresh copies), {index in rows: (field, reason)} for values that
+        cannot be sent, key texts, key hashes and row hashes."""
+        wires: list[dict[str, Any]] = []
+        failures: dict[int, tuple[str, str]] = {}
+        keys = np.empty(len(rows), dtype=object)
+        key_hashes = np.empty(len(rows), dtype=np.uint64)
+        row_hashes = np.empty(len(rows), dtype=np.uint64)
+        for i, row in enumerate(rows.tolist()):
+            block, offset = divmod(row, WIRE_BLOCK)
+            cached = self._wire_block(pending, block)
+            wires.append(dict(cached.wires[offset]))
+            if offset in cached.failures:
+                failures[i] = cached.failures[offset]
+            keys[i], key_hashes[i], row_hashes[i] = cached.keys[offset], cached.key_hashes[offset], cached.row_hashes[offset]
+        return wires, failures, keys, key_hashes, row_hashes
+
+    def _wire_block(self, pending: pd.DataFrame, block: int) -> _WireBlock:
+        with self._wire_lock:  # batches are built in worker threads
+            cached = self._wire_blocks.get(block)
+            if cached is not None and cached.pending is pending:
+                return cached
+            start = block * WIRE_BLOCK
+            frame = pending.iloc[start : start + WIRE_BLOCK]
+            wires, failures = frame_to_wire(frame[[c for c in pending.columns if c not in INTERNAL]])
+            cached = _WireBlock(
+                pending,
+                wires,
+                failures,
+                frame[KEY].to_numpy(),
+                frame[KEY_HASH].to_numpy(dtype=np.uint64),
+                frame[ROW_HASH].to_numpy(dtype=np.uint64),
+            )
+            while len(self._wire_blocks) >= WIRE_BLOCKS_KEPT:
+                del self._wire_blocks[next(iter(self._wire_blocks))]  # the oldest
+            self._wire_blocks[block] = cached
+            return cached
 
     def empty_match_reject(self, key: str) -> Reject:
         return Reject(
@@ -143,6 +199,7 @@ class Pusher:
             return self.destination.create(obj, records)
         except OutcomeUnknownError as exc:
             self.log.warning("create of %d records: outcome unknown (%s); reconciling by lookup", len(records), exc)
+            unknown = exc
         found = self._lookup_ids([r.match_value for r in records])
         outcomes: list[Outcome | None] = [None] * len(records)
         missing = []
@@ -152,6 +209,13 @@ class Pusher:
                 outcomes[i] = Outcome.success(dest_id, created=True)
             else:
                 missing.append(i)
+        if missing and unknown.may_land_later:
+            # The timed-out create may still be applied after this lookup: creating the
+            # records now could duplicate them. Fail this try; the next one looks them up again.
+            raise RetryableSyncError(
+                f"create of {len(records)} records timed out and {len(missing)} of them are not found yet; "
+                "the destination may still apply it, so the next try reconciles them by lookup"
+            ) from unknown
         if missing:
             try:
                 retried = self.destination.create(obj, [records[i] for i in missing])

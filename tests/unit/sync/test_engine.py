@@ -435,3 +435,20 @@ def test_rows_without_a_match_value_are_rejected_not_sent(upsert):
     assert report.created == 2 and report.rejected == 1
     assert report.rejects[0].key == "2" and "match field 'email' is empty" in report.rejects[0].reason
     assert all(r.get("email") for r in dest.records.values())
+
+
+def test_wire_values_converted_in_blocks_are_those_of_each_row(monkeypatch):
+    # Batches (10 rows) straddle conversion blocks (7 rows), and only 2 blocks are kept: every record
+    # must still carry its own row's values, and a second conversion of a block must give the same.
+    from airflow_provider_retl.sync import push
+
+    monkeypatch.setattr(push, "WIRE_BLOCK", 7)
+    monkeypatch.setattr(push, "WIRE_BLOCKS_KEPT", 2)
+    dest = InMemoryDestination(batch=10, concurrency=3)
+    frame = contacts(53)
+    frame.loc[5, "firstname"] = None
+    report = sync(frame, dest, MemoryCheckpointStore())
+    assert report.created == 53
+    for i in range(53):
+        record = dest.records[dest.by_match(f"user{i}@example.com")]
+        assert record["score"] == i and record["firstname"] == (None if i == 5 else f"First{i}")
