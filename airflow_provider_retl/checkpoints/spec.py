@@ -8,6 +8,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from airflow_provider_retl.sync.checkpoint import CheckpointStore, FileCheckpointStore
+from airflow_provider_retl.sync.config import partition_suffix
 from airflow_provider_retl.sync.errors import ConfigurationError
 
 #: Above this many bytes a Variable/XCom checkpoint document is worth moving to the file store.
@@ -18,19 +19,38 @@ LARGE_CHECKPOINT_BYTES = 4 * 2**20
 log = logging.getLogger(__name__)
 
 ALLOWED = (
-    "'variable', 'xcom', a 'file:///absolute/path.parquet' URL, a local path ending in '.parquet' "
+    "'variable', 'xcom', 'warehouse' or 'warehouse:<schema>.<table>' (built by the operator on its SQL hook), "
+    "a 'file:///absolute/path.parquet' URL, a local path ending in '.parquet' "
     "('{sync_id}' in a path is replaced by the sync id), or a CheckpointStore object "
     "(with description, load, commit and finalize)"
 )
 
 
-def checkpoint_store_from_spec(spec: Any, *, sync_id: str, context: Any = None) -> CheckpointStore:
+#: ``checkpoint="warehouse"`` or ``checkpoint="warehouse:<schema>.<table>"`` (checkpoints.warehouse).
+WAREHOUSE = "warehouse"
+
+
+def is_warehouse_spec(spec: Any) -> bool:
+    """True for the specs ``checkpoints.warehouse.warehouse_store`` builds (imported only then: it pulls sqlglot)."""
+    if not isinstance(spec, str):
+        return False
+    text = spec.strip().lower()
+    return text == WAREHOUSE or text.startswith(WAREHOUSE + ":")
+
+
+def checkpoint_store_from_spec(
+    spec: Any, *, sync_id: str, context: Any = None, partition: tuple[int, int] | None = None
+) -> CheckpointStore:
     """The store ``spec`` names.
 
     ``"variable"`` -> :class:`VariableCheckpointStore` (``sync_id``); ``"xcom"`` ->
     :class:`XComCheckpointStore` (needs the task ``context``); ``file://`` URLs and local
     ``.parquet`` paths -> :class:`FileCheckpointStore`; a store object is used as it is.
     Anything else raises :class:`ConfigurationError` (a ``ValueError``) listing these.
+
+    ``partition`` (the operator's): a file path without ``{sync_id}`` gets the partition's
+    suffix before ``.parquet`` so partitions never share a file (``sync_id`` already has it;
+    the xcom store is per map index, and the partition is in the checkpoint fingerprint).
     """
     if isinstance(spec, str):
         text = spec.strip()
@@ -45,14 +65,19 @@ def checkpoint_store_from_spec(spec: Any, *, sync_id: str, context: Any = None) 
             from airflow_provider_retl.checkpoints.xcom import XComCheckpointStore
 
             return XComCheckpointStore(context)
+        if is_warehouse_spec(text):
+            raise ConfigurationError(
+                f"checkpoint={text!r} lives in the source warehouse: ReverseETLOperator builds it on its SQL hook; "
+                "elsewhere use airflow_provider_retl.checkpoints.warehouse.warehouse_store(spec, hook, sql, sync_id=...)"
+            )
         if lowered.startswith("file:"):
-            return FileCheckpointStore(_with_sync_id(_path_of_file_url(text), sync_id))
+            return FileCheckpointStore(_with_sync_id(_path_of_file_url(text), sync_id, partition))
         if "://" not in text and lowered.endswith(".parquet"):
-            return FileCheckpointStore(_with_sync_id(text, sync_id))
+            return FileCheckpointStore(_with_sync_id(text, sync_id, partition))
     elif isinstance(spec, os.PathLike):
         path = os.fspath(spec)
         if isinstance(path, str) and path.lower().endswith(".parquet"):
-            return FileCheckpointStore(_with_sync_id(path, sync_id))
+            return FileCheckpointStore(_with_sync_id(path, sync_id, partition))
     elif isinstance(spec, CheckpointStore):
         return spec
     raise ConfigurationError(f"checkpoint must be {ALLOWED}; got {_shown(spec)}")
@@ -70,8 +95,13 @@ def _path_of_file_url(url: str) -> str:
     return unquote(parts.path)
 
 
-def _with_sync_id(path: str, sync_id: str) -> str:
-    return path.replace("{sync_id}", sync_id)
+def _with_sync_id(path: str, sync_id: str, partition: tuple[int, int] | None = None) -> str:
+    if "{sync_id}" in path:
+        return path.replace("{sync_id}", sync_id)
+    suffix = partition_suffix(partition)
+    if suffix and path.lower().endswith(".parquet"):
+        return f"{path[: -len('.parquet')]}{suffix}{path[-len('.parquet'):]}"
+    return path
 
 
 def _shown(spec: Any) -> str:

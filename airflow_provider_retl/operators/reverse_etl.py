@@ -12,6 +12,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_provider_retl.operators.lineage import DestinationLink
 from airflow_provider_retl.operators.rejects_table import check_table_name, write_rejects
+from airflow_provider_retl.sync.config import parse_partition, partition_suffix
 from airflow_provider_retl.sync.engine import SyncConfig, run_sync
 from airflow_provider_retl.sync.errors import FatalSyncError, RejectRatioExceeded
 from airflow_provider_retl.sync.records import Mode, Reject
@@ -26,6 +27,17 @@ if TYPE_CHECKING:
 
 #: XCom key of the report when the task fails (the return value is only pushed on success).
 REPORT_XCOM_KEY = "sync_report"
+
+
+def partitions(n: int) -> list[str]:
+    """The ``n`` partitions of a sync, ``["0/n", ..., "n-1/n"]``, to map a task over.
+
+    ``ReverseETLOperator.partial(task_id="sync", ...).expand(partition=partitions(4))`` runs
+    four tasks that each own a quarter of the keys (by key hash) and keep their own checkpoint.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"partitions(n) needs a whole number n >= 1; got {n!r}")
+    return [f"{i}/{n}" for i in range(n)]
 
 
 class ReverseETLOperator(BaseOperator):
@@ -48,7 +60,11 @@ class ReverseETLOperator(BaseOperator):
         under its own name, so SQL aliases are enough.
     :param mode: ``upsert`` | ``update`` (never creates) | ``insert`` (never updates) |
         ``mirror`` (upsert and delete/archive records whose key left the query).
-    :param checkpoint: ``"variable"`` | ``"xcom"`` | a ``.parquet`` path | a store object.
+    :param checkpoint: ``"variable"`` | ``"xcom"`` | a ``.parquet`` path | a store object |
+        ``"warehouse"`` or ``"warehouse:<schema>.<table>"``: the checkpoint is a table in the
+        source warehouse and the diff runs there in SQL, so only changed rows leave it (for
+        tables too large to read whole every run; DuckDB, PostgreSQL, SQLite, Snowflake,
+        BigQuery, Redshift, MySQL).
     :param batch_size: records per call (capped at the destination's limit).
     :param dry_run: plan and report, send nothing, change no checkpoint.
     :param max_reject_ratio: fail the task when more than this fraction of rows is rejected
@@ -73,6 +89,13 @@ class ReverseETLOperator(BaseOperator):
     :param allow_empty_source: mirror mode refuses (fails the task, sends nothing) when the
         query returns no usable row while records were synced before; set True to let an
         empty result delete them all.
+    :param partition: ``"i/n"`` (or ``(i, n)``): sync only the keys whose key hash % n == i,
+        so n tasks share one large sync; map over :func:`partitions`. Every task still runs
+        the whole query; NULL/empty keys are rejected by partition 0 only, mirror deletes stay
+        within the slice. Each partition has its own checkpoint (the sync id, and a file
+        checkpoint's name, get a ``.p<i>of<n>`` suffix). Changing n starts every slice from
+        an empty checkpoint: rows are re-sent (matched by key, so not duplicated), but keys
+        removed from the query in the meantime are not mirror-deleted.
     """
 
     template_fields: Sequence[str] = (
@@ -117,6 +140,7 @@ class ReverseETLOperator(BaseOperator):
         column_types: Mapping[str, str] | None = None,
         allow_empty_source: bool = False,
         rejects_table: str | None = None,
+        partition: str | tuple[int, int] | Sequence[int] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -144,6 +168,7 @@ class ReverseETLOperator(BaseOperator):
         self.column_types = dict(column_types or {})
         self.allow_empty_source = allow_empty_source
         self.rejects_table = check_table_name(rejects_table) if rejects_table else None
+        self.partition = parse_partition(partition)
         # Check the sync definition at DAG parse time, unless templated values are still to be rendered.
         if not any(isinstance(v, str) and "{{" in v for v in (self.object, self.mapping)):
             self._config("parse-check", destination_identity="")
@@ -187,10 +212,12 @@ class ReverseETLOperator(BaseOperator):
     # ------------------------------------------------------------------ run
     def _sync_id(self, context: Context | None = None) -> str:
         if self.sync_name:
-            return self.sync_name
+            return self.sync_name + partition_suffix(self.partition)
         base = f"{self.dag_id}.{self.task_id}"
         map_index = context["ti"].map_index if context else -1
-        return f"{base}.{map_index}" if map_index is not None and map_index >= 0 else base
+        if map_index is not None and map_index >= 0:
+            base = f"{base}.{map_index}"
+        return base + partition_suffix(self.partition)
 
     def _config(self, sync_id: str, *, destination_identity: str) -> SyncConfig:
         return SyncConfig(
@@ -208,12 +235,25 @@ class ReverseETLOperator(BaseOperator):
             destination_identity=destination_identity,
             progress_interval=self.progress_interval,
             allow_empty_source=self.allow_empty_source,
+            partition=self.partition,
         )
 
     def _checkpoint_store(self, sync_id: str, context: Context) -> CheckpointStore:
-        from airflow_provider_retl.checkpoints import checkpoint_store_from_spec
+        from airflow_provider_retl.checkpoints.spec import checkpoint_store_from_spec, is_warehouse_spec
 
-        return checkpoint_store_from_spec(self.checkpoint, sync_id=sync_id, context=context)
+        if is_warehouse_spec(self.checkpoint):
+            from airflow_provider_retl.checkpoints.warehouse import warehouse_store
+
+            return warehouse_store(
+                self.checkpoint,
+                self.sql_hook,
+                self.sql,
+                sync_id=sync_id,
+                parameters=self.parameters,
+                chunksize=self.chunksize,
+                column_types=self.column_types,
+            )
+        return checkpoint_store_from_spec(self.checkpoint, sync_id=sync_id, context=context, partition=self.partition)
 
     def _read_chunks(self) -> Iterator[pd.DataFrame]:
         """Stream the query in chunks; the engine reads them all before it sends anything."""

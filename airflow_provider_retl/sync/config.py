@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +36,8 @@ class SyncConfig:
     commit_interval: float = 0.5
     #: Mirror mode: allow a result with no usable row to delete every synced record.
     allow_empty_source: bool = False
+    #: ``(i, n)``: this run owns the keys whose key hash % n == i (also accepts ``"i/n"``).
+    partition: tuple[int, int] | None = None
     primary_keys: list[str] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -55,6 +58,7 @@ class SyncConfig:
             raise ConfigurationError("rebaseline cannot be combined with full_resync or dry_run")
         if not self.object:
             raise ConfigurationError("object (the destination object, e.g. 'contacts') is required")
+        self.partition = parse_partition(self.partition)
 
     def target_fingerprint(self, match_field: str | None, *, fold_keys: bool = False) -> str:
         """What makes destination ids meaningful: destination account, object, key, match field.
@@ -70,7 +74,42 @@ class SyncConfig:
         }
         if fold_keys:
             identity["keys"] = "trimmed-casefolded"
+        if self.partition is not None:
+            # A checkpoint of another slice (n changed, or two partitions sharing a store) must
+            # never be diffed against this one: its keys would all look "removed".
+            identity["partition"] = list(self.partition)
         return digest(identity)
+
+
+def parse_partition(value: Any) -> tuple[int, int] | None:
+    """``"2/4"``, ``(2, 4)`` or ``[2, 4]`` -> ``(2, 4)``; None stays None. Raises ConfigurationError."""
+    if value is None:
+        return None
+    parts: Any = value
+    if isinstance(value, str):
+        parts = value.split("/")
+    try:
+        if isinstance(parts, (str, bytes)) or len(parts) != 2:
+            raise ValueError
+        index, count = (_as_int(p) for p in parts)
+    except (TypeError, ValueError):
+        raise ConfigurationError(f"partition must be 'i/n' or (i, n) with whole numbers; got {value!r}") from None
+    if count < 1 or not 0 <= index < count:
+        raise ConfigurationError(f"partition {index}/{count} is out of range: need n >= 1 and 0 <= i < n")
+    return (index, count)
+
+
+def _as_int(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError
+    if isinstance(value, str):
+        return int(value.strip())
+    return operator.index(value)  # ints and numpy ints; never floats
+
+
+def partition_suffix(partition: tuple[int, int] | None) -> str:
+    """What a partition adds to its checkpoint's name: ``".p2of4"`` (empty when unpartitioned)."""
+    return "" if partition is None else f".p{partition[0]}of{partition[1]}"
 
 
 def digest(value: Any) -> str:

@@ -67,6 +67,10 @@ class SnapshotDiff:
         self.row_hash_chunks: list[np.ndarray] = []
         self.pending_chunks: list[pd.DataFrame] = []
         self.fold_keys = False
+        #: Partitioned runs: rows with a usable key owned by other partitions, and rows left to
+        #: other partitions in all (those plus NULL/empty keys, which partition 0 rejects).
+        self.usable_elsewhere = 0
+        self.rows_elsewhere = 0
 
     def load_checkpoint(self) -> None:
         try:
@@ -91,7 +95,8 @@ class SnapshotDiff:
             base = Checkpoint(target, payload_fingerprint)
         elif loaded.target_fingerprint != target:
             self.report.checkpoint_reset = (
-                "destination, object, primary key or match field changed: destination ids discarded, every row re-planned"
+                "destination, object, primary key, match field or partition changed: destination ids discarded, "
+                "every row re-planned"
             )
             base = Checkpoint(target, payload_fingerprint)
         else:
@@ -155,27 +160,44 @@ class SnapshotDiff:
             return
         chunk = chunk.reset_index(drop=True)
         parts = fp.key_parts(chunk, self.key_columns)
+        unfolded = parts[0]
         if self.fold_keys:
-            parts = [fp.fold_case(parts[0])]
+            parts = [fp.fold_case(parts[0])]  # the same array when nothing needed folding
         bad = np.zeros(n, dtype=bool)
         reasons: dict[int, str] = {}
         for column, part in zip(self.key_columns, parts, strict=True):
             null = part == fp.NULL
-            empty = ~null & (pd.Series(part).str.strip().to_numpy() == "")
+            empty = ~null & fp.blank(part)
             for i in np.flatnonzero(null & ~bad):
                 reasons[int(i)] = f"primary key column {column!r} is NULL"
             for i in np.flatnonzero(empty & ~bad):
                 reasons[int(i)] = f"primary key column {column!r} is empty"
             bad |= null | empty
         keys = fp.join_key_parts(parts)
-        for i, reason in sorted(reasons.items()):
-            self.report.add_reject(Reject(fp.display_key(keys[i]), reason, "source"))
+        partition = self.config.partition
+        if partition is None or partition[0] == 0:  # partitioned: partition 0 alone reports bad keys
+            for i, reason in sorted(reasons.items()):
+                self.report.add_reject(Reject(fp.display_key(keys[i]), reason, "source"))
+        else:
+            self.rows_elsewhere += len(reasons)
 
         good = ~bad
         keys = keys[good]
-        payload = pd.DataFrame({dest: chunk[src] for dest, src in self.field_sources.items()})[good]
+        payload = pd.DataFrame({dest: chunk[src] for dest, src in self.field_sources.items()})
+        if bad.any():
+            payload = payload[good]
         key_hashes = fp.key_hashes(keys)
-        row_hashes = fp.row_hashes(payload)
+        if partition is not None:
+            # A key's partition is a function of its key hash, so duplicates share one partition.
+            mine = key_hashes % np.uint64(partition[1]) == np.uint64(partition[0])
+            self.usable_elsewhere += len(mine) - int(mine.sum())
+            self.rows_elsewhere += len(mine) - int(mine.sum())
+            keys, payload, key_hashes = keys[mine], payload[mine], key_hashes[mine]
+        # A single key column's text, unfolded, is also what the row hash hashes for that column: reuse it.
+        key_column_hashes = None
+        if len(parts) == 1 and parts[0] is unfolded:
+            key_column_hashes = {d: key_hashes for d, src in self.field_sources.items() if src == self.key_columns[0]}
+        row_hashes = fp.row_hashes(payload, key_column_hashes)
         positions = self.ck_index.get_indexer(key_hashes)
         known = positions >= 0
         self.seen[positions[known]] = True
@@ -213,6 +235,7 @@ class SnapshotDiff:
             # An empty result: no columns seen; keep the checkpoint's own payload fingerprint.
             self.field_sources = {}
             self.match_field = self.config.match_on or self.destination.default_match_field(self.config.object)
+            self._adopt_identity_of_checkpoint()
             payload = self.loaded.payload_fingerprint if self.loaded else digest([])
             self._adopt_checkpoint(payload)
         all_keys = np.concatenate(self.key_hash_chunks) if self.key_hash_chunks else np.empty(0, dtype=np.uint64)
@@ -246,10 +269,32 @@ class SnapshotDiff:
             dup_keys = uniques[counts > 1]
             pending = pending[~np.isin(pending[KEY_HASH].to_numpy(dtype=np.uint64), dup_keys)].reset_index(drop=True)
         self.report.unchanged = len(all_keys) - int(duplicated.sum()) - len(pending)
+        if self.config.partition is not None:
+            self.report.rows_in_partition = self.report.rows_read - self.rows_elsewhere
         self.report.planned["new"] = int((pending[KIND] == ChangeKind.NEW.value).sum())
         self.report.planned["changed"] = int((pending[KIND] == ChangeKind.CHANGED.value).sum())
         self.report.planned["removed"] = int((~self.seen).sum())
         return pending
+
+    def _adopt_identity_of_checkpoint(self) -> None:
+        """An empty result has no columns: take the match field and key folding the checkpoint was made with.
+
+        Otherwise it would look like another sync, silently drop the checkpoint and defeat mirror
+        mode's empty-source guard.
+        """
+        if self.loaded is None:
+            return
+        cfg = self.config
+        candidates = [self.match_field]
+        if len(cfg.primary_keys) == 1:
+            key = cfg.primary_keys[0].lower()
+            candidates.append(cfg.primary_keys[0])
+            candidates += [dest for dest, src in (cfg.mapping or {}).items() if src.lower() == key]
+        for match_field in candidates:
+            for fold_keys in (False, True):
+                if cfg.target_fingerprint(match_field, fold_keys=fold_keys) == self.loaded.target_fingerprint:
+                    self.match_field, self.fold_keys = match_field, fold_keys
+                    return
 
     def base_differs_from_store(self) -> bool:
         """True when finalizing would store something new even without this run's entries."""

@@ -71,6 +71,7 @@ def run_sync(
         dry_run=config.dry_run,
         full_resync=config.full_resync,
         rebaseline=config.rebaseline,
+        partition=None if config.partition is None else "{}/{}".format(*config.partition),
         checkpoint=store.description,
         on_reject=on_reject,
     )
@@ -82,10 +83,17 @@ def run_sync(
         return _finish(report, config, log, clock() - started)
 
     # 1. Read the whole result against the checkpoint.
-    diff = SnapshotDiff(destination, store, config, report, progress)
-    diff.load_checkpoint()
-    for chunk in chunks:
-        diff.read_chunk(chunk)
+    make_diff = getattr(store, "make_diff", None)
+    if make_diff is not None:
+        # The store diffs where the data lives (checkpoint="warehouse"): ``chunks`` is never read.
+        diff = make_diff(destination, config, report, progress)
+        diff.load_checkpoint()
+        diff.read_in_warehouse()
+    else:
+        diff = SnapshotDiff(destination, store, config, report, progress)
+        diff.load_checkpoint()
+        for chunk in chunks:
+            diff.read_chunk(chunk)
     pending = diff.finish_read()
     progress(
         "read %d rows to the end: %d new, %d changed, %d removed, %d unchanged",
@@ -97,9 +105,10 @@ def run_sync(
         force=True,
     )
     if mode is Mode.MIRROR and report.planned["removed"] and not config.allow_empty_source:
-        if len(pending) == 0 and report.unchanged == 0:
+        if len(pending) == 0 and report.unchanged == 0 and not getattr(diff, "usable_elsewhere", 0):
             # An empty (or all-invalid) result is far more often a broken upstream table than a
             # real "everything left": refuse to delete every synced record. Nothing was sent.
+            # A partition whose own slice is empty while other partitions have rows is not that.
             raise EmptySourceError(
                 f"the query returned {report.rows_read} rows and no usable key, so mirror mode would delete "
                 f"all {report.planned['removed']} synced records; nothing was sent. If the source is really "
@@ -204,9 +213,11 @@ def _finish(report: SyncReport, config: SyncConfig, log: logging.Logger, seconds
     report.rows_per_second = round(report.rows_read / report.seconds, 1) if report.seconds > 0 else 0.0
     log.info("%s", report.summary())
     ratio = config.max_reject_ratio
-    if ratio is not None and report.rows_read and report.rejected / report.rows_read > ratio:
+    # A partition's rejects are out of the rows it owned, not out of the whole result.
+    rows = report.rows_read if report.rows_in_partition is None else report.rows_in_partition
+    if ratio is not None and rows and report.rejected / rows > ratio:
         raise RejectRatioExceeded(
-            f"{report.rejected} of {report.rows_read} rows rejected ({report.rejected / report.rows_read:.1%}), "
+            f"{report.rejected} of {rows} rows rejected ({report.rejected / rows:.1%}), "
             f"more than max_reject_ratio={ratio:.1%}; accepted rows were synced and checkpointed",
             report,
         )

@@ -117,6 +117,10 @@ class SyncReport:
     full_resync: bool = False
     rebaseline: bool = False
     rows_read: int = 0
+    #: Partitioned runs: ``"i/n"`` and the rows this partition owned (its key slice; in
+    #: partition 0 also the rows with a NULL/empty key). Summed over partitions: rows_read.
+    partition: str | None = None
+    rows_in_partition: int | None = None
     unchanged: int = 0
     planned: dict[str, int] = field(default_factory=lambda: {"new": 0, "changed": 0, "removed": 0})
     #: Rows per destination call kind (upsert/update/create/lookup) as planned.
@@ -178,7 +182,9 @@ class SyncReport:
         """A few readable lines for logs and the demo."""
         lines = [
             f"sync {self.sync_id} -> {self.object} ({self.mode}{', dry run' if self.dry_run else ''}):",
-            f"  read {self.rows_read} rows: {self.planned['new']} new, {self.planned['changed']} changed, "
+            f"  read {self.rows_read} rows"
+            + (f" ({self.rows_in_partition} in partition {self.partition})" if self.partition else "")
+            + f": {self.planned['new']} new, {self.planned['changed']} changed, "
             f"{self.planned['removed']} removed, {self.unchanged} unchanged",
             f"  pushed {self.pushed}: {self.created} created, {self.updated} updated, "
             f"{self.upserted} upserted, {self.deleted} deleted"

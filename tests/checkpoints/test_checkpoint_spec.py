@@ -52,6 +52,19 @@ class TestCheckpointStoreFromSpec:
         assert isinstance(store, FileCheckpointStore)
         assert store.path == Path(path)
 
+    @pytest.mark.parametrize(
+        ("spec", "path"),
+        [
+            ("/data/ck.parquet", "/data/ck.p2of4.parquet"),
+            ("file:///data/ck.PARQUET", "/data/ck.p2of4.PARQUET"),
+            (Path("/data/ck.parquet"), "/data/ck.p2of4.parquet"),
+            ("/data/{sync_id}.parquet", "/data/s1.p2of4.parquet"),  # the operator's sync id has the suffix
+        ],
+    )
+    def test_partitions_never_share_a_file(self, spec, path):
+        store = checkpoint_store_from_spec(spec, sync_id="s1.p2of4", context=None, partition=(2, 4))
+        assert store.path == Path(path)
+
     def test_a_store_object_is_used_as_it_is(self):
         store = MemoryCheckpointStore()
         assert checkpoint_store_from_spec(store, sync_id="s", context=None) is store
@@ -61,8 +74,12 @@ class TestCheckpointStoreFromSpec:
         ["variables", "", "s3://bucket/ckpt.parquet", "/data/ckpt.json", Path("/data/ckpt.csv"), None, 42, object()],
     )
     def test_anything_else_is_refused_with_the_allowed_values(self, spec):
-        with pytest.raises(ValueError, match=r"'variable', 'xcom', a 'file:///absolute/path.parquet' URL"):
+        with pytest.raises(ValueError, match=r"'variable', 'xcom', 'warehouse' or 'warehouse:<schema>.<table>' \(built by the operator on its SQL hook\), a 'file:///absolute/path.parquet' URL"):
             checkpoint_store_from_spec(spec, sync_id="s", context=None)
+
+    def test_warehouse_needs_the_operators_sql_hook(self):
+        with pytest.raises(ConfigurationError, match="warehouse_store"):
+            checkpoint_store_from_spec("warehouse:analytics.ck", sync_id="s", context=None)
 
     @pytest.mark.parametrize("url", ["file://server/share/x.parquet", "file:relative.parquet", "file:///x.parquet?v=1"])
     def test_file_urls_must_be_local_and_absolute(self, url):

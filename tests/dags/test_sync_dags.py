@@ -75,9 +75,11 @@ def assert_destination_equals_source(hubspot, warehouse):
         assert {k: dest[email][k] for k in row} == row, email
 
 
-@pytest.mark.parametrize("checkpoint", ["variable", "xcom"])
+@pytest.mark.parametrize("checkpoint", ["variable", "xcom", "warehouse"])
 def test_first_noop_changed_and_mirror_runs(dag_runner, hubspot, warehouse, checkpoint):
     warehouse.create(customers(120))
+    if checkpoint == "warehouse" and warehouse.pg is not None:
+        checkpoint = f"warehouse:{warehouse.pg.name}.retl_checkpoints"  # the test's own schema
     sync = Sync(dag_runner, warehouse, checkpoint=checkpoint)
 
     result, report = sync.run()

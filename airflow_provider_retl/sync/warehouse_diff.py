@@ -1,0 +1,510 @@
+"""The diff inside the warehouse: the checkpoint is a table next to the data, compared in SQL.
+
+For tables of tens of millions of rows, reading every row out of the warehouse on every run
+only to find that almost nothing changed costs time, memory and egress. Here the checkpoint
+lives in a warehouse table (``sync_id, key_hash, row_hash, dest_id``) and each run asks the
+warehouse for the difference: the query's rows are hashed in SQL, joined with the checkpoint,
+and only new, changed, duplicated or bad-key rows (with their payloads) and removed keys
+(hash and destination id) leave the warehouse. A no-op run moves two numbers.
+
+Hashes are the first 64 bits of an MD5 of a canonical text built in SQL (every column cast to
+text, length-prefixed so columns cannot run into each other; NULL is its own token). They
+are comparable only within one warehouse, which is the only place they are ever compared;
+the hash algorithm recorded with the checkpoint names the dialect, so moving the table to
+another warehouse re-plans safely instead of trusting foreign hashes.
+
+SQL is written once (PostgreSQL syntax) and transpiled with sqlglot to the warehouse's
+dialect; the user's query is inserted verbatim as a subquery, never transpiled.
+Progress is written back per committed batch (the same journal entries the other stores
+append), so a killed try resumes from the table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+import sqlglot
+from sqlglot import exp
+
+from airflow_provider_retl.sync import fingerprint as fp
+from airflow_provider_retl.sync.checkpoint import FORMAT_VERSION, Checkpoint, JournalEntry
+from airflow_provider_retl.sync.config import SyncConfig
+from airflow_provider_retl.sync.destination import Destination
+from airflow_provider_retl.sync.diff import DEST_ID, INTERNAL, KEY, KEY_HASH, KIND, ROW_HASH, SnapshotDiff
+from airflow_provider_retl.sync.errors import CheckpointError, ConfigurationError
+from airflow_provider_retl.sync.progress import Progress
+from airflow_provider_retl.sync.records import PENDING, ChangeKind, Reject, SyncReport
+
+#: The placeholder table name the generated SQL uses for the user's query.
+_QUERY = "__retl_query__"
+#: PostgreSQL text cannot hold the engine's NUL-prefixed pending mark; this is its stored form.
+_STORED_PENDING = "__retl_pending__"
+_ZERO_HASH = "0" * 16
+#: Warehouse kinds (sources.source_kind) -> sqlglot dialects.
+DIALECTS = {
+    "postgres": "postgres",
+    "redshift": "redshift",
+    "duckdb": "duckdb",
+    "sqlite": "sqlite",
+    "snowflake": "snowflake",
+    "bigquery": "bigquery",
+    "mysql": "mysql",
+}
+DEFAULT_TABLE = "retl_checkpoints"
+
+
+class SqlRunner(Protocol):
+    """How the warehouse diff talks to a warehouse (the Airflow side builds one from a SQL hook)."""
+
+    dialect: str
+
+    def read(self, sql: str, *, query_uses: int = 0) -> Iterator[pd.DataFrame]:
+        """Stream the rows of ``sql``; ``query_uses`` = how often the user's query (and so its
+        parameters) occurs in it."""
+
+    def columns(self, sql: str, *, query_uses: int = 0) -> list[tuple[str, str]]:
+        """(name in SQL, name in the frames ``read`` gives) of each column ``sql`` returns (run with LIMIT 0)."""
+
+    def execute(self, statements: Sequence[str], *, query_uses: Sequence[int] = ()) -> None:
+        """Run ``statements`` in one transaction and commit (``query_uses`` per statement, default 0)."""
+
+
+@dataclass(frozen=True)
+class _Sql:
+    """SQL text builders for one dialect and one sync."""
+
+    dialect: str
+    table: str
+    sync_id: str
+
+    def render(self, template: str, query: str | None = None) -> str:
+        """Transpile a PostgreSQL-syntax template; then put the user's query in verbatim."""
+        out = sqlglot.transpile(template, read="postgres", write=self.dialect)
+        text = ";\n".join(out)
+        if query is not None:
+            text = text.replace(_QUERY, f"({query})")
+        return text
+
+    def ident(self, name: str) -> str:
+        return exp.to_identifier(name, quoted=True).sql("postgres")
+
+    def literal(self, value: str) -> str:
+        return exp.Literal.string(value).sql("postgres")
+
+    @property
+    def meta_table(self) -> str:
+        return f"{self.table}_meta"
+
+    @property
+    def sync_filter(self) -> str:
+        return f"sync_id = {self.literal(self.sync_id)}"
+
+
+def algorithm_for(dialect: str) -> str:
+    return f"sql-md5-64/{dialect}"
+
+
+class WarehouseCheckpointStore:
+    """A checkpoint kept as a table in the warehouse, diffed in SQL: for syncs too large to read whole.
+
+    ``runner`` executes SQL on the warehouse; ``query`` is the sync's query (run inside the
+    diff statements); ``table`` is ``[schema.]table`` (created when missing, with a
+    ``<table>_meta`` companion holding the fingerprints). Several syncs share one table,
+    separated by ``sync_id``. Stores no raw values: only hashes and destination ids.
+    """
+
+    def __init__(self, runner: SqlRunner, query: str, *, sync_id: str, table: str = DEFAULT_TABLE) -> None:
+        if runner.dialect not in DIALECTS.values():
+            raise ConfigurationError(
+                f"checkpoint='warehouse' supports {sorted(DIALECTS)} warehouses; this one is {runner.dialect!r}"
+            )
+        try:
+            parsed = exp.to_table(table, dialect="postgres")
+        except Exception as exc:  # noqa: BLE001 - any parse failure is a bad name
+            raise ConfigurationError(f"checkpoint table {table!r} is not a [schema.]table name") from exc
+        if not parsed.name or any(ch in table for ch in " ;'\"()"):
+            raise ConfigurationError(f"checkpoint table {table!r} is not a [schema.]table name")
+        self.runner = runner
+        self.query = query.strip().rstrip(";").strip()
+        self.sql = _Sql(runner.dialect, table, sync_id)
+        self.algorithm = algorithm_for(runner.dialect)
+        self._created = False
+
+    @property
+    def description(self) -> str:
+        return f"warehouse table {self.sql.table} (sync {self.sql.sync_id!r}, diffed in SQL)"
+
+    # ------------------------------------------------------------------ tables
+    def ensure_tables(self) -> None:
+        if self._created:
+            return
+        s = self.sql
+        # Row stores need the key index for the per-batch DELETE ... IN (...); DuckDB's is an in-memory
+        # ART that costs more than it saves (its scans and hash joins need none), so it gets none.
+        key = "" if s.dialect == "duckdb" else ", PRIMARY KEY (sync_id, key_hash)"
+        self.runner.execute(
+            [
+                s.render(
+                    f"CREATE TABLE IF NOT EXISTS {s.table} (sync_id VARCHAR(200) NOT NULL, key_hash VARCHAR(16) NOT NULL, "
+                    f"row_hash VARCHAR(16) NOT NULL, dest_id VARCHAR(255){key})"
+                ),
+                s.render(
+                    f"CREATE TABLE IF NOT EXISTS {s.meta_table} (sync_id VARCHAR(200) NOT NULL PRIMARY KEY, "
+                    f"format_version INTEGER NOT NULL, hash_algorithm VARCHAR(64) NOT NULL, "
+                    f"target_fingerprint VARCHAR(64) NOT NULL, payload_fingerprint VARCHAR(64) NOT NULL)"
+                ),
+            ]
+        )
+        self._created = True
+
+    # ------------------------------------------------------------------ CheckpointStore
+    def load(self) -> Checkpoint | None:
+        """Only the fingerprints: the rows stay in the warehouse."""
+        self.ensure_tables()
+        s = self.sql
+        frames = list(
+            self.runner.read(
+                s.render(
+                    f"SELECT format_version, hash_algorithm, target_fingerprint, payload_fingerprint "
+                    f"FROM {s.meta_table} WHERE {s.sync_filter}"
+                )
+            )
+        )
+        rows = pd.concat(frames) if frames else pd.DataFrame()
+        if len(rows) == 0:
+            return None
+        row = {str(k).lower(): v for k, v in rows.iloc[0].items()}
+        version = int(row["format_version"])
+        if version > FORMAT_VERSION:
+            raise CheckpointError(
+                f"checkpoint was written by a newer airflow-provider-retl (format {version}, this one reads "
+                f"up to {FORMAT_VERSION}); upgrade the provider or reset with full_resync=True"
+            )
+        return Checkpoint(
+            str(row["target_fingerprint"]),
+            str(row["payload_fingerprint"]),
+            hash_algorithm=str(row["hash_algorithm"]),
+        )
+
+    def _meta_statements(self, target: str, payload: str) -> list[str]:
+        s = self.sql
+        values = ", ".join(
+            [s.literal(s.sync_id), str(FORMAT_VERSION), s.literal(self.algorithm), s.literal(target), s.literal(payload)]
+        )
+        return [
+            s.render(f"DELETE FROM {s.meta_table} WHERE {s.sync_filter}"),
+            s.render(
+                f"INSERT INTO {s.meta_table} (sync_id, format_version, hash_algorithm, target_fingerprint, "
+                f"payload_fingerprint) VALUES ({values})"
+            ),
+        ]
+
+    def commit(self, entry: JournalEntry, *, target_fingerprint: str, payload_fingerprint: str) -> None:
+        """Apply one batch's outcomes to the table, with the fingerprints, in one transaction."""
+        self.ensure_tables()
+        s = self.sql
+        statements: list[str] = []
+        touched = [_hex(k) for k in np.concatenate([entry.key_hashes, entry.deleted]).tolist()]
+        for start in range(0, len(touched), 1000):
+            keys = ", ".join(s.literal(k) for k in touched[start : start + 1000])
+            statements.append(s.render(f"DELETE FROM {s.table} WHERE {s.sync_filter} AND key_hash IN ({keys})"))
+        rows = [
+            f"({s.literal(s.sync_id)}, {s.literal(_hex(k))}, {s.literal(_hex(r))}, {_id_literal(s, i)})"
+            for k, r, i in zip(entry.key_hashes.tolist(), entry.row_hashes.tolist(), entry.dest_ids, strict=True)
+        ]
+        for start in range(0, len(rows), 500):
+            statements.append(
+                s.render(
+                    f"INSERT INTO {s.table} (sync_id, key_hash, row_hash, dest_id) VALUES {', '.join(rows[start : start + 500])}"
+                )
+            )
+        statements += self._meta_statements(target_fingerprint, payload_fingerprint)
+        self.runner.execute(statements)
+
+    def finalize(self, checkpoint: Checkpoint) -> None:
+        """Rows were applied by each commit; record the fingerprints this run synced under."""
+        self.ensure_tables()
+        self.runner.execute(self._meta_statements(checkpoint.target_fingerprint, checkpoint.payload_fingerprint))
+
+    # ------------------------------------------------------------------ resets
+    def discard(self) -> None:
+        """Forget every row of this sync (its destination ids mean nothing any more)."""
+        s = self.sql
+        self.runner.execute(
+            [s.render(f"DELETE FROM {s.table} WHERE {s.sync_filter}"), s.render(f"DELETE FROM {s.meta_table} WHERE {s.sync_filter}")]
+        )
+
+    def forget_contents(self, target: str, payload: str) -> None:
+        """Keep the ids, forget what was sent (row hash 0): every row is re-sent, even after a failed try."""
+        s = self.sql
+        self.runner.execute(
+            [s.render(f"UPDATE {s.table} SET row_hash = {s.literal(_ZERO_HASH)} WHERE {s.sync_filter}")]
+            + self._meta_statements(target, payload)
+        )
+
+    def make_diff(self, destination: Destination, config: SyncConfig, report: SyncReport, progress: Progress) -> WarehouseDiff:
+        return WarehouseDiff(destination, self, config, report, progress)
+
+
+class WarehouseDiff(SnapshotDiff):
+    """SnapshotDiff's decisions (columns, match field, key folding, checkpoint trust), computed in SQL."""
+
+    store: WarehouseCheckpointStore
+
+    def __init__(
+        self,
+        destination: Destination,
+        store: WarehouseCheckpointStore,
+        config: SyncConfig,
+        report: SyncReport,
+        progress: Progress,
+    ) -> None:
+        super().__init__(destination, store, config, report, progress)  # type: ignore[arg-type]
+        if getattr(config, "partition", None):
+            raise ConfigurationError(
+                "checkpoint='warehouse' diffs the whole query in the warehouse; partitioned syncs use the "
+                "variable, xcom or file checkpoints"
+            )
+        self.resend_all = False
+        self.ignore_checkpoint = False
+        self.pending: pd.DataFrame | None = None
+        self.removed_keys = np.empty(0, dtype=np.uint64)
+        self.removed_ids = np.empty(0, dtype=object)
+        #: frame column name -> the identifier SQL must quote (Snowflake: "email" -> "EMAIL").
+        self.sql_names: dict[str, str] = {}
+
+    # ------------------------------------------------------------------ checkpoint trust
+    def _adopt_checkpoint(self, payload_fingerprint: str) -> None:
+        store, cfg = self.store, self.config
+        target = cfg.target_fingerprint(self.match_field, fold_keys=self.fold_keys)
+        loaded = self.loaded
+        reset = None
+        if loaded is not None and loaded.hash_algorithm != store.algorithm:
+            reset = "hash algorithm changed: every row is re-planned"
+        elif loaded is not None and loaded.target_fingerprint != target:
+            reset = "destination, object, primary key or match field changed: destination ids discarded, every row re-planned"
+        if reset:
+            self.report.checkpoint_reset = reset
+            if cfg.dry_run:
+                self.ignore_checkpoint = True
+            else:
+                store.discard()  # nothing was sent yet; the old rows mean nothing for this definition
+        elif loaded is not None and (loaded.payload_fingerprint != payload_fingerprint or cfg.full_resync):
+            if not cfg.full_resync:
+                self.report.checkpoint_reset = "mapping changed: every row is re-sent (destination ids kept)"
+            if cfg.dry_run:
+                self.resend_all = True
+            else:
+                store.forget_contents(target, payload_fingerprint)
+        self.base = Checkpoint(target, payload_fingerprint, hash_algorithm=store.algorithm)
+
+    def base_differs_from_store(self) -> bool:
+        loaded, base = self.loaded, self.base
+        return (
+            loaded is None
+            or base is None
+            or loaded.hash_algorithm != base.hash_algorithm
+            or loaded.target_fingerprint != base.target_fingerprint
+            or loaded.payload_fingerprint != base.payload_fingerprint
+        )
+
+    # ------------------------------------------------------------------ SQL pieces
+    def _ident(self, column: str) -> str:
+        return self.store.sql.ident(self.sql_names.get(column, column))
+
+    def _text(self, column: str) -> str:
+        return f"CAST({self._ident(column)} AS TEXT)"
+
+    def _key_text(self) -> str:
+        """The key's canonical text; NULL when any part is NULL or blank (those rows are rejected)."""
+        parts = [self._text(c) for c in self.key_columns]
+        if self.fold_keys:
+            parts = [f"LOWER(TRIM({parts[0]}))"]
+        bad = " OR ".join(f"{self._ident(c)} IS NULL OR TRIM({self._text(c)}) = ''" for c in self.key_columns)
+        joined = parts[0] if len(parts) == 1 else " || '|' || ".join(f"CAST(LENGTH({p}) AS TEXT) || ':' || {p}" for p in parts)
+        return f"CASE WHEN {bad} THEN NULL ELSE {joined} END"
+
+    def _row_text(self) -> str:
+        assert self.field_sources is not None
+        pieces = [
+            f"COALESCE(CAST(LENGTH({self._text(src)}) AS TEXT) || ':' || {self._text(src)}, 'n')"
+            for _, src in sorted(self.field_sources.items())
+        ]
+        return " || '|' || ".join(pieces) if pieces else "''"
+
+    @staticmethod
+    def _hash(text: str) -> str:
+        return f"SUBSTRING(MD5({text}), 1, 16)"
+
+    def _checkpoint_rows(self) -> str:
+        s = self.store.sql
+        never = " AND 1 = 0" if self.ignore_checkpoint else ""
+        return f"(SELECT key_hash, row_hash, dest_id FROM {s.table} WHERE {s.sync_filter}{never})"
+
+    def diff_sql(self) -> str:
+        """New, changed, duplicated and bad-key rows with their payloads (one statement, one snapshot)."""
+        kt = self._key_text()
+        changed = "1 = 1" if self.resend_all else (
+            f"c.key_hash IS NULL OR c.row_hash <> s.__retl_row_hash OR c.dest_id = '{_STORED_PENDING}'"
+        )
+        template = (
+            "SELECT s.*, c.dest_id AS __retl_dest_id, c.key_hash AS __retl_known, k.copies AS __retl_copies "
+            f"FROM (SELECT q.*, {kt} AS __retl_key_text, {self._hash(kt)} AS __retl_key_hash, "
+            f"{self._hash(self._row_text())} AS __retl_row_hash FROM {_QUERY} AS q) AS s "
+            f"LEFT JOIN {self._checkpoint_rows()} AS c ON c.key_hash = s.__retl_key_hash "
+            f"LEFT JOIN (SELECT {self._hash(kt)} AS key_hash, COUNT(*) AS copies FROM {_QUERY} AS q "
+            f"WHERE ({kt}) IS NOT NULL GROUP BY {self._hash(kt)}) AS k ON k.key_hash = s.__retl_key_hash "
+            f"WHERE s.__retl_key_text IS NULL OR k.copies > 1 OR {changed}"
+        )
+        return self.store.sql.render(template, self.store.query)
+
+    def removed_sql(self) -> str:
+        """Checkpointed keys the query no longer returns, plus the number of rows read."""
+        kt = self._key_text()
+        template = (
+            "SELECT c.key_hash AS __retl_key_hash, c.dest_id AS __retl_dest_id, CAST(NULL AS BIGINT) AS __retl_rows "
+            f"FROM {self._checkpoint_rows()} AS c WHERE NOT EXISTS (SELECT 1 FROM {_QUERY} AS q "
+            f"WHERE {self._hash(kt)} = c.key_hash) "
+            f"UNION ALL SELECT NULL, NULL, COUNT(*) FROM {_QUERY} AS q"
+        )
+        return self.store.sql.render(template, self.store.query)
+
+    def rebaseline_statements(self) -> list[str]:
+        s = self.store.sql
+        kt = self._key_text()
+        staging = s.literal(f"{s.sync_id}#rebaseline")
+        insert = (
+            f"INSERT INTO {s.table} (sync_id, key_hash, row_hash, dest_id) "
+            f"SELECT {staging}, h.key_hash, h.row_hash, c.dest_id FROM "
+            f"(SELECT {self._hash(kt)} AS key_hash, MIN({self._hash(self._row_text())}) AS row_hash FROM {_QUERY} AS q "
+            f"WHERE ({kt}) IS NOT NULL GROUP BY {self._hash(kt)} HAVING COUNT(*) = 1) AS h "
+            f"LEFT JOIN {self._checkpoint_rows()} AS c ON c.key_hash = h.key_hash"
+        )
+        return [
+            s.render(f"DELETE FROM {s.table} WHERE sync_id = {staging}"),
+            s.render(insert, self.store.query),
+            s.render(f"DELETE FROM {s.table} WHERE {s.sync_filter}"),
+            s.render(f"UPDATE {s.table} SET sync_id = {s.literal(s.sync_id)} WHERE sync_id = {staging}"),
+        ]
+
+    # ------------------------------------------------------------------ reading
+    def read_in_warehouse(self) -> None:
+        """Ask the warehouse for the difference; only changed rows come back."""
+        probe = self.store.sql.render(f"SELECT * FROM {_QUERY} AS q LIMIT 0", self.store.query)
+        named = self.store.runner.columns(probe, query_uses=1)
+        if not named:
+            raise ConfigurationError("the query returned no columns")
+        self.sql_names = {shown: in_sql for in_sql, shown in named}
+        self._setup_columns([shown for _, shown in named])
+        assert self.field_sources is not None
+        pending_parts: list[pd.DataFrame] = []
+        bad_rows = dup_rows = 0
+        for chunk in self.store.runner.read(self.diff_sql(), query_uses=2):
+            if not len(chunk):
+                continue
+            chunk = chunk.reset_index(drop=True)
+            lowered = {str(c).lower(): c for c in chunk.columns}
+            internal = {name: chunk[lowered[name]] for name in (
+                "__retl_key_text", "__retl_key_hash", "__retl_row_hash", "__retl_dest_id", "__retl_known", "__retl_copies"
+            )}
+            keys = fp.join_key_parts(fp.key_parts(chunk, self.key_columns))
+            bad = internal["__retl_key_text"].isna().to_numpy()
+            for i in np.flatnonzero(bad):
+                self.report.add_reject(Reject(fp.display_key(keys[i]), self._bad_key_reason(chunk, i), "source"))
+            copies = pd.to_numeric(internal["__retl_copies"], errors="coerce").fillna(0).to_numpy()
+            dup = ~bad & (copies > 1)
+            for i in np.flatnonzero(dup):
+                self.report.add_reject(
+                    Reject(
+                        fp.display_key(keys[i]),
+                        f"duplicate primary key: {int(copies[i])} rows share it; none of them is synced",
+                        "source",
+                    )
+                )
+            bad_rows += int(bad.sum())
+            dup_rows += int(dup.sum())
+            keep = ~bad & ~dup
+            if not keep.any():
+                continue
+            part = pd.DataFrame({dest: chunk[src] for dest, src in self.field_sources.items()})[keep].reset_index(drop=True)
+            ids = internal["__retl_dest_id"][keep].to_numpy(dtype=object)
+            part[KEY] = keys[keep]
+            part[KEY_HASH] = _u64(internal["__retl_key_hash"][keep])
+            part[ROW_HASH] = _u64(internal["__retl_row_hash"][keep])
+            part[DEST_ID] = np.array([_stored_id(i) for i in ids], dtype=object)
+            part[KIND] = np.where(
+                internal["__retl_known"][keep].isna().to_numpy(), ChangeKind.NEW.value, ChangeKind.CHANGED.value
+            )
+            pending_parts.append(part)
+        self.pending = (
+            pd.concat(pending_parts, ignore_index=True)
+            if pending_parts
+            else pd.DataFrame(columns=[*self.field_sources, *INTERNAL])
+        )
+        removed_keys, removed_ids, rows_read = [], [], 0
+        for chunk in self.store.runner.read(self.removed_sql(), query_uses=2):
+            lowered = {str(c).lower(): c for c in chunk.columns}
+            counts = chunk[lowered["__retl_rows"]]
+            rows_read += int(pd.to_numeric(counts, errors="coerce").fillna(0).sum())
+            gone = counts.isna().to_numpy()
+            removed_keys += chunk[lowered["__retl_key_hash"]][gone].tolist()
+            removed_ids += [_stored_id(i) for i in chunk[lowered["__retl_dest_id"]][gone].tolist()]
+        self.removed_keys = _u64(pd.Series(removed_keys, dtype=object))
+        self.removed_ids = np.array(removed_ids, dtype=object)
+        self.report.rows_read = rows_read
+        self.report.unchanged = rows_read - bad_rows - dup_rows - len(self.pending)
+        self.report.planned["new"] = int((self.pending[KIND] == ChangeKind.NEW.value).sum())
+        self.report.planned["changed"] = int((self.pending[KIND] == ChangeKind.CHANGED.value).sum())
+        self.report.planned["removed"] = len(self.removed_keys)
+        self.progress("read %d rows in the warehouse; %d came out", rows_read, len(self.pending) + bad_rows + dup_rows)
+
+    def _bad_key_reason(self, chunk: pd.DataFrame, i: int) -> str:
+        for column in self.key_columns:
+            value = chunk[column].iloc[i]
+            if value is None or (isinstance(value, float) and np.isnan(value)) or pd.isna(value):
+                return f"primary key column {column!r} is NULL"
+            if str(value).strip() == "":
+                return f"primary key column {column!r} is empty"
+        return "primary key is NULL or empty"
+
+    def finish_read(self) -> pd.DataFrame:
+        if self.pending is None:
+            raise RuntimeError("read_in_warehouse() must run before finish_read()")
+        return self.pending
+
+    def removed(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.removed_keys, self.removed_ids
+
+    def rebaseline(self) -> None:
+        """Mark the whole current result as synced, in SQL, without sending anything."""
+        assert self.base is not None
+        self.store.runner.execute(self.rebaseline_statements(), query_uses=[0, 1, 0, 0])
+        self.store.finalize(self.base)
+
+
+def _hex(value: int) -> str:
+    return f"{int(value):016x}"
+
+
+def _u64(hexes: pd.Series) -> np.ndarray:
+    return np.array([int(str(h), 16) for h in hexes.tolist()], dtype=np.uint64)
+
+
+def _stored_id(value: Any) -> str | None:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    text = str(value)
+    return PENDING if text == _STORED_PENDING else text
+
+
+def _id_literal(s: _Sql, dest_id: Any) -> str:
+    if dest_id is None or (isinstance(dest_id, float) and np.isnan(dest_id)):
+        return "NULL"
+    return s.literal(_STORED_PENDING if dest_id == PENDING else str(dest_id))
+
+
+__all__ = ["DEFAULT_TABLE", "DIALECTS", "SqlRunner", "WarehouseCheckpointStore", "WarehouseDiff", "algorithm_for"]
