@@ -15,6 +15,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "DestinationHook": "airflow_provider_retl.hooks.destination",
     "ReverseETLOperator": "airflow_provider_retl.operators.reverse_etl",
+    "partitions": "airflow_provider_retl.operators.reverse_etl",
     "run_sync": "airflow_provider_retl.sync.engine",
     "VariableCheckpointStore": "airflow_provider_retl.checkpoints",
     "XComCheckpointStore": "airflow_provider_retl.checkpoints",
@@ -31,19 +32,36 @@ def __getattr__(name: str) -> Any:
 
 
 def _knob_fields(
-    *, rate_limit: int | None, rate_window: float, batch_default: int, batch_max: int, concurrency: int
+    *,
+    rate_limit: int | None,
+    rate_window: float,
+    batch_default: int,
+    batch_max: int,
+    concurrency: int,
+    rate_note: str = "",
+    batch_note: str = "",
 ) -> dict[str, Any]:
-    """``conn-fields`` of the extras every destination understands (see DestinationHook)."""
+    """``conn-fields`` of the extras every destination understands (see DestinationHook).
+
+    Each default equals the hook's own, because the form writes the defaults into the extra
+    when a connection is saved; a test builds hooks both ways and compares them.
+    """
     return {
         "rate_limit": {
             "label": "Rate limit (requests per window)",
             "schema": {"type": ["integer", "null"], "minimum": 0, "default": rate_limit},
             "description": "At most this many requests in any rolling window, shared by every task "
-            "of a worker that uses the same account. 0 turns client-side limiting off.",
+            "of a worker that uses the same account. 0 turns client-side limiting off." + rate_note,
         },
         "rate_window": {
             "label": "Rate window (seconds)",
             "schema": {"type": ["number", "null"], "exclusiveMinimum": 0, "default": rate_window},
+        },
+        "rate_limit_redis_url": {
+            "label": "Shared rate limit (Redis URL)",
+            "schema": {"type": ["string", "null"], "format": "password"},
+            "description": "redis://host:6379/0: keep the rate window in Redis so the tasks of every "
+            "worker together stay under the limit (pip extra 'redis'). Empty: shared per worker process.",
         },
         "max_retries": {
             "label": "Max retries",
@@ -62,16 +80,19 @@ def _knob_fields(
         "batch_size": {
             "label": "Records per call",
             "schema": {"type": ["integer", "null"], "minimum": 1, "maximum": batch_max, "default": batch_default},
+            "description": f"At most {batch_max}.{batch_note}",
         },
         "timeout": {
             "label": "Timeout (seconds)",
-            "schema": {"type": ["number", "null"], "exclusiveMinimum": 0, "default": 60},
-            "description": "Seconds to wait for a connection and for each answer; set connect_timeout "
-            "and read_timeout in the extra JSON to tell them apart.",
+            "schema": {"type": ["number", "null"], "exclusiveMinimum": 0},
+            "description": "Seconds to wait for a connection and for each answer. Empty: 10 s to connect, "
+            "60 s per answer; connect_timeout and read_timeout in the extra JSON set them apart.",
         },
         "verify": {
             "label": "Verify TLS certificates",
             "schema": {"type": ["boolean", "null"], "default": True},
+            "description": "Turn off only against a test server. For a private CA, put the path of its "
+            "bundle in the extra JSON instead: \"verify\": \"/etc/ssl/private-ca.pem\".",
         },
     }
 
@@ -151,7 +172,6 @@ def get_provider_info() -> dict[str, Any]:
                         "host": "acme (for https://acme.zendesk.com) or a full URL",
                         "login": "agent@example.com (API token auth; empty for OAuth)",
                         "password": "API token, or an OAuth access token with auth_type oauth",
-                        "default_region": "US",
                     },
                 },
                 "conn-fields": {
@@ -163,7 +183,7 @@ def get_provider_info() -> dict[str, Any]:
                     },
                     "default_region": {
                         "label": "Default phone region",
-                        "schema": {"type": ["string", "null"]},
+                        "schema": {"type": ["string", "null"], "examples": ["US", "GB", "DE", "FR", "AU"]},
                         "description": "Region code (US, GB ...) for phone numbers written without a country "
                         "code; numbers are sent in E.164.",
                     },
@@ -173,10 +193,22 @@ def get_provider_info() -> dict[str, Any]:
                         "description": "Off (default): mirror unsets the synced fields of records whose key left "
                         "the query. On: mirror deletes them (destroy_many).",
                     },
+                    "mirror_unset_fields": {
+                        "label": "Fields mirror unsets",
+                        "schema": {"type": ["string", "null"]},
+                        "description": "Comma-separated fields to clear on records whose key left the query; "
+                        "empty: the fields sent this run.",
+                    },
                     "max_jobs_in_flight": {
                         "label": "Jobs in flight per account",
                         "schema": {"type": ["integer", "null"], "minimum": 1, "maximum": 30, "default": 25},
                         "description": "Zendesk allows 30 queued or running jobs per account.",
+                    },
+                    "job_timeout": {
+                        "label": "Job timeout (seconds)",
+                        "schema": {"type": ["number", "null"], "exclusiveMinimum": 0, "default": 900},
+                        "description": "How long a background job (create_or_update_many ...) may take before its "
+                        "records count as in doubt.",
                     },
                     **_knob_fields(rate_limit=400, rate_window=60, batch_default=100, batch_max=100, concurrency=5),
                 },
@@ -191,11 +223,15 @@ def get_provider_info() -> dict[str, Any]:
                     "placeholders": {
                         "host": "https://api.hubapi.com (leave empty for HubSpot itself)",
                         "password": "pat-na1-...",
-                        "rate_limit": "100 (190 on Professional/Enterprise)",
                     },
                 },
                 "conn-fields": _knob_fields(
-                    rate_limit=100, rate_window=10, batch_default=100, batch_max=100, concurrency=4
+                    rate_limit=100,
+                    rate_window=10,
+                    batch_default=100,
+                    batch_max=100,
+                    concurrency=4,
+                    rate_note=" HubSpot allows 100 per 10 s per private app, 190 on Professional and Enterprise.",
                 ),
             },
             {
@@ -208,7 +244,6 @@ def get_provider_info() -> dict[str, Any]:
                     "placeholders": {
                         "host": "https://rest.iad-01.braze.com (Settings > APIs and Identifiers)",
                         "password": "REST API key with users.track (and users.export.ids, users.delete)",
-                        "batch_size": "75 (50 on Monthly Active Users CY 24-25 plans)",
                     },
                 },
                 "conn-fields": {
@@ -224,7 +259,14 @@ def get_provider_info() -> dict[str, Any]:
                         "description": "Before re-sending events of an interrupted try, ask /users/export/ids "
                         "whether they can have landed (needs users.export.ids). Off: all are reported as in doubt.",
                     },
-                    **_knob_fields(rate_limit=3000, rate_window=3, batch_default=75, batch_max=75, concurrency=4),
+                    **_knob_fields(
+                        rate_limit=3000,
+                        rate_window=3,
+                        batch_default=75,
+                        batch_max=75,
+                        concurrency=4,
+                        batch_note=" Set 50 on a Monthly Active Users CY 24-25 plan.",
+                    ),
                 },
             },
             {
@@ -249,11 +291,11 @@ def get_provider_info() -> dict[str, Any]:
                 "hook-name": "Customer.io (Reverse ETL)",
                 "ui-field-behaviour": {
                     "hidden-fields": ["schema", "port"],
-                    "relabeling": {"host": "Track API base URL", "login": "Site ID", "password": "Track API key"},
+                    "relabeling": {"host": "Region or Track API URL", "login": "Site ID", "password": "Track API key"},
                     "placeholders": {
-                        "host": "https://track.customer.io (or 'eu' for https://track-eu.customer.io)",
-                        "login": "Site ID from Settings > API Credentials",
-                        "password": "Track API key",
+                        "host": "us (default) or eu, or a URL like https://track-eu.customer.io",
+                        "login": "Site ID from Settings > API Credentials > Track API keys",
+                        "password": "the Track API key of that Site ID (not an App API key)",
                     },
                 },
                 "conn-fields": _knob_fields(
@@ -266,16 +308,20 @@ def get_provider_info() -> dict[str, Any]:
                 "hook-name": "Mailchimp (Reverse ETL)",
                 "ui-field-behaviour": {
                     "hidden-fields": ["schema", "login", "port"],
-                    "relabeling": {"host": "API base URL", "password": "API key"},
+                    "relabeling": {"host": "Server prefix or API URL", "password": "API key"},
                     "placeholders": {
-                        "host": "leave empty: https://<dc>.api.mailchimp.com from the key's -usN suffix",
+                        "host": "us6; empty: the key's -us6 suffix (https://us6.api.mailchimp.com)",
                         "password": "0123456789abcdef0123456789abcdef-us6",
                     },
                 },
                 "conn-fields": {
                     "status_if_new": {
                         "label": "Status of new members",
-                        "schema": {"type": ["string", "null"], "default": "subscribed"},
+                        "schema": {
+                            "type": ["string", "null"],
+                            "enum": ["subscribed", "pending", "transactional", "unsubscribed", "cleaned", None],
+                            "default": "subscribed",
+                        },
                         "description": "subscribed, pending (Mailchimp sends a confirmation email) or transactional. "
                         "Existing members always keep their status.",
                     },
@@ -289,6 +335,11 @@ def get_provider_info() -> dict[str, Any]:
                         "label": "Replace tags",
                         "schema": {"type": ["boolean", "null"], "default": False},
                         "description": "A mapped 'tags' field replaces the member's tags instead of adding to them.",
+                    },
+                    "skip_merge_validation": {
+                        "label": "Skip merge field validation",
+                        "schema": {"type": ["boolean", "null"], "default": False},
+                        "description": "Let Mailchimp accept members whose required merge fields are empty.",
                     },
                     **_knob_fields(rate_limit=None, rate_window=1, batch_default=500, batch_max=500, concurrency=10),
                 },
@@ -307,9 +358,7 @@ def get_provider_info() -> dict[str, Any]:
                     "placeholders": {
                         "host": "https://login.salesforce.com (sandbox: https://test.salesforce.com, or My Domain)",
                         "login": "integration.user@example.com (empty for the client credentials flow)",
-                        "client_id": "connected app consumer key",
-                        "grant_type": "password or client_credentials",
-                        "api_version": "62.0",
+                        "password": "the user's password, without the security token",
                     },
                 },
                 "conn-fields": {
@@ -333,9 +382,15 @@ def get_provider_info() -> dict[str, Any]:
                         "description": "password (username + password + token) or client_credentials; default: "
                         "password when a username is set.",
                     },
+                    "instance_url": {
+                        "label": "Instance URL",
+                        "schema": {"type": ["string", "null"]},
+                        "description": "Where API calls go, e.g. https://acme.my.salesforce.com; empty: the "
+                        "instance_url of the login answer (the usual case).",
+                    },
                     "api_version": {
                         "label": "API version",
-                        "schema": {"type": ["string", "null"], "default": "62.0"},
+                        "schema": {"type": ["string", "null"], "default": "62.0", "examples": ["62.0", "63.0", "64.0"]},
                     },
                     "bulk_threshold": {
                         "label": "Bulk API 2.0 from (upserts)",

@@ -7,14 +7,15 @@
 * one pool per destination account is created, ``shop_dbt_to_apps`` is unpaused (its
   daily run starts at once), and the UI is at http://localhost:8080 (login admin / admin).
 
-Make a task fail with an emulator fault, e.g.
-``curl -X POST localhost:8081/_emulator/faults -H 'content-type: application/json' -d '{"error_rate": 1}'``,
-then clear it in the UI once the fault is off (``{"error_rate": 0}``) and watch the retry resume.
-Stop with Ctrl-C. State lives in ``.airflow/`` (``make clean`` removes it).
+README.md ("Click through it in Airflow") says what to click, how to make a sync fail with an emulator fault
+and how a cleared task resumes. Stop with Ctrl-C. State lives in ``.airflow/`` (``make clean``
+removes it). ``running_standalone()`` starts the same thing elsewhere (another home, free
+ports): ``tests/ui/test_airflow_ui.py`` uses it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -23,7 +24,10 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 HOME = ROOT / ".airflow"
@@ -32,7 +36,7 @@ USER, PASSWORD = "admin", "admin"
 DAG_ID = "shop_dbt_to_apps"
 
 
-def environment(urls: dict[str, str]) -> dict[str, str]:
+def environment(urls: Mapping[str, str], *, home: Path = HOME, port: int = PORT) -> dict[str, str]:
     from airflow_provider_retl.testing import example_stack
 
     env = dict(os.environ)
@@ -40,105 +44,164 @@ def environment(urls: dict[str, str]) -> dict[str, str]:
     env.update(
         {
             "PATH": f"{bin_dir}{os.pathsep}{env.get('PATH', '')}",
-            "AIRFLOW_HOME": str(HOME),
+            "AIRFLOW_HOME": str(home),
             "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
-            "AIRFLOW__API__PORT": str(PORT),
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://localhost:{PORT}/execution/",
+            "AIRFLOW__API__PORT": str(port),
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://localhost:{port}/execution/",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{USER}:admin",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(HOME / "passwords.json"),
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
             "RETL_DBT_EXECUTABLE": env.get("RETL_DBT_EXECUTABLE") or str(ROOT / ".venv-dbt" / "bin" / "dbt"),
             "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
         }
     )
-    env.update(example_stack.connection_env(urls, warehouse_path=str(HOME / "shop.duckdb")))
+    env.update(example_stack.connection_env(urls, warehouse_path=str(home / "shop.duckdb")))
     return env
 
 
-def airflow(env: dict[str, str], *args: str) -> str:
-    done = subprocess.run([sys.executable, "-m", "airflow", *args], env=env, capture_output=True, text=True)
+def airflow(env: Mapping[str, str], *args: str) -> str:
+    done = subprocess.run([sys.executable, "-m", "airflow", *args], env=dict(env), capture_output=True, text=True)
     if done.returncode:
         raise RuntimeError(f"airflow {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
     return done.stdout
 
 
-def wait_for_ui(timeout: float = 180) -> bool:
+@dataclass
+class Standalone:
+    """A running ``airflow standalone`` and the example emulators it syncs to."""
+
+    home: Path
+    port: int
+    env: dict[str, str]
+    emulators: dict[str, Any]  # kind -> RunningEmulator
+    process: subprocess.Popen
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.home / "standalone.log"
+
+
+def wait_for_api(port: int, process: subprocess.Popen | None = None, timeout: float = 180) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            return False
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{PORT}/api/v2/version", timeout=2):
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v2/version", timeout=2):
                 return True
         except OSError:
             time.sleep(2)
     return False
 
 
-def start_the_example(env: dict[str, str], stop: threading.Event) -> None:
-    """Once the DAG is parsed, unpause it: the scheduler starts its latest daily run at once.
+@contextlib.contextmanager
+def running_standalone(
+    home: Path = HOME,
+    port: int = PORT,
+    *,
+    fixed_ports: bool = True,
+    extra_env: Mapping[str, str] | None = None,
+    timeout: float = 180,
+) -> Iterator[Standalone]:
+    """Emulators, metadata DB, pools and ``airflow standalone``, stopped on exit.
+
+    ``fixed_ports=False`` starts the emulators on free ports (the connections follow them).
+    """
+    from airflow_provider_retl.testing import example_stack
+
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "passwords.json").write_text(json.dumps({USER: PASSWORD}))
+    dbt = environment({k: "" for k in example_stack.PORTS}, home=home, port=port)["RETL_DBT_EXECUTABLE"]
+    if not Path(dbt).exists():
+        raise FileNotFoundError("dbt is missing: run `make .venv-dbt/.retl-installed` (make airflow does)")
+    running = example_stack.start_example_emulators(fixed_ports=fixed_ports)
+    process: subprocess.Popen | None = None
+    try:
+        urls = {kind: emulator.url for kind, emulator in running.items()}
+        env = environment(urls, home=home, port=port)
+        env.update(extra_env or {})
+        airflow(env, "db", "migrate")
+        pools = {name: {"slots": 2, "description": "example destination account", "include_deferred": False}
+                 for name in _example_pools()}
+        (home / "pools.json").write_text(json.dumps(pools))
+        airflow(env, "pools", "import", str(home / "pools.json"))
+        # A session of its own, so stopping it also reaches the scheduler, api-server... it started.
+        process = subprocess.Popen([sys.executable, "-m", "airflow", "standalone"], env=env, start_new_session=True,
+                                   stdout=open(home / "standalone.log", "w"), stderr=subprocess.STDOUT)
+        if not wait_for_api(port, process, timeout):
+            raise RuntimeError(f"Airflow did not come up on port {port}; see {home / 'standalone.log'}")
+        yield Standalone(home=home, port=port, env=env, emulators=running, process=process)
+    finally:
+        if process is not None:
+            _stop(process)
+        example_stack.stop_all(running)
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)  # standalone stops its components on Ctrl-C
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            pass
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)  # whatever of its session is left
+    process.wait()
+
+
+def unpause_when_parsed(env: Mapping[str, str], dag_id: str, stop: threading.Event, timeout: float = 300) -> bool:
+    """Unpause ``dag_id`` once the dag processor has parsed it; the scheduler starts its latest daily run at once.
 
     Only this DAG: the dbt DAG of ``shop_assets.py`` writes the same DuckDB file, and a
     DuckDB file has one writer at a time.
     """
-    deadline = time.monotonic() + 300
+    deadline = time.monotonic() + timeout
     while not stop.is_set() and time.monotonic() < deadline:
         try:
-            airflow(env, "dags", "unpause", DAG_ID)
-            print(f"Unpaused {DAG_ID}; its first run starts now: http://localhost:{PORT}/dags/{DAG_ID}", flush=True)
-            return
+            airflow(env, "dags", "unpause", dag_id)
+            return True
         except RuntimeError:
             stop.wait(5)  # not parsed yet
+    return False
 
 
 def main() -> int:
-    from airflow_provider_retl.testing import example_stack
-
-    HOME.mkdir(exist_ok=True)
-    (HOME / "passwords.json").write_text(json.dumps({USER: PASSWORD}))
-    if not Path(environment({k: "" for k in example_stack.PORTS})["RETL_DBT_EXECUTABLE"]).exists():
-        print("dbt is missing: run `make .venv-dbt/.retl-installed` (make airflow does)", file=sys.stderr)
-        return 1
-    running = example_stack.start_example_emulators(fixed_ports=True)
-    urls = {kind: emulator.url for kind, emulator in running.items()}
-    env = environment(urls)
-    for kind, url in urls.items():
-        print(f"{kind:<11} emulator: {url}  (state: {url}/_emulator/state)")
-    airflow(env, "db", "migrate")
-    pools = {name: {"slots": 2, "description": "example destination account", "include_deferred": False}
-             for name in _example_pools()}
-    (HOME / "pools.json").write_text(json.dumps(pools))
-    airflow(env, "pools", "import", str(HOME / "pools.json"))
-
-    standalone = subprocess.Popen([sys.executable, "-m", "airflow", "standalone"], env=env,
-                                  stdout=open(HOME / "standalone.log", "w"), stderr=subprocess.STDOUT)
     stop = threading.Event()
     try:
-        if not wait_for_ui():
-            print(f"Airflow did not come up; see {HOME / 'standalone.log'}", file=sys.stderr)
-            return 1
-        print(f"\nAirflow UI: http://localhost:{PORT}  login: {USER} / {PASSWORD}")
-        print(f"Airflow logs: {HOME / 'standalone.log'}; Ctrl-C stops everything.\n", flush=True)
-        threading.Thread(target=start_the_example, args=(env, stop), daemon=True).start()
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())
-        while not stop.is_set() and standalone.poll() is None:
-            stop.wait(1)
+        with running_standalone() as standalone:
+            signal.signal(signal.SIGTERM, lambda *_: stop.set())  # once up, as before
+            for kind, emulator in standalone.emulators.items():
+                print(f"{kind:<11} emulator: {emulator.url}  (state: {emulator.url}/_emulator/state)")
+            print(f"\nAirflow UI: http://localhost:{PORT}  login: {USER} / {PASSWORD}")
+            print(f"Airflow logs: {standalone.log_path}; Ctrl-C stops everything.\n", flush=True)
+
+            def start_the_example() -> None:
+                if unpause_when_parsed(standalone.env, DAG_ID, stop):
+                    print(f"Unpaused {DAG_ID}; its first run starts now: http://localhost:{PORT}/dags/{DAG_ID}",
+                          flush=True)
+
+            threading.Thread(target=start_the_example, daemon=True).start()
+            while not stop.is_set() and standalone.process.poll() is None:
+                stop.wait(1)
     except KeyboardInterrupt:
         pass
+    except (FileNotFoundError, RuntimeError) as exc:
+        print(exc, file=sys.stderr)
+        return 1
     finally:
         stop.set()
-        if standalone.poll() is None:
-            standalone.send_signal(signal.SIGINT)
-            try:
-                standalone.wait(30)
-            except subprocess.TimeoutExpired:
-                standalone.kill()
-        example_stack.stop_all(running)
     return 0
 
 
 def _example_pools() -> list[str]:
-    sys.path.insert(0, str(ROOT / "dags"))
+    if str(ROOT / "dags") not in sys.path:
+        sys.path.insert(0, str(ROOT / "dags"))
     import shop_example
 
     return sorted(set(shop_example.POOLS.values()))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -57,13 +58,22 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    # Mark by fixture so `-m "not dagrun"` / `-m postgres` select correctly without hand-marking.
+    # Mark by fixture so `-m "not dagrun"` / `-m postgres` / `-m mysql` select correctly without hand-marking.
     for item in items:
         fixtures = getattr(item, "fixturenames", ())
         if "airflow_db" in fixtures:
             item.add_marker(pytest.mark.dagrun)
         if "postgres_dsn" in fixtures:
             item.add_marker(pytest.mark.postgres)
+        if "mariadb_table" in fixtures:
+            item.add_marker(pytest.mark.mysql)
+    # UI tests (a whole `airflow standalone` + Chromium, minutes) run only when a -m expression
+    # names them (`make ui-test` runs `-m ui`); otherwise they are deselected, and counted as such.
+    if not re.search(r"\bui\b", config.option.markexpr or ""):
+        ui = [item for item in items if item.get_closest_marker("ui")]
+        if ui:
+            config.hook.pytest_deselected(items=ui)
+            items[:] = [item for item in items if not item.get_closest_marker("ui")]
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

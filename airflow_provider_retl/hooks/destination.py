@@ -34,7 +34,7 @@ from airflow.sdk import BaseHook
 from airflow.sdk.log import mask_secret
 from requests.adapters import BaseAdapter, HTTPAdapter
 
-from airflow_provider_retl.hooks.ratelimit import RollingWindowLimiter, shared_limiter
+from airflow_provider_retl.hooks.ratelimit import Limiter, shared_limiter
 from airflow_provider_retl.hooks.retrying import (
     RetryPolicy,
     RetryStats,
@@ -77,6 +77,7 @@ EXTRA_KNOBS = (
     "headers",
     "rate_limit",
     "rate_window",
+    "rate_limit_redis_url",
     "max_retries",
     "retry_deadline",
     "max_concurrency",
@@ -123,6 +124,9 @@ class DestinationHook(BaseHook):
     :param headers: extra headers sent with every request.
     :param rate_limit: at most this many requests per ``rate_window`` seconds (0: no limit).
     :param rate_window: length of the rolling window in seconds.
+    :param rate_limit_redis_url: keep the window in this Redis (``redis://host:6379/0``) so every
+        task process on every worker that uses the account shares it (needs the ``redis`` extra);
+        default: shared within one process only.
     :param max_retries: retries after the first attempt of a retryable call.
     :param retry_deadline: seconds after which a call stops retrying.
     :param max_concurrency: write calls the engine may run at once.
@@ -176,7 +180,8 @@ class DestinationHook(BaseHook):
         max_concurrency: int | None = None,
         batch_size: int | None = None,
         retry_policy: RetryPolicy | None = None,
-        limiter: RollingWindowLimiter | None = None,
+        rate_limit_redis_url: str | None = None,
+        limiter: Limiter | None = None,
         sleep: Callable[[float], None] | None = None,
         logger_name: str | None = None,
         **kwargs: Any,
@@ -194,6 +199,7 @@ class DestinationHook(BaseHook):
             "headers": headers,
             "rate_limit": rate_limit,
             "rate_window": rate_window,
+            "rate_limit_redis_url": rate_limit_redis_url,
             "max_retries": max_retries,
             "retry_deadline": retry_deadline,
             "max_concurrency": max_concurrency,
@@ -210,7 +216,7 @@ class DestinationHook(BaseHook):
         self._secret: str | None = None
         #: Encoded forms of the secret that travel on the wire (basic auth), redacted like the secret.
         self._wire_secrets: list[str] = []
-        self._limiter: RollingWindowLimiter | None = None
+        self._limiter: Limiter | None = None
         self._retry_policy: RetryPolicy = retry_policy or RetryPolicy()
         self.base_url: str = ""
         self.timeout: tuple[float, float] = self.default_timeout
@@ -314,7 +320,7 @@ class DestinationHook(BaseHook):
         proxies = option("proxies")
         if proxies:
             if not isinstance(proxies, Mapping):
-                raise ConfigurationError(f"extra 'proxies' must be a mapping like {{'https': 'http://proxy:3128'}}")
+                raise ConfigurationError("extra 'proxies' must be a mapping like {'https': 'http://proxy:3128'}")
             session.proxies.update(dict(proxies))
         headers = option("headers")
         if headers:
@@ -352,7 +358,12 @@ class DestinationHook(BaseHook):
         if self._injected_limiter is not None:
             self._limiter = self._injected_limiter
         elif self.rate_limit:
-            self._limiter = shared_limiter(self.account_key, self.rate_limit, self.rate_window)
+            redis_url = option("rate_limit_redis_url")
+            if redis_url:
+                _mask_url_password(str(redis_url))
+            self._limiter = shared_limiter(
+                self.account_key, self.rate_limit, self.rate_window, redis_url=str(redis_url) if redis_url else None
+            )
         else:
             self._limiter = None
 
@@ -413,7 +424,7 @@ class DestinationHook(BaseHook):
         return self._max_concurrency
 
     @property
-    def limiter(self) -> RollingWindowLimiter | None:
+    def limiter(self) -> Limiter | None:
         self.get_conn()
         return self._limiter
 
@@ -651,7 +662,12 @@ class DestinationHook(BaseHook):
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        """Connection form behaviour, read from the provider info (the single source of truth)."""
+        """Connection form behaviour, read from the provider info (the single source of truth).
+
+        Airflow 3.3 builds the form from ``ui-field-behaviour`` and ``conn-fields`` in
+        ``get_provider_info()`` and calls this (deprecated since 3.2) only for connection
+        types that declare neither; it stays for code that asks the hook class.
+        """
         from airflow_provider_retl import get_provider_info
 
         for conn_type in get_provider_info().get("connection-types", []):
@@ -668,18 +684,23 @@ class DestinationHook(BaseHook):
     # Destination developers override from here on.
 
     def test_connection(self) -> tuple[bool, str]:
-        """One cheap authenticated call, for the Test button of the connection form."""
+        """One cheap authenticated call (``_test_call``), for the Test button of the connection form.
+
+        Returns ``(ok, message)`` and never raises; the message names the call and the
+        destination's answer, with the connection's secrets redacted.
+        """
         try:
             self._test_call()
         except NotImplementedError:
             return False, f"{self.hook_name} has no connection test"
-        except DestinationError as err:
+        except (DestinationError, ConfigurationError) as err:
             return False, self.redact(str(err))
         except Exception as err:
             return False, self.redact(f"{type(err).__name__}: {err}")
         return True, f"Connected to {self.hook_name} at {self.display_url}"
 
     def _test_call(self) -> None:
+        """The connection test's call: a cheap authenticated read that writes nothing."""
         raise NotImplementedError
 
     def supports_upsert(self, object: str, match_field: str | None) -> bool:
@@ -749,6 +770,13 @@ class DestinationHook(BaseHook):
         return NotImplementedError(
             f"{self.hook_name} ({type(self).__name__}) does not support {capability} of {object!r}"
         )
+
+
+def _mask_url_password(url: str) -> None:
+    """A password in a URL (``redis://:secret@host``) never shows in the logs."""
+    password = urlsplit(url).password
+    if password:
+        mask_secret(password)
 
 
 def excerpt(text: str | None, limit: int = BODY_EXCERPT_CHARS) -> str:

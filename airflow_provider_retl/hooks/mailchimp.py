@@ -89,6 +89,8 @@ MERGE_PREFIX = "merge_fields."
 LOOKUP_CHUNK = 50
 
 _KEY_DC = re.compile(r"-([a-z]{2}\d+)$")
+#: What Mailchimp calls the server prefix (the data centre), as the connection form asks for it.
+_SERVER_PREFIX = re.compile(r"[a-z]{2}\d+")
 _LIST_PATH = re.compile(r"^/3\.0/lists/([^/]+)(?:/merge-fields)?/?$")
 
 
@@ -190,8 +192,12 @@ class MailchimpHook(DestinationHook):
     # ------------------------------------------------------------------ connection
 
     def _configure_base_url(self, conn: Connection) -> None:
-        """The connection's host, or ``https://<dc>.api.mailchimp.com`` from the key's suffix."""
-        if (conn.host or "").strip():
+        """A server prefix (``us6``) or URL in host, else ``https://<dc>.api.mailchimp.com`` from the key's suffix."""
+        host = (conn.host or "").strip()
+        if _SERVER_PREFIX.fullmatch(host.lower()):
+            self.base_url = f"https://{host.lower()}.api.mailchimp.com"
+            return
+        if host:
             super()._configure_base_url(conn)
             # People paste the documented base URL; the hook adds /3.0 itself.
             self.base_url = re.sub(r"/3\.0/?$", "", self.base_url)

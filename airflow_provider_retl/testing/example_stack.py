@@ -123,7 +123,9 @@ def connections(urls: Mapping[str, str], *, warehouse_path: str | None = None) -
         },
     }
     if warehouse_path is not None:
-        conns["warehouse"] = {"conn_type": "duckdb", "host": warehouse_path}
+        # Read-only: the syncs of a run read the file in parallel, and DuckDB lets many processes
+        # read a file but only one write it. dbt (cosmos) takes only the path from this connection.
+        conns["warehouse"] = {"conn_type": "duckdb", "host": warehouse_path, "extra": {"read_only": True}}
     return conns
 
 
