@@ -2,6 +2,7 @@
 #   make test    all suites (bootstraps .venv on first use)
 #   make demo    the demo DAG against the local emulators
 #   make airflow airflow standalone with the example DAGs, emulators and connections (UI on :8080)
+#   make ui-test the UI of `make airflow` in headless Chromium (installs chromium + playwright when missing)
 #   make bench   benchmarks/run.py (BENCH_ARGS="--quick" or "--sizes 10k,100k,1m --scenarios 1,6")
 #   make lock    re-resolve the dependencies and rewrite constraints.txt
 #   make clean   remove .venv and everything generated
@@ -15,13 +16,14 @@ VENV := .venv
 VENV_PY := $(VENV)/bin/python
 STAMP := $(VENV)/.retl-installed
 CONSTRAINTS := constraints.txt
-EXTRAS := emulators,duckdb,postgres,sqlite,snowflake,mysql,examples
+EXTRAS := emulators,duckdb,postgres,sqlite,snowflake,mysql,examples,redis,celery
 # Test and tooling packages that are not (yet) extras of the project.
 DEV_PACKAGES := pytest pytest-xdist pytest-timeout hubspot-api-client xxhash zenpy customerio mailchimp-marketing simple-salesforce fakesnow
 
 # Up to 4 workers: each one migrates its own Airflow DB and warms its own in-process API.
 PYTEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); echo $$(( n > 4 ? 4 : n )))
 PYTEST_ARGS ?=
+CELERY_TESTS ?= 1
 RESULTS := build/test-results
 # dbt for the example project lives in its own venv: its pins (protobuf<7, pathspec<0.13) clash with Airflow's.
 DBT_VENV := .venv-dbt
@@ -32,7 +34,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export PIP_NO_INPUT := 1
 export PIP_ROOT_USER_ACTION := ignore
 
-.PHONY: test demo airflow bench lock clean .venv
+.PHONY: test demo airflow ui-test bench lock clean .venv
 .venv: $(STAMP)
 
 # Rebuilt only when the project's metadata or the pins change.
@@ -54,16 +56,35 @@ $(DBT_STAMP): $(DBT_CONSTRAINTS)
 	touch $@
 
 # pytest exits 5 when nothing was collected, so an empty run fails too.
+# The CeleryExecutor cluster test (tests/distributed, marker `celery`, deselected unless -m names it) runs
+# first in a pytest of its own: it starts ~8 Airflow processes and SIGKILLs a worker, timings that xdist
+# neighbours on 2 cores would skew. Both runs always happen; make fails when either fails.
+# CELERY_TESTS=0 leaves the cluster test out.
 test: $(STAMP) $(DBT_STAMP)
 	mkdir -p $(RESULTS)
+	status=0; \
+	if [ "$(CELERY_TESTS)" != 0 ]; then \
+		$(VENV_PY) -m pytest -m celery -ra --strict-markers --junitxml=$(RESULTS)/junit-celery.xml tests/distributed \
+			|| status=$$?; \
+	fi; \
 	$(VENV_PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile -ra --strict-markers --durations=15 \
-		--junitxml=$(RESULTS)/junit.xml $(PYTEST_ARGS)
+		--junitxml=$(RESULTS)/junit.xml $(PYTEST_ARGS) || status=$$?; \
+	exit $$status
 
 demo: $(STAMP) $(DBT_STAMP)
 	$(VENV_PY) demo/run.py
 
 airflow: $(STAMP) $(DBT_STAMP)
 	$(VENV_PY) demo/airflow_standalone.py
+
+# Opt-in (tests marked `ui` are deselected otherwise): Debian's chromium is the browser, playwright drives it.
+ui-test: $(STAMP) $(DBT_STAMP)
+	command -v chromium >/dev/null || test -x "$${RETL_CHROMIUM:-}" || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+		&& apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; } \
+		|| { echo "ui-test needs Chromium: apt-get install chromium (as root), or set RETL_CHROMIUM" >&2; exit 1; }
+	$(VENV_PY) -c 'import playwright' 2>/dev/null || $(VENV_PY) -m pip install -q -c $(CONSTRAINTS) playwright
+	mkdir -p $(RESULTS)
+	$(VENV_PY) -m pytest -m ui -ra -s --strict-markers --junitxml=$(RESULTS)/junit-ui.xml $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(VENV_PY) benchmarks/run.py $(BENCH_ARGS)
