@@ -50,6 +50,13 @@ class Limiter(Protocol):
     def tighten(self, limit: int, window: float) -> None: ...
 
 
+def _check_window(limit: int, window: float) -> None:
+    if int(limit) < 1:
+        raise ValueError(f"rate limit must be at least 1 request; got {limit!r}")
+    if float(window) <= 0:
+        raise ValueError(f"rate window must be positive seconds; got {window!r}")
+
+
 class _Slot:
     """``with limiter:`` holds one slot for the duration of a request."""
 
@@ -84,10 +91,7 @@ class RollingWindowLimiter(_Slot):
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        if int(limit) < 1:
-            raise ValueError(f"rate limit must be at least 1 request; got {limit!r}")
-        if float(window) <= 0:
-            raise ValueError(f"rate window must be positive seconds; got {window!r}")
+        _check_window(limit, window)
         self.limit = int(limit)
         self.window = float(window)
         self._clock = clock
@@ -229,10 +233,7 @@ class RedisRollingWindowLimiter(_Slot):
         lease: float = IN_FLIGHT_LEASE_SECONDS,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        if int(limit) < 1:
-            raise ValueError(f"rate limit must be at least 1 request; got {limit!r}")
-        if float(window) <= 0:
-            raise ValueError(f"rate window must be positive seconds; got {window!r}")
+        _check_window(limit, window)
         if client is None:
             if not url:
                 raise ValueError("RedisRollingWindowLimiter needs a Redis url or client")
