@@ -724,8 +724,10 @@ class ZendeskHook(DestinationHook):
                 message = f": {job['message']}" if job.get("message") else ""
                 raise _JobLost(self._lost(f"Zendesk job {job_id} ended {status}{message}", idempotent))
             if time.monotonic() + interval > deadline:
+                # Still queued or working: Zendesk may well apply it after we stopped waiting.
                 raise _JobLost(self._lost(
-                    f"Zendesk job {job_id} still {status or 'unknown'} after {self.job_timeout:.0f}s", idempotent
+                    f"Zendesk job {job_id} still {status or 'unknown'} after {self.job_timeout:.0f}s", idempotent,
+                    may_land_later=True,
                 ))
             self._poll_sleep(interval)
             interval = min(interval * 1.5, MAX_POLL_INTERVAL)
@@ -752,10 +754,12 @@ class ZendeskHook(DestinationHook):
             interval = min(interval * 1.5, MAX_POLL_INTERVAL)
 
     @staticmethod
-    def _lost(message: str, idempotent: bool) -> DestinationError:
+    def _lost(message: str, idempotent: bool, *, may_land_later: bool = False) -> DestinationError:
         if idempotent:
             return RetryableDestinationError(message)
-        return OutcomeUnknownError(message + "; the records may or may not have been written")
+        return OutcomeUnknownError(
+            message + "; the records may or may not have been written", may_land_later=may_land_later
+        )
 
     def _update_many(
         self, kind: str, payloads: Mapping[int, dict[str, Any]], *, missing_ok: bool = False

@@ -196,6 +196,21 @@ class TestJobs:
             hook.create("users", [user("a", name="A")])
         assert zd.emulator.request_count("POST /api/v2/users/create_many.json") == 1
 
+    def test_a_create_job_still_running_at_the_deadline_may_land_later(self, zd):
+        """The engine must not create again after its lookup: the job can still apply (push.py)."""
+        zd.emulator.hold_jobs()
+        hook = ZendeskHook(sleep=no_sleep, job_timeout=0.3)
+        with pytest.raises(OutcomeUnknownError, match="still queued after 0s") as raised:
+            hook.create("users", [user("a", name="A")])
+        assert raised.value.may_land_later is True
+        zd.emulator.release_jobs()
+
+    def test_a_failed_job_cannot_land_later(self, zd, hook):
+        zd.emulator.fail_next_jobs(1, "failed")
+        with pytest.raises(OutcomeUnknownError) as raised:
+            hook.create("users", [user("a", name="A")])
+        assert raised.value.may_land_later is False
+
     def test_a_lost_create_response_waits_for_the_job_before_reporting(self, zd, hook):
         zd.faults.fail_next(1, "lost_response")
         with pytest.raises(OutcomeUnknownError):
