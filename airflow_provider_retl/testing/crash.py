@@ -26,7 +26,7 @@ import subprocess
 import sys
 import threading
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -294,24 +294,31 @@ def _serve() -> None:
         request = json.loads(line)
         spec = SyncSpec(**request["spec"])
         kill = KillPoint(**request["kill"]) if request["kill"] else None
-        pid = os.fork()
-        if pid == 0:
-            code = 0
-            try:
-                run_child(spec, kill, request["result"])
-            except BaseException:  # noqa: BLE001
-                code = 1
-            finally:
-                sys.stdout.flush()
-                sys.stderr.flush()
-                os._exit(code)
-        _, status = os.waitpid(pid, 0)
-        answer = {
-            "exitcode": os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else None,
-            "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
-        }
-        channel.write(json.dumps(answer).encode() + b"\n")
-        channel.flush()
+        run_forked(channel, lambda: run_child(spec, kill, request["result"]))
+
+
+def run_forked(channel: Any, child: Callable[[], None]) -> None:
+    """Run ``child`` in a forked process and write how it ended (exit code or killing signal) to
+    ``channel`` as one JSON line: the answer both fork servers give for every request."""
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            child()
+        except BaseException:  # noqa: BLE001 - the exit code is the answer; the traceback goes to stderr
+            traceback.print_exc()
+            code = 1
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    answer = {
+        "exitcode": os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else None,
+        "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
+    }
+    channel.write(json.dumps(answer).encode() + b"\n")
+    channel.flush()
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from airflow_provider_retl.testing.crash import ChildResult, Counters, ForkServer, KillPoint, KillSwitch, die
+from airflow_provider_retl.testing.crash import ChildResult, Counters, ForkServer, KillPoint, KillSwitch, die, run_forked
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -363,26 +363,12 @@ def _serve() -> None:
             channel.write(json.dumps(answer).encode() + b"\n")
             channel.flush()
             continue
-        pid = os.fork()
-        if pid == 0:
-            code = 0
-            try:
-                _after_fork_in_child()
-                run_child(request)
-            except BaseException:  # noqa: BLE001
-                traceback.print_exc()
-                code = 1
-            finally:
-                sys.stdout.flush()
-                sys.stderr.flush()
-                os._exit(code)
-        _, status = os.waitpid(pid, 0)
-        answer = {
-            "exitcode": os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else None,
-            "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
-        }
-        channel.write(json.dumps(answer).encode() + b"\n")
-        channel.flush()
+
+        def child(request: RunRequest = request) -> None:
+            _after_fork_in_child()
+            run_child(request)
+
+        run_forked(channel, child)
     # stdin closed: done. Skip interpreter shutdown, whose finalizer of the stopped Execution API
     # loop would wait out two 5 s timeouts.
     channel.flush()
