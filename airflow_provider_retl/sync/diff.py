@@ -40,6 +40,11 @@ def _resolve_column(name: str, columns: Sequence[str], what: str) -> str:
     raise ConfigurationError(f"{what} {name!r} is not a column of the query result; columns are: {list(columns)}")
 
 
+def duplicate_key_reject(key: str, copies: int) -> Reject:
+    """Every copy of a duplicated key is rejected, so the outcome never depends on row order."""
+    return Reject(key, f"duplicate primary key: {copies} rows share it; none of them is synced", "source")
+
+
 class SnapshotDiff:
     """Reads a query result against a checkpoint and keeps only what must be sent."""
 
@@ -163,16 +168,7 @@ class SnapshotDiff:
         unfolded = parts[0]
         if self.fold_keys:
             parts = [fp.fold_case(parts[0])]  # the same array when nothing needed folding
-        bad = np.zeros(n, dtype=bool)
-        reasons: dict[int, str] = {}
-        for column, part in zip(self.key_columns, parts, strict=True):
-            null = part == fp.NULL
-            empty = ~null & fp.blank(part)
-            for i in np.flatnonzero(null & ~bad):
-                reasons[int(i)] = f"primary key column {column!r} is NULL"
-            for i in np.flatnonzero(empty & ~bad):
-                reasons[int(i)] = f"primary key column {column!r} is empty"
-            bad |= null | empty
+        bad, reasons = self.key_problems(parts)
         keys = fp.join_key_parts(parts)
         partition = self.config.partition
         if partition is None or partition[0] == 0:  # partitioned: partition 0 alone reports bad keys
@@ -229,6 +225,20 @@ class SnapshotDiff:
             self.pending_chunks.append(pending)
         self.progress("read %d rows", self.report.rows_read)
 
+    def key_problems(self, parts: list[np.ndarray]) -> tuple[np.ndarray, dict[int, str]]:
+        """Rows whose key has a NULL or blank part (canonical key parts), and why: the first such column."""
+        bad = np.zeros(len(parts[0]), dtype=bool)
+        reasons: dict[int, str] = {}
+        for column, part in zip(self.key_columns, parts, strict=True):
+            null = part == fp.NULL
+            empty = ~null & fp.blank(part)
+            for i in np.flatnonzero(null & ~bad):
+                reasons[int(i)] = f"primary key column {column!r} is NULL"
+            for i in np.flatnonzero(empty & ~bad):
+                reasons[int(i)] = f"primary key column {column!r} is empty"
+            bad |= null | empty
+        return bad, reasons
+
     def finish_read(self) -> pd.DataFrame:
         """Duplicates and removed keys, once the whole result is known."""
         if self.base is None:
@@ -253,13 +263,7 @@ class SnapshotDiff:
             dup_counts = counts[inverse]
             for i in np.flatnonzero(duplicated):
                 key_hash = int(all_keys[i])
-                self.report.add_reject(
-                    Reject(
-                        texts.get(key_hash, f"#{key_hash:016x}"),
-                        f"duplicate primary key: {int(dup_counts[i])} rows share it; none of them is synced",
-                        "source",
-                    )
-                )
+                self.report.add_reject(duplicate_key_reject(texts.get(key_hash, f"#{key_hash:016x}"), int(dup_counts[i])))
         pending = (
             pd.concat(self.pending_chunks, ignore_index=True)
             if self.pending_chunks

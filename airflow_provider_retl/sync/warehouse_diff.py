@@ -34,7 +34,7 @@ from airflow_provider_retl.sync import fingerprint as fp
 from airflow_provider_retl.sync.checkpoint import FORMAT_VERSION, Checkpoint, JournalEntry
 from airflow_provider_retl.sync.config import SyncConfig
 from airflow_provider_retl.sync.destination import Destination
-from airflow_provider_retl.sync.diff import DEST_ID, INTERNAL, KEY, KEY_HASH, KIND, ROW_HASH, SnapshotDiff
+from airflow_provider_retl.sync.diff import DEST_ID, INTERNAL, KEY, KEY_HASH, KIND, ROW_HASH, SnapshotDiff, duplicate_key_reject
 from airflow_provider_retl.sync.errors import CheckpointError, ConfigurationError
 from airflow_provider_retl.sync.progress import Progress
 from airflow_provider_retl.sync.records import PENDING, ChangeKind, Reject, SyncReport
@@ -414,20 +414,18 @@ class WarehouseDiff(SnapshotDiff):
             internal = {name: chunk[lowered[name]] for name in (
                 "__retl_key_text", "__retl_key_hash", "__retl_row_hash", "__retl_dest_id", "__retl_known", "__retl_copies"
             )}
-            keys = fp.join_key_parts(fp.key_parts(chunk, self.key_columns))
+            parts = fp.key_parts(chunk, self.key_columns)
+            keys = fp.join_key_parts(parts)
+            # The warehouse decided which keys are bad (NULL or blank); the reasons are SnapshotDiff's.
             bad = internal["__retl_key_text"].isna().to_numpy()
+            _, reasons = self.key_problems(parts)
             for i in np.flatnonzero(bad):
-                self.report.add_reject(Reject(fp.display_key(keys[i]), self._bad_key_reason(chunk, i), "source"))
+                reason = reasons.get(int(i), "primary key is NULL or empty")
+                self.report.add_reject(Reject(fp.display_key(keys[i]), reason, "source"))
             copies = pd.to_numeric(internal["__retl_copies"], errors="coerce").fillna(0).to_numpy()
             dup = ~bad & (copies > 1)
             for i in np.flatnonzero(dup):
-                self.report.add_reject(
-                    Reject(
-                        fp.display_key(keys[i]),
-                        f"duplicate primary key: {int(copies[i])} rows share it; none of them is synced",
-                        "source",
-                    )
-                )
+                self.report.add_reject(duplicate_key_reject(fp.display_key(keys[i]), int(copies[i])))
             bad_rows += int(bad.sum())
             dup_rows += int(dup.sum())
             keep = ~bad & ~dup
@@ -464,15 +462,6 @@ class WarehouseDiff(SnapshotDiff):
         self.report.planned["changed"] = int((self.pending[KIND] == ChangeKind.CHANGED.value).sum())
         self.report.planned["removed"] = len(self.removed_keys)
         self.progress("read %d rows in the warehouse; %d came out", rows_read, len(self.pending) + bad_rows + dup_rows)
-
-    def _bad_key_reason(self, chunk: pd.DataFrame, i: int) -> str:
-        for column in self.key_columns:
-            value = chunk[column].iloc[i]
-            if value is None or (isinstance(value, float) and np.isnan(value)) or pd.isna(value):
-                return f"primary key column {column!r} is NULL"
-            if str(value).strip() == "":
-                return f"primary key column {column!r} is empty"
-        return "primary key is NULL or empty"
 
     def finish_read(self) -> pd.DataFrame:
         if self.pending is None:
