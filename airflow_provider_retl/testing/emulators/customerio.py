@@ -61,7 +61,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from airflow_provider_retl.testing.emulators.base import ASGIApp, BaseEmulator, Scope, json_response
 from airflow_provider_retl.testing.emulators.connection import Receive, Send, drain_request_body
 from airflow_provider_retl.testing.emulators.faults import Faults
-from airflow_provider_retl.testing.emulators.ratelimit import RateEvent, RollingWindowLimiter
+from airflow_provider_retl.testing.emulators.ratelimit import RollingWindowLimiter, RollingWindowRateLimited
 
 __all__ = [
     "DEFAULT_API_KEY",
@@ -151,7 +151,7 @@ def meta_errors(status: int, *messages: str, headers: Mapping[str, str] | None =
     return json_response(status, {"meta": {"errors": list(messages)}}, headers)
 
 
-class CustomerIoEmulator(BaseEmulator):
+class CustomerIoEmulator(RollingWindowRateLimited, BaseEmulator):
     """State and FastAPI app of a Customer.io Track API emulator (``start_emulator("customerio")``).
 
     ``credentials``: ``{site_id: track_api_key}`` accepted (one workspace; default the
@@ -238,9 +238,6 @@ class CustomerIoEmulator(BaseEmulator):
         with self.lock:
             return [dict(d) for d in self._deleted]
 
-    @property
-    def rate_events(self) -> list[RateEvent]:
-        return self.limiter.events
 
     def seed(self, people: Iterable[Mapping[str, Any]]) -> list[str]:
         """Store people directly (``{"id": ..., "email": ..., **attributes}``); returns their cio_ids."""

@@ -56,7 +56,7 @@ from airflow_provider_retl.testing.emulators.hubspot_schema import (
     sort_key,
     validate_properties,
 )
-from airflow_provider_retl.testing.emulators.ratelimit import RateEvent, RollingWindowLimiter
+from airflow_provider_retl.testing.emulators.ratelimit import RollingWindowLimiter, RollingWindowRateLimited
 
 DEFAULT_TOKEN = "test-token"
 MAX_BATCH_SIZE = 100
@@ -123,7 +123,7 @@ class _ItemError:
     details: list[dict[str, Any]] = field(default_factory=list)
 
 
-class HubSpotEmulator(BaseEmulator):
+class HubSpotEmulator(RollingWindowRateLimited, BaseEmulator):
     """State and FastAPI app of a HubSpot CRM v3 emulator (start it with ``start_emulator("hubspot")``).
 
     ``tokens``: accepted bearer tokens; a mapping gives each token's account,
@@ -289,10 +289,6 @@ class HubSpotEmulator(BaseEmulator):
                 ids.append(self._write(type_def, None, values).id)
         return ids
 
-    @property
-    def rate_events(self) -> list[RateEvent]:
-        """Every rate-limit decision (accepted and 429), with ``time.monotonic()`` times."""
-        return self.limiter.events
 
     def max_requests_in_window(self, window: float | None = None, account: str | None = None) -> int:
         """The most requests accepted in any rolling window (default: the configured one)."""

@@ -63,7 +63,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from airflow_provider_retl.testing.emulators.base import ASGIApp, BaseEmulator, Scope, correlation_id
 from airflow_provider_retl.testing.emulators.connection import Receive, Send, drain_request_body
 from airflow_provider_retl.testing.emulators.faults import Faults
-from airflow_provider_retl.testing.emulators.ratelimit import RateEvent, RollingWindowLimiter
+from airflow_provider_retl.testing.emulators.ratelimit import RollingWindowLimiter, RollingWindowRateLimited
 
 __all__ = [
     "DEFAULT_API_KEY",
@@ -369,7 +369,7 @@ class Audience:
 _MEMBER_SCALARS = ("email_type", "language", "ip_signup", "ip_opt", "timestamp_opt")
 
 
-class MailchimpEmulator(BaseEmulator):
+class MailchimpEmulator(RollingWindowRateLimited, BaseEmulator):
     """State and FastAPI app of a Mailchimp Marketing API emulator (``start_emulator("mailchimp")``).
 
     ``api_keys``: accepted keys; a mapping gives each key's account (the connection limit
@@ -506,9 +506,6 @@ class MailchimpEmulator(BaseEmulator):
                 return self._peak.get(account, 0)
             return max(self._peak.values(), default=0)
 
-    @property
-    def rate_events(self) -> list[RateEvent]:
-        return self.limiter.events
 
     def state(self) -> dict[str, Any]:
         """Audiences with their merge fields and members, for ``GET /_emulator/state``."""

@@ -102,3 +102,14 @@ class RollingWindowLimiter:
         with self._lock:
             self._accepted.clear()
             self._events.clear()
+
+
+class RollingWindowRateLimited:
+    """Mixin for an emulator whose account limit is one ``RollingWindowLimiter`` in ``self.limiter``."""
+
+    limiter: RollingWindowLimiter
+
+    @property
+    def rate_events(self) -> list[RateEvent]:
+        """Every rate-limit decision (accepted and 429), with ``time.monotonic()`` times."""
+        return self.limiter.events

@@ -69,10 +69,7 @@ from airflow_provider_retl.testing.emulators.connection import (
     drain_request_body,
 )
 from airflow_provider_retl.testing.emulators.faults import Faults
-from airflow_provider_retl.testing.emulators.ratelimit import (
-    RateEvent,
-    RollingWindowLimiter,
-)
+from airflow_provider_retl.testing.emulators.ratelimit import RollingWindowLimiter, RollingWindowRateLimited
 
 __all__ = [
     "DEFAULT_API_TOKEN",
@@ -326,7 +323,7 @@ class _Store:
     fields: dict[str, CustomFieldDef] = field(default_factory=dict)
 
 
-class ZendeskEmulator(BaseEmulator):
+class ZendeskEmulator(RollingWindowRateLimited, BaseEmulator):
     """State and FastAPI app of a Zendesk Support emulator (``start_emulator("zendesk")``).
 
     ``api_tokens``: ``{agent email: API token}`` accepted with ``{email}/token`` basic auth;
@@ -465,9 +462,6 @@ class ZendeskEmulator(BaseEmulator):
         for job in held:
             self._schedule(job, self.processing_seconds / 2, self._start_job)
 
-    @property
-    def rate_events(self) -> list[RateEvent]:
-        return self.limiter.events
 
     def state(self) -> dict[str, Any]:
         with self.lock:
