@@ -21,7 +21,7 @@ _EXPORTS = {
     "XComCheckpointStore": "airflow_provider_retl.checkpoints",
 }
 
-__all__ = ["__version__", "get_provider_info", *_EXPORTS]
+__all__ = ["__version__", "get_provider_info", *_EXPORTS]  # noqa: PLE0604 - lazy exports
 
 
 def __getattr__(name: str) -> Any:
@@ -92,7 +92,7 @@ def _knob_fields(
             "label": "Verify TLS certificates",
             "schema": {"type": ["boolean", "null"], "default": True},
             "description": "Turn off only against a test server. For a private CA, put the path of its "
-            "bundle in the extra JSON instead: \"verify\": \"/etc/ssl/private-ca.pem\".",
+            'bundle in the extra JSON instead: "verify": "/etc/ssl/private-ca.pem".',
         },
     }
 

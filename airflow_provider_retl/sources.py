@@ -30,6 +30,7 @@ import binascii
 import datetime as dt
 import decimal
 import inspect
+import math
 import operator
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
@@ -58,8 +59,16 @@ _POSTGRES_JSON = {114, 3802}  # json, jsonb (psycopg parses them already; a cust
 # (NUMERIC "1.5", DATE, DATETIME ISO 8601, BYTES base64, JSON), REPEATED as [{"v": ...}, ...] and RECORD as
 # {"f": [{"v": ...}, ...]} without its field names. Its description's type_code is that type name.
 _BIGQUERY_TYPES = {
-    "INTEGER": "integer", "INT64": "integer", "BOOLEAN": "boolean", "BOOL": "boolean", "NUMERIC": "decimal",
-    "BIGNUMERIC": "decimal", "DECIMAL": "decimal", "BIGDECIMAL": "decimal", "DATE": "date", "DATETIME": "timestamp",
+    "INTEGER": "integer",
+    "INT64": "integer",
+    "BOOLEAN": "boolean",
+    "BOOL": "boolean",
+    "NUMERIC": "decimal",
+    "BIGNUMERIC": "decimal",
+    "DECIMAL": "decimal",
+    "BIGDECIMAL": "decimal",
+    "DATE": "date",
+    "DATETIME": "timestamp",
     "JSON": "json",
 }
 
@@ -127,7 +136,9 @@ def read_query(
         _close_quietly(conn)
 
 
-def _read_duckdb(conn: Any, sql: str, parameters: Any, chunksize: int, declared: Mapping[str, str]) -> Iterator[pd.DataFrame]:
+def _read_duckdb(
+    conn: Any, sql: str, parameters: Any, chunksize: int, declared: Mapping[str, str]
+) -> Iterator[pd.DataFrame]:
     """DuckDB materialises a DB-API result before ``fetchmany``; a relation's Arrow reader streams."""
     import pyarrow as pa
 
@@ -278,14 +289,14 @@ class _DeclaredCursor:
 def _close_quietly(thing: Any) -> None:
     try:
         thing.close()
-    except Exception:  # noqa: BLE001 - closing after an error must not hide that error
+    except Exception:  # noqa: BLE001, S110 - closing after an error must not hide that error
         pass
 
 
 def _rollback_quietly(conn: Any) -> None:
     try:
         conn.rollback()
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001, S110 - a failed rollback must not hide the original error
         pass
 
 
@@ -323,7 +334,9 @@ class _ColumnSpec:
             conversions.append(conversion)
         unknown = set(declared) - {n.lower() for n in names}
         if unknown:
-            raise ValueError(f"column_types names {sorted(unknown)}, which the query does not return; columns are: {names}")
+            raise ValueError(
+                f"column_types names {sorted(unknown)}, which the query does not return; columns are: {names}"
+            )
         return cls(names, conversions)
 
     @classmethod
@@ -356,7 +369,9 @@ def _detected_type(column: Sequence[Any], kind: str) -> str | None:
     return None
 
 
-def frame_from_rows(rows: Sequence[Sequence[Any]], spec: _ColumnSpec | Sequence[str], column_types: Mapping[str, str] | None = None) -> pd.DataFrame:
+def frame_from_rows(
+    rows: Sequence[Sequence[Any]], spec: _ColumnSpec | Sequence[str], column_types: Mapping[str, str] | None = None
+) -> pd.DataFrame:
     """A DataFrame from DB-API rows, each column typed from its values (and declared/detected type)."""
     if not isinstance(spec, _ColumnSpec):
         spec = _ColumnSpec.plain(spec, column_types)
@@ -418,7 +433,7 @@ def _datetime_column(values: np.ndarray) -> pd.Series:
 
 def _convert(value: Any, conversion: str, name: str) -> Any:
     """One value into the declared type; NULL stays NULL, a value that does not fit raises."""
-    if value is None or (isinstance(value, float) and value != value):
+    if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
     if conversion.startswith("bigquery:"):
         return _bigquery_value(value, conversion.removeprefix("bigquery:"), name)
@@ -449,9 +464,9 @@ def _convert(value: Any, conversion: str, name: str) -> Any:
             elif isinstance(value, dt.date) and not isinstance(value, dt.datetime):
                 value = dt.datetime.combine(value, dt.time())
             if conversion == "timestamptz" and value.tzinfo is None:
-                value = value.replace(tzinfo=dt.timezone.utc)  # the documented rule: naive means UTC
+                value = value.replace(tzinfo=dt.UTC)  # the documented rule: naive means UTC
             if conversion == "timestamp" and value.tzinfo is not None:
-                value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+                value = value.astimezone(dt.UTC).replace(tzinfo=None)
             return value
         if conversion == "date":
             if isinstance(value, dt.datetime):
@@ -483,7 +498,7 @@ def _bigquery_value(value: Any, bq_type: str, name: str) -> Any:
             if isinstance(value, str):
                 value = float(value)  # the REST API's text, e.g. "1.7041574451234560E9"
             if isinstance(value, (int, float)):
-                return dt.datetime.fromtimestamp(value, dt.timezone.utc)  # rounds to the microsecond it was
+                return dt.datetime.fromtimestamp(value, dt.UTC)  # rounds to the microsecond it was
         if bq_type == "BYTES" and isinstance(value, str):
             return base64.b64decode(value, validate=True)
     except (ValueError, TypeError, OverflowError, binascii.Error) as exc:

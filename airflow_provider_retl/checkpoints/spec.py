@@ -87,8 +87,7 @@ def _path_of_file_url(url: str) -> str:
     parts = urlsplit(url)
     if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
         raise ConfigurationError(
-            f"checkpoint URL {url!r} is not a local absolute path: write file:///absolute/path.parquet "
-            "(three slashes)"
+            f"checkpoint URL {url!r} is not a local absolute path: write file:///absolute/path.parquet (three slashes)"
         )
     if parts.query or parts.fragment:
         raise ConfigurationError(f"checkpoint URL {url!r} must not have a query or fragment")
@@ -100,7 +99,7 @@ def _with_sync_id(path: str, sync_id: str, partition: tuple[int, int] | None = N
         return path.replace("{sync_id}", sync_id)
     suffix = partition_suffix(partition)
     if suffix and path.lower().endswith(".parquet"):
-        return f"{path[: -len('.parquet')]}{suffix}{path[-len('.parquet'):]}"
+        return f"{path[: -len('.parquet')]}{suffix}{path[-len('.parquet') :]}"
     return path
 
 

@@ -15,11 +15,10 @@ from typing import Any
 
 import pandas as pd
 
+from airflow_provider_retl.checkpoints.spec import WAREHOUSE as PREFIX
 from airflow_provider_retl.sources import column_names, read_query, source_kind
 from airflow_provider_retl.sync.errors import ConfigurationError
 from airflow_provider_retl.sync.warehouse_diff import DEFAULT_TABLE, DIALECTS, WarehouseCheckpointStore
-
-from airflow_provider_retl.checkpoints.spec import WAREHOUSE as PREFIX
 
 
 class HookSqlRunner:

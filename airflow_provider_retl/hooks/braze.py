@@ -62,9 +62,14 @@ __all__ = ["BrazeHook"]
 
 USERS, EVENTS, PURCHASES = "users", "events", "purchases"
 _OBJECTS = {
-    "users": USERS, "user": USERS, "attributes": USERS,
-    "events": EVENTS, "event": EVENTS, "custom_events": EVENTS,
-    "purchases": PURCHASES, "purchase": PURCHASES,
+    "users": USERS,
+    "user": USERS,
+    "attributes": USERS,
+    "events": EVENTS,
+    "event": EVENTS,
+    "custom_events": EVENTS,
+    "purchases": PURCHASES,
+    "purchase": PURCHASES,
 }
 #: The /users/track array each object is sent in.
 _ARRAY = {USERS: "attributes", EVENTS: "events", PURCHASES: "purchases"}
@@ -422,7 +427,8 @@ class BrazeHook(DestinationHook):
         external_ids = list(dict.fromkeys(external_id for _, external_id, _ in wanted))
         for part in chunked(external_ids, IDS_PER_CALL):
             response = self.request(
-                "POST", "/users/export/ids",
+                "POST",
+                "/users/export/ids",
                 json={"external_ids": list(part), "fields_to_export": ["external_id", summary_field]},
                 idempotent=True,
             )
@@ -455,9 +461,7 @@ class BrazeHook(DestinationHook):
         return outcomes
 
     def _track_call(self, array: str, objects: list[dict[str, Any]], idempotent: bool) -> list[Outcome]:
-        response = self.request(
-            "POST", "/users/track", json={array: objects}, idempotent=idempotent, accept=(400,)
-        )
+        response = self.request("POST", "/users/track", json={array: objects}, idempotent=idempotent, accept=(400,))
         body = self.response_json(response) or {}
         if response.status_code == 202:
             return [Outcome.success() for _ in objects]  # queued during maintenance: Braze applies it later
@@ -503,11 +507,17 @@ class BrazeHook(DestinationHook):
         if not ok:
             return ok, message
         try:
-            self.request("POST", "/users/export/ids", retry=False,
-                         json={"external_ids": ["retl-connection-test"], "fields_to_export": ["external_id"]})
+            self.request(
+                "POST",
+                "/users/export/ids",
+                retry=False,
+                json={"external_ids": ["retl-connection-test"], "fields_to_export": ["external_id"]},
+            )
         except FatalDestinationError:
-            return True, (f"{message}; the key cannot read /users/export/ids, so events of an interrupted try "
-                          "cannot be checked and are reported as in doubt")
+            return True, (
+                f"{message}; the key cannot read /users/export/ids, so events of an interrupted try "
+                "cannot be checked and are reported as in doubt"
+            )
         except DestinationError:
             pass
         return ok, message

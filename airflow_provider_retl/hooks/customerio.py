@@ -251,8 +251,12 @@ class CustomerIoHook(DestinationHook):
             return problems
         if self.object_kind(object) == "people":
             problems = self._people_problems(fields)
-            item = {"type": "person", "identifiers": {"id": fields.get("id")}, "action": "identify",
-                    "attributes": {k: "" if v is None else v for k, v in fields.items()}}
+            item = {
+                "type": "person",
+                "identifiers": {"id": fields.get("id")},
+                "action": "identify",
+                "attributes": {k: "" if v is None else v for k, v in fields.items()},
+            }
         else:
             try:
                 item = self._event_item(Record("", dict(fields)), _ULID_PLACEHOLDER, allow_missing_identifier=True)
@@ -273,7 +277,10 @@ class CustomerIoHook(DestinationHook):
                 problems.append((name, f"{name} is {_bytes(str(value))} bytes; Customer.io allows {MAX_ID_BYTES}"))
             elif value is not None and _bytes(value) > MAX_ATTRIBUTE_VALUE_BYTES:
                 problems.append(
-                    (name, f"value is {_bytes(value):,} bytes; Customer.io allows {MAX_ATTRIBUTE_VALUE_BYTES:,} per attribute")
+                    (
+                        name,
+                        f"value is {_bytes(value):,} bytes; Customer.io allows {MAX_ATTRIBUTE_VALUE_BYTES:,} per attribute",
+                    )
                 )
         return problems
 
@@ -294,7 +301,9 @@ class CustomerIoHook(DestinationHook):
             if kind == "email-sha256":
                 email = record.match_value if record.match_value not in (None, "") else record.fields.get("email")
                 if email in (None, "") or _email_digest(str(email)) != value:
-                    raise _Refused("the record's email changed since it was synced; it cannot be updated by email", "NO_ID")
+                    raise _Refused(
+                        "the record's email changed since it was synced; it cannot be updated by email", "NO_ID"
+                    )
                 kind, value = "email", str(email)
             if kind is None:
                 raise _Refused("no Customer.io identifier known for this record; it cannot be updated", "NO_ID")
@@ -363,7 +372,9 @@ class CustomerIoHook(DestinationHook):
         fields = record.fields
         kind, value = self._event_identifier(record)
         if value in (None, "") and not allow_missing_identifier:
-            raise _Refused("no person identifier: the event needs an id, email or cio_id field (or match_on)", "MISSING_ID")
+            raise _Refused(
+                "no person identifier: the event needs an id, email or cio_id field (or match_on)", "MISSING_ID"
+            )
         if kind == "id" and value not in (None, "") and _bytes(str(value)) > MAX_ID_BYTES:
             raise _Refused(f"id is {_bytes(str(value))} bytes; Customer.io allows {MAX_ID_BYTES}", "INVALID")
         name = fields.get("name")
@@ -385,8 +396,13 @@ class CustomerIoHook(DestinationHook):
                 except ValueError as exc:
                     raise _Refused(f"{time_field}: {exc}", "INVALID_TIMESTAMP") from None
         skip = {kind, name_field, time_field}
-        item: dict[str, Any] = {"type": "person", "identifiers": {kind: "" if value is None else str(value)},
-                                "action": "event", "id": ulid, "name": name}
+        item: dict[str, Any] = {
+            "type": "person",
+            "identifiers": {kind: "" if value is None else str(value)},
+            "action": "event",
+            "id": ulid,
+            "name": name,
+        }
         if timestamp is not None:
             item["timestamp"] = timestamp
         item["attributes"] = {k: v for k, v in fields.items() if k not in skip}

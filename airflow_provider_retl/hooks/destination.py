@@ -25,7 +25,7 @@ import hashlib
 import threading
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import orjson
@@ -54,7 +54,7 @@ from airflow_provider_retl.sync.records import EXISTS, Outcome, Record
 if TYPE_CHECKING:
     from airflow.sdk import Connection
 
-__all__ = ["DestinationHook", "EXISTS", "chunked"]
+__all__ = ["EXISTS", "DestinationHook", "chunked"]
 
 T = TypeVar("T")
 
@@ -229,7 +229,7 @@ class DestinationHook(BaseHook):
         where = f" url={self.display_url!r}" if self.base_url else ""
         return f"<{type(self).__name__} {self.conn_name_attr}={self.destination_conn_id!r}{where}>"
 
-    def __enter__(self) -> DestinationHook:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -640,8 +640,9 @@ class DestinationHook(BaseHook):
                 raise
             if len(items) == 1:
                 return [self.rejection_outcome(err)]
-            self.log.info("%s refused a batch of %d (%s); splitting it to find the bad records",
-                          self.hook_name, len(items), err)
+            self.log.info(
+                "%s refused a batch of %d (%s); splitting it to find the bad records", self.hook_name, len(items), err
+            )
             middle = len(items) // 2
             return self.bisect(items[:middle], send) + self.bisect(items[middle:], send)
 
@@ -695,7 +696,7 @@ class DestinationHook(BaseHook):
             return False, f"{self.hook_name} has no connection test"
         except (DestinationError, ConfigurationError) as err:
             return False, self.redact(str(err))
-        except Exception as err:
+        except Exception as err:  # noqa: BLE001 - the Test button reports, never raises
             return False, self.redact(f"{type(err).__name__}: {err}")
         return True, f"Connected to {self.hook_name} at {self.display_url}"
 
@@ -813,7 +814,7 @@ def _as_float(name: str, value: Any, default: float, *, positive: bool = False) 
     try:
         number = float(value)
         if isinstance(value, bool):
-            raise ValueError
+            raise ValueError  # noqa: TRY004 - caught below and reported with the knob's name
     except (TypeError, ValueError):
         raise ConfigurationError(f"{name} must be a number of seconds; got {value!r}") from None
     if positive and number <= 0:

@@ -213,8 +213,11 @@ class HubSpotHook(DestinationHook):
 
         def send(part: Sequence[int]) -> list[Outcome]:
             response = self.request(
-                "POST", path, json={"inputs": [{"id": str(dest_ids[i])} for i in part]},
-                idempotent=True, accept=(404,),
+                "POST",
+                path,
+                json={"inputs": [{"id": str(dest_ids[i])} for i in part]},
+                idempotent=True,
+                accept=(404,),
             )
             if response.status_code == 404:
                 return [Outcome.success(str(dest_ids[i])) for i in part]
@@ -321,9 +324,9 @@ class HubSpotHook(DestinationHook):
         wanted = name.lower()
         for schema in (self.response_json(response) or {}).get("results", []):
             labels = schema.get("labels") or {}
-            names = {
-                str(schema.get(k, "")).lower() for k in ("name", "fullyQualifiedName", "objectTypeId")
-            } | {str(labels.get(k, "")).lower() for k in ("singular", "plural")}
+            names = {str(schema.get(k, "")).lower() for k in ("name", "fullyQualifiedName", "objectTypeId")} | {
+                str(labels.get(k, "")).lower() for k in ("singular", "plural")
+            }
             if wanted in names and schema.get("objectTypeId"):
                 return str(schema["objectTypeId"])
         return name

@@ -222,7 +222,9 @@ class MailchimpHook(DestinationHook):
         if self._max_concurrency > CONNECTION_LIMIT:
             self.log.warning(
                 "max_concurrency %d is above Mailchimp's limit of %d simultaneous connections; using %d",
-                self._max_concurrency, CONNECTION_LIMIT, CONNECTION_LIMIT,
+                self._max_concurrency,
+                CONNECTION_LIMIT,
+                CONNECTION_LIMIT,
             )
             self._max_concurrency = CONNECTION_LIMIT
         status = str(self._option(extra, "status_if_new") or "subscribed").strip().lower()
@@ -425,7 +427,7 @@ class MailchimpHook(DestinationHook):
             elif low in MEMBER_FIELDS:
                 member.append((name, low))
             elif low.startswith(MERGE_PREFIX):
-                tag = name[len(MERGE_PREFIX):].upper()
+                tag = name[len(MERGE_PREFIX) :].upper()
                 if tag not in tags:
                     raise ConfigurationError(
                         f"field {name!r}: audience {object!r} has no merge field {tag!r}; "
@@ -437,7 +439,13 @@ class MailchimpHook(DestinationHook):
             else:
                 ignored.append(name)
         plan = FieldPlan(
-            email, special["status"], special["status_if_new"], special["tags"], tuple(member), tuple(merge), tuple(ignored)
+            email,
+            special["status"],
+            special["status_if_new"],
+            special["tags"],
+            tuple(member),
+            tuple(merge),
+            tuple(ignored),
         )
         with self._cache_lock:
             first = (object, names) not in self._plans
@@ -445,7 +453,9 @@ class MailchimpHook(DestinationHook):
         if first and ignored:
             self.log.warning(
                 "fields %s are neither member fields nor merge tags of audience %s (%s) and are not sent to Mailchimp",
-                ", ".join(ignored), object, ", ".join(sorted(tags)) or "no merge fields",
+                ", ".join(ignored),
+                object,
+                ", ".join(sorted(tags)) or "no merge fields",
             )
         return plan
 
@@ -618,7 +628,8 @@ def _check_merge_value(merge: MergeField, value: Any) -> str | None:
     elif merge.type in ("dropdown", "radio") and merge.choices and str(value) not in merge.choices:
         return f"merge field {merge.tag} takes one of {list(merge.choices)}; got {value!r}"
     elif merge.type == "address" and (
-        not isinstance(value, Mapping) or not all(str(value.get(k) or "").strip() for k in ("addr1", "city", "state", "zip"))
+        not isinstance(value, Mapping)
+        or not all(str(value.get(k) or "").strip() for k in ("addr1", "city", "state", "zip"))
     ):
         return f"merge field {merge.tag} needs an address object with addr1, city, state and zip"
     return None

@@ -27,9 +27,9 @@ import time
 import uuid
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
-__all__ = ["Limiter", "RollingWindowLimiter", "RedisRollingWindowLimiter", "shared_limiter", "clear_shared_limiters"]
+__all__ = ["Limiter", "RedisRollingWindowLimiter", "RollingWindowLimiter", "clear_shared_limiters", "shared_limiter"]
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ class _Slot:
     def release(self) -> None:
         raise NotImplementedError
 
-    def __enter__(self) -> _Slot:
+    def __enter__(self) -> Self:
         self.acquire()
         return self
 
@@ -176,7 +176,9 @@ REDIS_WARNING_INTERVAL = 60.0
 # done: released slots, score = when the slot frees (finish + window); flight: slots in use,
 # score = lease end. The scripts run atomically, so no two processes take the last slot.
 _NOW = "local t = redis.call('TIME') local now = tonumber(t[1]) + tonumber(t[2]) / 1000000 "
-_ACQUIRE = _NOW + """
+_ACQUIRE = (
+    _NOW
+    + """
 local paused = redis.call('PTTL', KEYS[3])
 if paused > 0 then return paused * 1000 end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
@@ -190,21 +192,28 @@ local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 if first[2] then return math.max(1, math.ceil((tonumber(first[2]) - now) * 1000000)) end
 return tonumber(ARGV[4])
 """
-_RELEASE = _NOW + """
+)
+_RELEASE = (
+    _NOW
+    + """
 if redis.call('ZREM', KEYS[2], ARGV[1]) == 1 then
   redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
   redis.call('EXPIRE', KEYS[1], ARGV[3])
 end
 return 0
 """
+)
 _PAUSE = """
 local ms = tonumber(ARGV[1])
 if redis.call('PTTL', KEYS[1]) < ms then redis.call('SET', KEYS[1], '1', 'PX', ms) end
 return 0
 """
-_IN_USE = _NOW + """
+_IN_USE = (
+    _NOW
+    + """
 return redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf') + redis.call('ZCOUNT', KEYS[2], '(' .. now, '+inf')
 """
+)
 
 
 class RedisRollingWindowLimiter(_Slot):

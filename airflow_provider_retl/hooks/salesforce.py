@@ -96,8 +96,21 @@ URI_MARGIN = 256
 #: Bulk CSV value that sets a field to null (an empty cell leaves it unchanged).
 BULK_NULL = "#N/A"
 
-_TEXT_TYPES = frozenset({"string", "email", "phone", "url", "textarea", "picklist", "multipicklist", "combobox",
-                         "encryptedstring", "id", "reference"})
+_TEXT_TYPES = frozenset(
+    {
+        "string",
+        "email",
+        "phone",
+        "url",
+        "textarea",
+        "picklist",
+        "multipicklist",
+        "combobox",
+        "encryptedstring",
+        "id",
+        "reference",
+    }
+)
 _NUMBER_TYPES = frozenset({"int", "double", "currency", "percent", "long"})
 _UNQUOTED_TYPES = frozenset({"date", "datetime", "time"})
 #: Codes of a delete whose record is gone already: the goal of a delete is reached.
@@ -109,8 +122,7 @@ _EXISTING_ID = re.compile(r"record with id:\s*([a-zA-Z0-9]{15,18})")
 _VERSION = re.compile(r"^v?(\d{2,3})(?:\.(\d))?$")
 _USAGE = re.compile(r"api-usage=(\d+)/(\d+)")
 _TERMINAL = frozenset({"JobComplete", "Failed", "Aborted"})
-_SOQL_ESCAPES = {"\\": "\\\\", "'": "\\'", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t", "\b": "\\b",
-                 "\f": "\\f"}
+_SOQL_ESCAPES = {"\\": "\\\\", "'": "\\'", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t", "\b": "\\b", "\f": "\\f"}
 
 
 class _Described:
@@ -234,9 +246,7 @@ class SalesforceHook(DestinationHook):
         self._security_token = pick("security_token")
         grant = pick("grant_type") or ("password" if conn.login else "client_credentials")
         if grant not in ("password", "client_credentials"):
-            raise ConfigurationError(
-                f"extra 'grant_type' must be 'password' or 'client_credentials'; got {grant!r}"
-            )
+            raise ConfigurationError(f"extra 'grant_type' must be 'password' or 'client_credentials'; got {grant!r}")
         self._grant_type = grant
         self._instance_override = (pick("instance_url") or "").rstrip("/") or None
         main = self._client_secret or conn.password
@@ -260,10 +270,12 @@ class SalesforceHook(DestinationHook):
             parsed = 0 if str(threshold).strip().lower() in ("off", "none", "false") else threshold
             number = _as_int("bulk_threshold", parsed, DEFAULT_BULK_THRESHOLD, minimum=0)
             self._bulk_threshold = number or None
-        self._bulk_batch_size = _as_int("bulk_batch_size", self._option(extra, "bulk_batch_size"),
-                                        DEFAULT_BULK_BATCH_SIZE, minimum=1)
-        self._bulk_poll_interval = _as_float("bulk_poll_interval", self._option(extra, "bulk_poll_interval"), 2.0,
-                                             positive=True)
+        self._bulk_batch_size = _as_int(
+            "bulk_batch_size", self._option(extra, "bulk_batch_size"), DEFAULT_BULK_BATCH_SIZE, minimum=1
+        )
+        self._bulk_poll_interval = _as_float(
+            "bulk_poll_interval", self._option(extra, "bulk_poll_interval"), 2.0, positive=True
+        )
         self._bulk_timeout = _as_float("bulk_timeout", self._option(extra, "bulk_timeout"), 3600.0, positive=True)
         self._lock_retries = _as_int("lock_retries", self._option(extra, "lock_retries"), 3, minimum=0)
         warning = _as_float("api_usage_warning", self._option(extra, "api_usage_warning"), 0.8, positive=True)
@@ -315,11 +327,15 @@ class SalesforceHook(DestinationHook):
     def _login(self) -> None:
         conn = self.connection
         form: dict[str, str] = {"grant_type": self._grant_type}
-        missing = [name for name, value in (("extra client_id", self._client_id),
-                                            ("extra client_secret", self._client_secret)) if not value]
+        missing = [
+            name
+            for name, value in (("extra client_id", self._client_id), ("extra client_secret", self._client_secret))
+            if not value
+        ]
         if self._grant_type == "password":
-            missing += [name for name, value in (("login (username)", conn.login), ("password", conn.password))
-                        if not value]
+            missing += [
+                name for name, value in (("login (username)", conn.login), ("password", conn.password)) if not value
+            ]
         if missing:
             raise ConfigurationError(
                 f"connection {self.destination_conn_id!r} lacks {', '.join(missing)} for the Salesforce "
@@ -384,8 +400,9 @@ class SalesforceHook(DestinationHook):
     ) -> requests.Response:
         """One API call at the instance; a 401 INVALID_SESSION_ID logs in again once and repeats it."""
         body = None if json is None else dumps(json)
-        return self._call(method, path, body, params=params, headers=headers, idempotent=idempotent, retry=retry,
-                          accept=accept)
+        return self._call(
+            method, path, body, params=params, headers=headers, idempotent=idempotent, retry=retry, accept=accept
+        )
 
     def _call(
         self,
@@ -415,7 +432,9 @@ class SalesforceHook(DestinationHook):
             if _invalid_session(err):
                 raise FatalDestinationError(
                     f"{err} (again with a fresh access token: check the connected app's session policies)",
-                    status=err.status, response=err.response, request=err.request,
+                    status=err.status,
+                    response=err.response,
+                    request=err.request,
                 ) from err
             raise
 
@@ -451,7 +470,9 @@ class SalesforceHook(DestinationHook):
             self.log.warning(
                 "Salesforce API usage is at %d of %d requests (%.0f%% of the org's 24-hour allowance); "
                 "at 100%% every integration of the org is refused until the window rolls over",
-                used, allowance, 100 * used / allowance,
+                used,
+                allowance,
+                100 * used / allowance,
             )
 
     def _error_for(self, response: requests.Response, *, idempotent: bool, what: str) -> DestinationError:
@@ -475,8 +496,9 @@ class SalesforceHook(DestinationHook):
     def describe_error(self, response: requests.Response) -> str:
         errors = _errors(response)
         if errors:
-            text = "; ".join(f"{e.get('errorCode')}: {' '.join(str(e.get('message') or '').split())}"
-                             for e in errors[:3])
+            text = "; ".join(
+                f"{e.get('errorCode')}: {' '.join(str(e.get('message') or '').split())}" for e in errors[:3]
+            )
             return self.redact(text)[:300]
         data = _json_or_none(response)
         if isinstance(data, Mapping) and data.get("error"):
@@ -589,7 +611,9 @@ class SalesforceHook(DestinationHook):
                 continue
             length = int(spec.get("length") or 0)
             if kind in _TEXT_TYPES and isinstance(value, str) and length and len(value) > length:
-                reason = f"STRING_TOO_LONG: {spec['name']} holds at most {length:,} characters; the value has {len(value):,}"
+                reason = (
+                    f"STRING_TOO_LONG: {spec['name']} holds at most {length:,} characters; the value has {len(value):,}"
+                )
                 problems.append((name, reason))
             elif kind == "email":
                 reason = validators.email(value)
@@ -625,8 +649,9 @@ class SalesforceHook(DestinationHook):
         ``code=EXISTS`` and the existing record's id: the engine updates that one.
         """
         name = self.describe(object).name
-        return self._write("create", "POST", "composite/sobjects", records,
-                           lambda r: self._payload(name, r.fields), idempotent=False)
+        return self._write(
+            "create", "POST", "composite/sobjects", records, lambda r: self._payload(name, r.fields), idempotent=False
+        )
 
     def update(self, object: str, records: Sequence[Record]) -> list[Outcome]:
         """``PATCH /composite/sobjects`` by id; idempotent."""
@@ -652,12 +677,15 @@ class SalesforceHook(DestinationHook):
             locked = []
             for part in chunked(todo, self.max_batch_size):
                 ids = [str(dest_ids[i]) for i in part]
-                response = self.request("DELETE", "composite/sobjects",
-                                        params={"ids": ",".join(ids), "allOrNone": "false"})
+                response = self.request(
+                    "DELETE", "composite/sobjects", params={"ids": ",".join(ids), "allOrNone": "false"}
+                )
                 results = self.response_json(response)
                 if not isinstance(results, list) or len(results) != len(part):
-                    raise RetryableDestinationError(f"Salesforce answered a delete of {len(part)} ids with "
-                                                    f"{len(results) if isinstance(results, list) else 'no'} results")
+                    raise RetryableDestinationError(
+                        f"Salesforce answered a delete of {len(part)} ids with "
+                        f"{len(results) if isinstance(results, list) else 'no'} results"
+                    )
                 for i, result in zip(part, results, strict=True):
                     errors = result.get("errors") or []
                     codes = {str(e.get("statusCode")) for e in errors}
@@ -701,8 +729,10 @@ class SalesforceHook(DestinationHook):
             response = self.request(method, path, json=body, idempotent=idempotent)
             results = self.response_json(response)
             if not isinstance(results, list) or len(results) != len(part):
-                message = (f"Salesforce answered a {action} of {len(part)} records with "
-                           f"{len(results) if isinstance(results, list) else 'no'} results")
+                message = (
+                    f"Salesforce answered a {action} of {len(part)} records with "
+                    f"{len(results) if isinstance(results, list) else 'no'} results"
+                )
                 raise OutcomeUnknownError(message) if not idempotent else RetryableDestinationError(message)
             return [self._result_outcome(result, action) for result in results]
 
@@ -729,8 +759,12 @@ class SalesforceHook(DestinationHook):
 
     def _lock_backoff(self, attempt: int, count: int) -> None:
         wait = min(8.0, 0.5 * 2**attempt)
-        self.log.info("%d Salesforce records were locked by another transaction (UNABLE_TO_LOCK_ROW); "
-                      "sending them again in %.1fs", count, wait)
+        self.log.info(
+            "%d Salesforce records were locked by another transaction (UNABLE_TO_LOCK_ROW); "
+            "sending them again in %.1fs",
+            count,
+            wait,
+        )
         self._stats.add_retry(wait)
         (self._sleep or time.sleep)(wait)
 
@@ -793,8 +827,12 @@ class SalesforceHook(DestinationHook):
                     else:
                         found[original] = record_id
         if ambiguous:
-            self.log.warning("%d Salesforce %s records share a %s value with another record; the oldest is used",
-                             ambiguous, described.name, name)
+            self.log.warning(
+                "%d Salesforce %s records share a %s value with another record; the oldest is used",
+                ambiguous,
+                described.name,
+                name,
+            )
         return found
 
     def query(self, soql: str) -> list[dict[str, Any]]:
@@ -854,14 +892,14 @@ class SalesforceHook(DestinationHook):
                 outcomes[i] = outcome
         locked = [i for i, o in enumerate(outcomes) if o is not None and o.code == _LOCKED]
         if locked:
-            self.log.info("%d rows of the bulk job were locked (UNABLE_TO_LOCK_ROW); upserting them again",
-                          len(locked))
+            self.log.info("%d rows of the bulk job were locked (UNABLE_TO_LOCK_ROW); upserting them again", len(locked))
             for i, outcome in zip(locked, self.upsert(object, [records[i] for i in locked], field), strict=True):
                 outcomes[i] = outcome
         return [o for o in outcomes if o is not None]
 
-    def _bulk_parts(self, records: Sequence[Record], positions: list[int], field: str,
-                    described: _Described) -> list[list[int]]:
+    def _bulk_parts(
+        self, records: Sequence[Record], positions: list[int], field: str, described: _Described
+    ) -> list[list[int]]:
         """Split so that each job's CSV stays under the upload limit."""
         if not positions:
             return []
@@ -869,11 +907,13 @@ class SalesforceHook(DestinationHook):
         if size <= MAX_BULK_UPLOAD_BYTES or len(positions) == 1:
             return [positions]
         middle = len(positions) // 2
-        return (self._bulk_parts(records, positions[:middle], field, described)
-                + self._bulk_parts(records, positions[middle:], field, described))
+        return self._bulk_parts(records, positions[:middle], field, described) + self._bulk_parts(
+            records, positions[middle:], field, described
+        )
 
-    def _bulk_csv(self, described: _Described, records: Sequence[Record], positions: Sequence[int],
-                  field: str) -> bytes:
+    def _bulk_csv(
+        self, described: _Described, records: Sequence[Record], positions: Sequence[int], field: str
+    ) -> bytes:
         columns = [field]
         canonical = {field.lower(): field}
         for i in positions:
@@ -893,25 +933,35 @@ class SalesforceHook(DestinationHook):
             writer.writerow([_csv_value(values[c]) if c in values else "" for c in columns])
         return out.getvalue().encode("utf-8")
 
-    def _bulk_job(self, described: _Described, records: Sequence[Record], part: list[int],
-                  field: str) -> list[Outcome]:
+    def _bulk_job(self, described: _Described, records: Sequence[Record], part: list[int], field: str) -> list[Outcome]:
         data = self._bulk_csv(described, records, part, field)
         job_id = ""
         for attempt in range(3):
-            job = self.response_json(self.request("POST", "jobs/ingest", idempotent=True, json={
-                "object": described.name,
-                "operation": "upsert",
-                "externalIdFieldName": field,
-                "contentType": "CSV",
-                "columnDelimiter": "COMMA",
-                "lineEnding": "LF",
-            })) or {}
+            job = (
+                self.response_json(
+                    self.request(
+                        "POST",
+                        "jobs/ingest",
+                        idempotent=True,
+                        json={
+                            "object": described.name,
+                            "operation": "upsert",
+                            "externalIdFieldName": field,
+                            "contentType": "CSV",
+                            "columnDelimiter": "COMMA",
+                            "lineEnding": "LF",
+                        },
+                    )
+                )
+                or {}
+            )
             job_id = str(job.get("id") or "")
             if not job_id:
                 raise RetryableDestinationError("Salesforce created a bulk job without an id")
             try:
-                self._call("PUT", f"jobs/ingest/{job_id}/batches", data, idempotent=False,
-                           headers={"Content-Type": "text/csv"})
+                self._call(
+                    "PUT", f"jobs/ingest/{job_id}/batches", data, idempotent=False, headers={"Content-Type": "text/csv"}
+                )
                 self._close_job(job_id)
                 break
             except RetryableSyncError as err:
@@ -931,8 +981,9 @@ class SalesforceHook(DestinationHook):
         for row in self._bulk_rows(job_id, "successfulResults"):
             slot = _take(by_value, row.get(field))
             if slot is not None:
-                results[slot] = Outcome.success(row.get("sf__Id") or None,
-                                                created=str(row.get("sf__Created")).lower() == "true")
+                results[slot] = Outcome.success(
+                    row.get("sf__Id") or None, created=str(row.get("sf__Created")).lower() == "true"
+                )
         for row in self._bulk_rows(job_id, "failedResults"):
             slot = _take(by_value, row.get(field))
             if slot is not None:
@@ -948,13 +999,19 @@ class SalesforceHook(DestinationHook):
                     f"Salesforce bulk job {job_id} ended {state} ({message}); {len(missing)} of {len(part)} records "
                     "were not processed (upserts are idempotent: a retry sends them again)"
                 )
-        self.log.info("Bulk API 2.0 job %s %s: %s processed, %s failed", job_id, state,
-                      info.get("numberRecordsProcessed"), info.get("numberRecordsFailed"))
+        self.log.info(
+            "Bulk API 2.0 job %s %s: %s processed, %s failed",
+            job_id,
+            state,
+            info.get("numberRecordsProcessed"),
+            info.get("numberRecordsFailed"),
+        )
         return [results[i] for i in part]
 
     def _close_job(self, job_id: str) -> None:
-        response = self.request("PATCH", f"jobs/ingest/{job_id}", json={"state": "UploadComplete"},
-                                idempotent=True, accept=(409,))
+        response = self.request(
+            "PATCH", f"jobs/ingest/{job_id}", json={"state": "UploadComplete"}, idempotent=True, accept=(409,)
+        )
         if response.status_code == 409:
             # A lost answer to an earlier UploadComplete: fine when the job has moved on.
             state = (self.response_json(self.request("GET", f"jobs/ingest/{job_id}")) or {}).get("state")
@@ -963,8 +1020,14 @@ class SalesforceHook(DestinationHook):
 
     def _abort_job(self, job_id: str) -> None:
         try:
-            self.request("PATCH", f"jobs/ingest/{job_id}", json={"state": "Aborted"}, idempotent=True,
-                         accept=(400, 404, 409), retry=False)
+            self.request(
+                "PATCH",
+                f"jobs/ingest/{job_id}",
+                json={"state": "Aborted"},
+                idempotent=True,
+                accept=(400, 404, 409),
+                retry=False,
+            )
         except DestinationError as err:  # best effort: an Open job without data expires on its own
             self.log.warning("could not abort Salesforce bulk job %s: %s", job_id, err)
 

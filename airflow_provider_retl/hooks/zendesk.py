@@ -87,8 +87,11 @@ MAX_POLL_INTERVAL = 10.0
 JOB_RESUBMITS = 2
 
 OBJECTS = {
-    "users": "users", "user": "users",
-    "organizations": "organizations", "organization": "organizations", "orgs": "organizations",
+    "users": "users",
+    "user": "users",
+    "organizations": "organizations",
+    "organization": "organizations",
+    "orgs": "organizations",
 }
 SINGULAR = {"users": "user", "organizations": "organization"}
 FIELDS_KEY = {"users": "user_fields", "organizations": "organization_fields"}
@@ -98,23 +101,66 @@ MATCH_FIELDS = {"users": ("external_id", "email"), "organizations": ("external_i
 STANDARD_FIELDS = {
     "users": frozenset(
         {
-            "name", "email", "external_id", "alias", "details", "notes", "phone", "shared_phone_number", "role",
-            "locale", "locale_id", "time_zone", "organization_id", "organization", "tags", "verified",
-            "signature", "moderator", "ticket_restriction", "only_private_comments", "restricted_agent",
-            "suspended", "custom_role_id", "default_group_id", "remote_photo_url", "skip_verify_email",
+            "name",
+            "email",
+            "external_id",
+            "alias",
+            "details",
+            "notes",
+            "phone",
+            "shared_phone_number",
+            "role",
+            "locale",
+            "locale_id",
+            "time_zone",
+            "organization_id",
+            "organization",
+            "tags",
+            "verified",
+            "signature",
+            "moderator",
+            "ticket_restriction",
+            "only_private_comments",
+            "restricted_agent",
+            "suspended",
+            "custom_role_id",
+            "default_group_id",
+            "remote_photo_url",
+            "skip_verify_email",
             "identities",
         }
     ),
     "organizations": frozenset(
-        {"name", "external_id", "details", "notes", "domain_names", "group_id", "shared_tickets",
-         "shared_comments", "tags"}
+        {
+            "name",
+            "external_id",
+            "details",
+            "notes",
+            "domain_names",
+            "group_id",
+            "shared_tickets",
+            "shared_comments",
+            "tags",
+        }
     ),
 }
 #: Attributes mirror may set to null (identity and role never: the record must stay matchable).
 CLEARABLE_FIELDS = {
     "users": frozenset(
-        {"alias", "details", "notes", "phone", "shared_phone_number", "organization_id", "tags", "signature",
-         "time_zone", "locale", "default_group_id", "remote_photo_url"}
+        {
+            "alias",
+            "details",
+            "notes",
+            "phone",
+            "shared_phone_number",
+            "organization_id",
+            "tags",
+            "signature",
+            "time_zone",
+            "locale",
+            "default_group_id",
+            "remote_photo_url",
+        }
     ),
     "organizations": frozenset({"details", "notes", "domain_names", "group_id", "tags"}),
 }
@@ -325,15 +371,21 @@ class ZendeskHook(DestinationHook):
         if isinstance(fields, str):
             fields = [f for f in _SPLIT_LIST.split(fields) if f]
         self.mirror_unset_fields = tuple(str(f) for f in fields) if fields else None
-        jobs = _as_int("max_jobs_in_flight", self._option(extra, "max_jobs_in_flight"), DEFAULT_JOBS_IN_FLIGHT,
-                       minimum=1)
+        jobs = _as_int(
+            "max_jobs_in_flight", self._option(extra, "max_jobs_in_flight"), DEFAULT_JOBS_IN_FLIGHT, minimum=1
+        )
         if jobs > ACCOUNT_JOB_LIMIT:
-            self.log.warning("max_jobs_in_flight %d is above Zendesk's %d jobs per account; using %d",
-                             jobs, ACCOUNT_JOB_LIMIT, ACCOUNT_JOB_LIMIT)
+            self.log.warning(
+                "max_jobs_in_flight %d is above Zendesk's %d jobs per account; using %d",
+                jobs,
+                ACCOUNT_JOB_LIMIT,
+                ACCOUNT_JOB_LIMIT,
+            )
             jobs = ACCOUNT_JOB_LIMIT
         self.max_jobs_in_flight = jobs
-        self.job_poll_interval = _as_float("job_poll_interval", self._option(extra, "job_poll_interval"), 0.5,
-                                           positive=True)
+        self.job_poll_interval = _as_float(
+            "job_poll_interval", self._option(extra, "job_poll_interval"), 0.5, positive=True
+        )
         self.job_timeout = _as_float("job_timeout", self._option(extra, "job_timeout"), 900.0, positive=True)
         self._gate = job_gate(self.account_key, jobs)
 
@@ -431,8 +483,9 @@ class ZendeskHook(DestinationHook):
         for i, record in enumerate(records):
             record_id = _as_id(record.dest_id)
             if record_id is None:
-                outcomes[i] = Outcome.failure(f"no Zendesk id known for this {SINGULAR[kind]}; it cannot be updated",
-                                              "MISSING_ID")
+                outcomes[i] = Outcome.failure(
+                    f"no Zendesk id known for this {SINGULAR[kind]}; it cannot be updated", "MISSING_ID"
+                )
                 continue
             payloads[i] = {**self.wire_record(kind, record.fields), "id": record_id}
         for part, part_outcomes in self._update_many(kind, payloads):
@@ -493,7 +546,10 @@ class ZendeskHook(DestinationHook):
                 outcomes[i] = Outcome.success(str(record_id))
             self.log.warning(
                 "mirror: none of the fields synced to Zendesk %s can be unset (%s); %d records left as they are "
-                "(set mirror_delete to delete them)", kind, ", ".join(sorted(synced)), len(ids),
+                "(set mirror_delete to delete them)",
+                kind,
+                ", ".join(sorted(synced)),
+                len(ids),
             )
             return [o for o in outcomes if o is not None]
         payloads = {i: {**unset, "id": record_id} for i, record_id in ids.items()}
@@ -518,8 +574,9 @@ class ZendeskHook(DestinationHook):
                 by_key: dict[str, list[Any]] = defaultdict(list)
                 for v in chunk:
                     by_key[str(v).strip().lower()].append(v)
-                response = self.request("GET", f"/api/v2/{kind}/show_many.json",
-                                        params={param: ",".join(str(v) for v in chunk)})
+                response = self.request(
+                    "GET", f"/api/v2/{kind}/show_many.json", params={param: ",".join(str(v) for v in chunk)}
+                )
                 for record in (self.response_json(response) or {}).get(kind, []):
                     key = str(record.get(field) if field != "id" else record.get("id")).strip().lower()
                     for original in by_key.get(key, []):
@@ -559,8 +616,11 @@ class ZendeskHook(DestinationHook):
         while path and definitions is not None:
             response = self.request("GET", path, accept=(403, 404))
             if response.status_code >= 400:
-                self.log.warning("cannot read Zendesk %s (%s); custom fields are not checked before sending",
-                                 FIELDS_KEY[kind], response.status_code)
+                self.log.warning(
+                    "cannot read Zendesk %s (%s); custom fields are not checked before sending",
+                    FIELDS_KEY[kind],
+                    response.status_code,
+                )
                 definitions = None
                 break
             data = self.response_json(response) or {}
@@ -580,7 +640,7 @@ class ZendeskHook(DestinationHook):
         prefix = FIELDS_KEY[kind] + "."
         for name, value in fields.items():
             if name.startswith(prefix):
-                custom[name[len(prefix):]] = value
+                custom[name[len(prefix) :]] = value
             elif name == FIELDS_KEY[kind] and isinstance(value, Mapping):
                 custom.update(value)
             elif name in STANDARD_FIELDS[kind]:
@@ -725,10 +785,13 @@ class ZendeskHook(DestinationHook):
                 raise _JobLost(self._lost(f"Zendesk job {job_id} ended {status}{message}", idempotent))
             if time.monotonic() + interval > deadline:
                 # Still queued or working: Zendesk may well apply it after we stopped waiting.
-                raise _JobLost(self._lost(
-                    f"Zendesk job {job_id} still {status or 'unknown'} after {self.job_timeout:.0f}s", idempotent,
-                    may_land_later=True,
-                ))
+                raise _JobLost(
+                    self._lost(
+                        f"Zendesk job {job_id} still {status or 'unknown'} after {self.job_timeout:.0f}s",
+                        idempotent,
+                        may_land_later=True,
+                    )
+                )
             self._poll_sleep(interval)
             interval = min(interval * 1.5, MAX_POLL_INTERVAL)
             response = self.request("GET", f"/api/v2/job_statuses/{job_id}.json", accept=(404,))
@@ -783,8 +846,11 @@ class ZendeskHook(DestinationHook):
                 elif missing_ok and _not_found(result):
                     outcomes.append(Outcome.success(str(record_id)))  # already gone: nothing to unset
                 elif _not_found(result):
-                    outcomes.append(Outcome.failure(
-                        f"Zendesk has no {SINGULAR[kind]} {record_id} (deleted or merged?)", "NOT_FOUND"))
+                    outcomes.append(
+                        Outcome.failure(
+                            f"Zendesk has no {SINGULAR[kind]} {record_id} (deleted or merged?)", "NOT_FOUND"
+                        )
+                    )
                 else:
                     outcomes.append(self._failed_outcome(result))
             yield part, outcomes
@@ -829,8 +895,11 @@ class ZendeskHook(DestinationHook):
         # Results are documented to follow the request; a result naming another record means they did not.
         for key in MATCH_FIELDS[kind]:
             echoed, sent = result.get(key), item.get(key)
-            if echoed not in (None, "") and sent not in (None, "") and \
-                    str(echoed).strip().lower() != str(sent).strip().lower():
+            if (
+                echoed not in (None, "")
+                and sent not in (None, "")
+                and str(echoed).strip().lower() != str(sent).strip().lower()
+            ):
                 raise RetryableDestinationError(
                     f"Zendesk's job results are not in request order ({key} of a result differs from its input)"
                 )

@@ -59,7 +59,7 @@ def query_tables(sql: str, dialect: str | None = None) -> list[tuple[str | None,
         return []
     try:
         statements = sqlglot.parse(sql, read=dialect)
-    except Exception as exc:  # sqlglot raises several error types; any means "no lineage"
+    except Exception as exc:  # noqa: BLE001 - sqlglot raises several error types; any means "no lineage"
         log.info("Lineage: could not parse the query (%s); no input datasets", exc)
         return []
     found: list[tuple[str | None, str | None, str]] = []
@@ -81,7 +81,7 @@ def warehouse_namespace(connection: Any, hook: Any | None = None) -> tuple[str, 
     if hook is not None:
         try:
             info = hook.get_openlineage_database_info(connection)
-        except Exception:  # optional provider parts missing, or the hook has none
+        except Exception:  # noqa: BLE001 - optional provider parts missing, or the hook has none
             info = None
         if info is not None and getattr(info, "scheme", None):
             authority = getattr(info, "authority", None) or ""
@@ -118,7 +118,7 @@ def facets_on_complete(operator: Any) -> Any:
         for catalog, schema, table in query_tables(operator.sql, SQL_DIALECTS.get(conn_type)):
             parts = [catalog or database, schema or default_schema, table]
             inputs.append(Dataset(namespace=namespace, name=".".join(p for p in parts if p)))
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - lineage never fails the task
         log.info("Lineage: no input datasets (%s)", exc)
     outputs = []
     try:
@@ -127,7 +127,7 @@ def facets_on_complete(operator: Any) -> Any:
             destination.get_conn()
         namespace = destination_namespace(destination.conn_type, destination.base_url)
         outputs.append(Dataset(namespace=namespace, name=str(operator.object)))
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - lineage never fails the task
         log.info("Lineage: no output dataset (%s)", exc)
     return OperatorLineage(inputs=inputs, outputs=outputs)
 
@@ -175,8 +175,10 @@ def destination_url(conn_type: str, base_url: str, object: str, extra: Mapping[s
     if conn_type == "retl_hubspot":
         portal = extra.get("portal_id")
         type_id = HUBSPOT_OBJECT_IDS.get(object, object)
-        return f"https://app.hubspot.com/contacts/{portal}/objects/{type_id}/views/all/list" if portal else (
-            "https://app.hubspot.com/"
+        return (
+            f"https://app.hubspot.com/contacts/{portal}/objects/{type_id}/views/all/list"
+            if portal
+            else ("https://app.hubspot.com/")
         )
     if conn_type == "retl_salesforce":
         instance = extra.get("instance_url") or origin
@@ -211,6 +213,6 @@ class DestinationLink(BaseOperatorLink):
                 hook.get_conn()
             extra = hook.get_connection(operator.destination_conn_id).extra_dejson  # type: ignore[attr-defined]
             return destination_url(hook.conn_type, hook.base_url, str(operator.object), extra)  # type: ignore[attr-defined]
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a link never fails the task
             log.info("No destination link: %s", exc)
             return ""

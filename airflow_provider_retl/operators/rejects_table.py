@@ -41,7 +41,7 @@ def write_rejects(hook: DbApiHook, table: str, rejects: Sequence[Reject], *, syn
     hook.run(f"CREATE TABLE IF NOT EXISTS {table} ({columns})")
     if not rejects:
         return 0
-    now = dt.datetime.now(dt.timezone.utc).isoformat()
+    now = dt.datetime.now(dt.UTC).isoformat()
     rows = [(sync_id, run_id, now, r.key, r.stage, r.reason, r.field, r.code) for r in rejects]
     for start in range(0, len(rows), _BATCH):
         hook.insert_rows(table, rows[start : start + _BATCH], target_fields=list(COLUMNS), commit_every=_BATCH)

@@ -295,7 +295,9 @@ class JournalingStore:
         target = latest.get("target_fingerprint")
         if base is None or base.target_fingerprint != target or base.hash_algorithm != latest.get("hash_algorithm"):
             base = Checkpoint(str(target), str(latest.get("payload_fingerprint")))
-        entries = [JournalEntry.from_json(doc["entry"]) for doc in journal_docs if doc.get("target_fingerprint") == target]
+        entries = [
+            JournalEntry.from_json(doc["entry"]) for doc in journal_docs if doc.get("target_fingerprint") == target
+        ]
         folded = base.apply(entries)
         folded.resumed_entries = len(entries)
         return folded

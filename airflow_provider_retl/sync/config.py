@@ -101,7 +101,7 @@ def parse_partition(value: Any) -> tuple[int, int] | None:
 
 def _as_int(value: Any) -> int:
     if isinstance(value, bool):
-        raise ValueError
+        raise ValueError  # noqa: TRY004 - caught by the caller, which names the parameter
     if isinstance(value, str):
         return int(value.strip())
     return operator.index(value)  # ints and numpy ints; never floats

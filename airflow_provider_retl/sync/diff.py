@@ -263,7 +263,9 @@ class SnapshotDiff:
             dup_counts = counts[inverse]
             for i in np.flatnonzero(duplicated):
                 key_hash = int(all_keys[i])
-                self.report.add_reject(duplicate_key_reject(texts.get(key_hash, f"#{key_hash:016x}"), int(dup_counts[i])))
+                self.report.add_reject(
+                    duplicate_key_reject(texts.get(key_hash, f"#{key_hash:016x}"), int(dup_counts[i]))
+                )
         pending = (
             pd.concat(self.pending_chunks, ignore_index=True)
             if self.pending_chunks
@@ -326,7 +328,9 @@ class SnapshotDiff:
         duplicated = pd.Index(keys).duplicated(keep=False)
         keys, rows = keys[~duplicated], rows[~duplicated]
         positions = self.ck_index.get_indexer(keys)
-        ids = np.where(positions >= 0, self.base.dest_ids[np.where(positions >= 0, positions, 0)] if len(self.base) else None, None)
+        ids = np.where(
+            positions >= 0, self.base.dest_ids[np.where(positions >= 0, positions, 0)] if len(self.base) else None, None
+        )
         self.store.finalize(
             Checkpoint(self.base.target_fingerprint, self.base.payload_fingerprint, keys, rows, ids.astype(object))
         )

@@ -104,16 +104,22 @@ def run_sync(
         report.unchanged,
         force=True,
     )
-    if mode is Mode.MIRROR and report.planned["removed"] and not config.allow_empty_source:
-        if len(pending) == 0 and report.unchanged == 0 and not getattr(diff, "usable_elsewhere", 0):
-            # An empty (or all-invalid) result is far more often a broken upstream table than a
-            # real "everything left": refuse to delete every synced record. Nothing was sent.
-            # A partition whose own slice is empty while other partitions have rows is not that.
-            raise EmptySourceError(
-                f"the query returned {report.rows_read} rows and no usable key, so mirror mode would delete "
-                f"all {report.planned['removed']} synced records; nothing was sent. If the source is really "
-                f"empty, run with allow_empty_source=True"
-            )
+    if (
+        mode is Mode.MIRROR
+        and report.planned["removed"]
+        and not config.allow_empty_source
+        and len(pending) == 0
+        and report.unchanged == 0
+        and not getattr(diff, "usable_elsewhere", 0)
+    ):
+        # An empty (or all-invalid) result is far more often a broken upstream table than a
+        # real "everything left": refuse to delete every synced record. Nothing was sent.
+        # A partition whose own slice is empty while other partitions have rows is not that.
+        raise EmptySourceError(
+            f"the query returned {report.rows_read} rows and no usable key, so mirror mode would delete "
+            f"all {report.planned['removed']} synced records; nothing was sent. If the source is really "
+            f"empty, run with allow_empty_source=True"
+        )
     if config.rebaseline:
         diff.rebaseline()
         return finish()
@@ -146,7 +152,9 @@ def run_sync(
     if mode is Mode.MIRROR and report.planned["removed"] and not destination.supports_delete(obj):
         raise ConfigurationError(f"mode='mirror' needs deletes, which this destination does not support for {obj!r}")
 
-    pusher = Pusher(destination, store, config, report, diff.base, diff.match_field, log=log, clock=clock, progress=progress)
+    pusher = Pusher(
+        destination, store, config, report, diff.base, diff.match_field, log=log, clock=clock, progress=progress
+    )
     if config.dry_run:
         # Validate what would be sent, so a dry run also reports the rejects; send nothing.
         for action in (Action.UPSERT, Action.UPDATE, Action.CREATE, Action.LOOKUP, Action.SEND_EVENT):

@@ -35,7 +35,7 @@ _DISTINCT_SAMPLE = 2048
 
 def _canon_timestamp(value: dt.datetime) -> str:
     if value.tzinfo is not None:
-        value = value.astimezone(dt.timezone.utc)
+        value = value.astimezone(dt.UTC)
         return value.strftime("%Y-%m-%dT%H:%M:%S.%f") + "+00:00"
     return value.strftime("%Y-%m-%dT%H:%M:%S.%f")
 
@@ -104,7 +104,9 @@ def canonical_value(value: Any) -> str:
         return str(value)
     if isinstance(value, (dict, list, tuple, np.ndarray)):
         return orjson.dumps(
-            _json_ready(value), option=orjson.OPT_SORT_KEYS | orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS, default=_json_default
+            _json_ready(value),
+            option=orjson.OPT_SORT_KEYS | orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS,
+            default=_json_default,
         ).decode()
     return str(value)
 

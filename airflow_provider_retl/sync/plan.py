@@ -53,7 +53,7 @@ class Plan:
         return self.by_action.get(action, np.empty(0, dtype=np.int64))
 
     def counts(self) -> dict[str, int]:
-        return {a.value: int(len(v)) for a, v in self.by_action.items() if len(v)}
+        return {a.value: len(v) for a, v in self.by_action.items() if len(v)}
 
 
 def plan_changes(

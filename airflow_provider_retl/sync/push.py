@@ -82,9 +82,7 @@ class Pusher:
         self._wire_blocks: dict[int, _WireBlock] = {}
         self._wire_lock = threading.Lock()
 
-    def wire_batch(
-        self, pending: pd.DataFrame, rows: np.ndarray, action: Action
-    ) -> tuple[list[Record], list[Reject]]:
+    def wire_batch(self, pending: pd.DataFrame, rows: np.ndarray, action: Action) -> tuple[list[Record], list[Reject]]:
         """Records ready to send for ``rows`` of ``pending`` and the rows that fail local checks."""
         rows = np.asarray(rows, dtype=np.int64)
         wires, failures, keys, key_hashes, row_hashes = self._wire_rows(pending, rows)
@@ -130,7 +128,11 @@ class Pusher:
             wires.append(dict(cached.wires[offset]))
             if offset in cached.failures:
                 failures[i] = cached.failures[offset]
-            keys[i], key_hashes[i], row_hashes[i] = cached.keys[offset], cached.key_hashes[offset], cached.row_hashes[offset]
+            keys[i], key_hashes[i], row_hashes[i] = (
+                cached.keys[offset],
+                cached.key_hashes[offset],
+                cached.row_hashes[offset],
+            )
         return wires, failures, keys, key_hashes, row_hashes
 
     def _wire_block(self, pending: pd.DataFrame, block: int) -> _WireBlock:
@@ -156,10 +158,15 @@ class Pusher:
 
     def empty_match_reject(self, key: str) -> Reject:
         return Reject(
-            key, f"match field {self.match_field!r} is empty: the record cannot be matched", "validation", field=self.match_field
+            key,
+            f"match field {self.match_field!r} is empty: the record cannot be matched",
+            "validation",
+            field=self.match_field,
         )
 
-    def send(self, pending: pd.DataFrame, rows: np.ndarray, action: Action) -> tuple[list[Record], list[Reject], list[Outcome]]:
+    def send(
+        self, pending: pd.DataFrame, rows: np.ndarray, action: Action
+    ) -> tuple[list[Record], list[Reject], list[Outcome]]:
         """Build one batch and send it (runs in a worker thread)."""
         records, rejects = self.wire_batch(pending, rows, action)
         if not records:
@@ -190,7 +197,9 @@ class Pusher:
                 record.dest_id = outcomes[i].dest_id
             updated = self.destination.update(self.config.object, targets)
             for i, outcome in zip(exists, updated, strict=True):
-                outcomes[i] = Outcome.success(outcome.dest_id or records[i].dest_id, created=False) if outcome.ok else outcome
+                outcomes[i] = (
+                    Outcome.success(outcome.dest_id or records[i].dest_id, created=False) if outcome.ok else outcome
+                )
         return outcomes
 
     def _create_or_lookup(self, records: list[Record]) -> list[Outcome]:
@@ -275,7 +284,11 @@ class Pusher:
         keys, rows, ids = [], [], []
         for record, outcome in zip(records, outcomes, strict=True):
             if not outcome.ok:
-                self.report.add_reject(Reject(record.key, outcome.reason or "rejected by the destination", "destination", code=outcome.code))
+                self.report.add_reject(
+                    Reject(
+                        record.key, outcome.reason or "rejected by the destination", "destination", code=outcome.code
+                    )
+                )
                 continue
             keys.append(record.key_hash)
             rows.append(record.row_hash)
@@ -451,7 +464,9 @@ class Pusher:
                     done.append(int(kh))
                     self.report.deleted += 1
                 else:
-                    self.report.add_reject(Reject(f"#{int(kh):016x}", outcome.reason or "delete refused", "destination", code=outcome.code))
+                    self.report.add_reject(
+                        Reject(f"#{int(kh):016x}", outcome.reason or "delete refused", "destination", code=outcome.code)
+                    )
             self.report.batches += 1
             self.commit(JournalEntry.deletes(done))
 

@@ -93,7 +93,9 @@ def column_to_wire(series: pd.Series) -> tuple[list[Any], dict[int, str]]:
         return [None if v is pd.NaT else v.isoformat() for v in series.tolist()], failures
     values = series.to_numpy(dtype=object)
     if pd.api.types.infer_dtype(values, skipna=True) == "string":
-        return [None if (v is None or v is pd.NA or (isinstance(v, float) and v != v)) else v for v in values], failures
+        return [
+            None if (v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v))) else v for v in values
+        ], failures
     out = []
     for i, value in enumerate(values):
         try:
@@ -114,7 +116,9 @@ def frame_to_wire(frame: pd.DataFrame) -> tuple[list[dict[str, Any]], dict[int, 
         converted.append(values)
         for i, reason in column_failures.items():
             failures.setdefault(i, (name, f"{name}: {reason}"))
-    rows = [dict(zip(columns, values, strict=True)) for values in zip(*converted, strict=True)] if columns else [
-        {} for _ in range(len(frame))
-    ]
+    rows = (
+        [dict(zip(columns, values, strict=True)) for values in zip(*converted, strict=True)]
+        if columns
+        else [{} for _ in range(len(frame))]
+    )
     return rows, failures

@@ -19,6 +19,7 @@ safe; emulators therefore run in the *test* process and survive every kill.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -29,7 +30,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import pandas as pd
 
@@ -272,7 +273,7 @@ class ForkServer:
                 self._proc.wait()
             self._proc = None
 
-    def __enter__(self) -> ForkServer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -283,8 +284,9 @@ def _serve() -> None:
     channel = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # anything printed (Airflow prints on import) goes to stderr, never into the protocol
     # Warm up: everything a child needs is imported once, before any fork.
-    import airflow_provider_retl.sync.engine  # noqa: F401
     import pyarrow.parquet  # noqa: F401
+
+    import airflow_provider_retl.sync.engine  # noqa: F401
 
     for path in HOOKS.values():
         _import(path)
@@ -294,7 +296,7 @@ def _serve() -> None:
         request = json.loads(line)
         spec = SyncSpec(**request["spec"])
         kill = KillPoint(**request["kill"]) if request["kill"] else None
-        run_forked(channel, lambda: run_child(spec, kill, request["result"]))
+        run_forked(channel, functools.partial(run_child, spec, kill, request["result"]))
 
 
 def run_forked(channel: Any, child: Callable[[], None]) -> None:

@@ -50,10 +50,20 @@ CONN_IDS = {
 }
 
 HUBSPOT_PROPERTIES = {
-    "contacts": {"lifetime_value": "number", "orders_count": "number", "logins_count": "number",
-                 "reports_count": "number", "plan": "string"},
-    "companies": {"customers_count": "number", "lifetime_value": "number", "logins_count": "number",
-                  "reports_count": "number", "exports_count": "number"},
+    "contacts": {
+        "lifetime_value": "number",
+        "orders_count": "number",
+        "logins_count": "number",
+        "reports_count": "number",
+        "plan": "string",
+    },
+    "companies": {
+        "customers_count": "number",
+        "lifetime_value": "number",
+        "logins_count": "number",
+        "reports_count": "number",
+        "exports_count": "number",
+    },
 }
 MAILCHIMP_MERGE_FIELDS = [
     {"tag": "LTV", "type": "number"},
@@ -78,8 +88,8 @@ def start_example_emulators(host: str = "127.0.0.1", *, fixed_ports: bool = Fals
     """Start every destination of the example; stop them with ``stop_all``."""
     running: dict[str, RunningEmulator] = {}
     try:
-        for kind in PORTS:
-            port = PORTS[kind] if fixed_ports else 0
+        for kind, fixed_port in PORTS.items():
+            port = fixed_port if fixed_ports else 0
             running[kind] = start_emulator(kind, host=host, port=port, **emulator_options(kind))
         for object_type, properties in HUBSPOT_PROPERTIES.items():
             for name, type_ in properties.items():
@@ -99,14 +109,22 @@ def connections(urls: Mapping[str, str], *, warehouse_path: str | None = None) -
     """Connection id -> Connection fields (JSON form) for the example DAGs, given each emulator's URL."""
     conns: dict[str, dict[str, Any]] = {
         CONN_IDS["hubspot"]: {"conn_type": "retl_hubspot", "host": urls["hubspot"], "password": HUBSPOT_TOKEN},
-        CONN_IDS["mailchimp"]: {"conn_type": "retl_mailchimp", "host": urls["mailchimp"], "password": MAILCHIMP_API_KEY},
+        CONN_IDS["mailchimp"]: {
+            "conn_type": "retl_mailchimp",
+            "host": urls["mailchimp"],
+            "password": MAILCHIMP_API_KEY,
+        },
         CONN_IDS["salesforce"]: {
             "conn_type": "retl_salesforce",
             "host": urls["salesforce"],
             "login": SALESFORCE_USERNAME,
             "password": SALESFORCE_PASSWORD,
-            "extra": {"client_id": SALESFORCE_CLIENT_ID, "client_secret": SALESFORCE_CLIENT_SECRET,
-                      "security_token": SALESFORCE_SECURITY_TOKEN, "bulk_poll_interval": 0.05},
+            "extra": {
+                "client_id": SALESFORCE_CLIENT_ID,
+                "client_secret": SALESFORCE_CLIENT_SECRET,
+                "security_token": SALESFORCE_SECURITY_TOKEN,
+                "bulk_poll_interval": 0.05,
+            },
         },
         CONN_IDS["zendesk"]: {
             "conn_type": "retl_zendesk",
@@ -131,8 +149,10 @@ def connections(urls: Mapping[str, str], *, warehouse_path: str | None = None) -
 
 def connection_env(urls: Mapping[str, str], *, warehouse_path: str | None = None) -> dict[str, str]:
     """``AIRFLOW_CONN_<ID>`` environment variables for ``connections(...)``."""
-    return {f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps(fields)
-            for conn_id, fields in connections(urls, warehouse_path=warehouse_path).items()}
+    return {
+        f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps(fields)
+        for conn_id, fields in connections(urls, warehouse_path=warehouse_path).items()
+    }
 
 
 #: The Mailchimp audience the marketing sync writes to.

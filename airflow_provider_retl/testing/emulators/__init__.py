@@ -17,13 +17,18 @@ From a shell: ``python -m airflow_provider_retl.testing.emulators --help``.
 from __future__ import annotations
 
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 from airflow_provider_retl.testing.emulators.base import BaseEmulator
-from airflow_provider_retl.testing.emulators.braze import DEFAULT_API_KEY as BRAZE_API_KEY, BrazeEmulator
+from airflow_provider_retl.testing.emulators.braze import DEFAULT_API_KEY as BRAZE_API_KEY
+from airflow_provider_retl.testing.emulators.braze import BrazeEmulator
 from airflow_provider_retl.testing.emulators.customerio import (
     DEFAULT_API_KEY as CUSTOMERIO_API_KEY,
+)
+from airflow_provider_retl.testing.emulators.customerio import (
     DEFAULT_SITE_ID as CUSTOMERIO_SITE_ID,
+)
+from airflow_provider_retl.testing.emulators.customerio import (
     CustomerIoEmulator,
 )
 from airflow_provider_retl.testing.emulators.faults import FAULT_KINDS, FaultDecision, Faults
@@ -31,17 +36,31 @@ from airflow_provider_retl.testing.emulators.hubspot import DEFAULT_TOKEN, HubSp
 from airflow_provider_retl.testing.emulators.hubspot_schema import ObjectTypeDef, PropertyDef, custom_object_type
 from airflow_provider_retl.testing.emulators.mailchimp import (
     DEFAULT_API_KEY as MAILCHIMP_API_KEY,
+)
+from airflow_provider_retl.testing.emulators.mailchimp import (
     DEFAULT_LIST_ID as MAILCHIMP_LIST_ID,
+)
+from airflow_provider_retl.testing.emulators.mailchimp import (
     MailchimpEmulator,
     MergeFieldDef,
     subscriber_hash,
 )
 from airflow_provider_retl.testing.emulators.salesforce import (
     DEFAULT_CLIENT_ID as SALESFORCE_CLIENT_ID,
+)
+from airflow_provider_retl.testing.emulators.salesforce import (
     DEFAULT_CLIENT_SECRET as SALESFORCE_CLIENT_SECRET,
+)
+from airflow_provider_retl.testing.emulators.salesforce import (
     DEFAULT_PASSWORD as SALESFORCE_PASSWORD,
+)
+from airflow_provider_retl.testing.emulators.salesforce import (
     DEFAULT_SECURITY_TOKEN as SALESFORCE_SECURITY_TOKEN,
+)
+from airflow_provider_retl.testing.emulators.salesforce import (
     DEFAULT_USERNAME as SALESFORCE_USERNAME,
+)
+from airflow_provider_retl.testing.emulators.salesforce import (
     SalesforceEmulator,
 )
 from airflow_provider_retl.testing.emulators.salesforce_schema import FieldDef, SObjectDef
@@ -49,46 +68,52 @@ from airflow_provider_retl.testing.emulators.server import EmulatorServer
 from airflow_provider_retl.testing.emulators.webhook import WebhookReceiver, sign, signed_headers
 from airflow_provider_retl.testing.emulators.zendesk import (
     DEFAULT_API_TOKEN as ZENDESK_API_TOKEN,
+)
+from airflow_provider_retl.testing.emulators.zendesk import (
     DEFAULT_EMAIL as ZENDESK_EMAIL,
+)
+from airflow_provider_retl.testing.emulators.zendesk import (
     DEFAULT_OAUTH_TOKEN as ZENDESK_OAUTH_TOKEN,
+)
+from airflow_provider_retl.testing.emulators.zendesk import (
     CustomFieldDef,
     ZendeskEmulator,
 )
 
 __all__ = [
-    "DEFAULT_TOKEN",
-    "FAULT_KINDS",
-    "BaseEmulator",
     "BRAZE_API_KEY",
-    "BrazeEmulator",
     "CUSTOMERIO_API_KEY",
     "CUSTOMERIO_SITE_ID",
-    "CustomerIoEmulator",
-    "EmulatorServer",
-    "FaultDecision",
-    "FieldDef",
-    "Faults",
-    "HubSpotEmulator",
+    "DEFAULT_TOKEN",
+    "FAULT_KINDS",
     "MAILCHIMP_API_KEY",
     "MAILCHIMP_LIST_ID",
-    "MailchimpEmulator",
-    "MergeFieldDef",
-    "ObjectTypeDef",
-    "PropertyDef",
-    "RunningEmulator",
     "SALESFORCE_CLIENT_ID",
     "SALESFORCE_CLIENT_SECRET",
     "SALESFORCE_PASSWORD",
     "SALESFORCE_SECURITY_TOKEN",
     "SALESFORCE_USERNAME",
-    "SObjectDef",
-    "SalesforceEmulator",
-    "WebhookReceiver",
     "ZENDESK_API_TOKEN",
     "ZENDESK_EMAIL",
     "ZENDESK_OAUTH_TOKEN",
-    "ZendeskEmulator",
+    "BaseEmulator",
+    "BrazeEmulator",
     "CustomFieldDef",
+    "CustomerIoEmulator",
+    "EmulatorServer",
+    "FaultDecision",
+    "Faults",
+    "FieldDef",
+    "HubSpotEmulator",
+    "MailchimpEmulator",
+    "MergeFieldDef",
+    "ObjectTypeDef",
+    "PropertyDef",
+    "RunningEmulator",
+    "SObjectDef",
+    "SalesforceEmulator",
+    "WebhookReceiver",
+    "ZendeskEmulator",
     "custom_object_type",
     "sign",
     "signed_headers",
@@ -125,7 +150,7 @@ class RunningEmulator:
         """Stop serving (idempotent)."""
         self.server.stop()
 
-    def __enter__(self) -> RunningEmulator:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(

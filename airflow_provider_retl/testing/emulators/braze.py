@@ -81,19 +81,63 @@ SUBSCRIPTION_STATES = frozenset({"opted_in", "subscribed", "unsubscribed"})
 GENDERS = frozenset({"M", "F", "O", "N", "P"})
 EXPORT_FIELDS = frozenset(
     {
-        "apps", "attributed_campaign", "attributed_source", "attributed_adgroup", "attributed_ad", "braze_id",
-        "campaigns_received", "canvases_received", "cards_clicked", "country", "created_at", "custom_attributes",
-        "custom_events", "devices", "dob", "email", "email_subscribe", "external_id", "first_name", "gender",
-        "home_city", "language", "last_coordinates", "last_name", "phone", "purchases", "push_subscribe",
-        "push_tokens", "random_bucket", "time_zone", "total_revenue", "uninstalled_at", "user_aliases",
+        "apps",
+        "attributed_campaign",
+        "attributed_source",
+        "attributed_adgroup",
+        "attributed_ad",
+        "braze_id",
+        "campaigns_received",
+        "canvases_received",
+        "cards_clicked",
+        "country",
+        "created_at",
+        "custom_attributes",
+        "custom_events",
+        "devices",
+        "dob",
+        "email",
+        "email_subscribe",
+        "external_id",
+        "first_name",
+        "gender",
+        "home_city",
+        "language",
+        "last_coordinates",
+        "last_name",
+        "phone",
+        "purchases",
+        "push_subscribe",
+        "push_tokens",
+        "random_bucket",
+        "time_zone",
+        "total_revenue",
+        "uninstalled_at",
+        "user_aliases",
     }
 )
 #: Profile fields Braze stores outside ``custom_attributes``.
 STANDARD_FIELDS = frozenset(
     {
-        "country", "current_location", "date_of_first_session", "date_of_last_session", "dob", "email",
-        "email_subscribe", "first_name", "gender", "home_city", "image_url", "language", "last_name", "phone",
-        "push_subscribe", "push_tokens", "time_zone", "marked_email_as_spam_at", "subscription_groups",
+        "country",
+        "current_location",
+        "date_of_first_session",
+        "date_of_last_session",
+        "dob",
+        "email",
+        "email_subscribe",
+        "first_name",
+        "gender",
+        "home_city",
+        "image_url",
+        "language",
+        "last_name",
+        "phone",
+        "push_subscribe",
+        "push_tokens",
+        "time_zone",
+        "marked_email_as_spam_at",
+        "subscription_groups",
     }
 )
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$")
@@ -106,8 +150,9 @@ _COLON_MILLIS = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}):(\d{3})([+-]
 class BrazeError(Exception):
     """Raised in a handler to answer with a Braze-shaped error body."""
 
-    def __init__(self, status: int, message: str, errors: list[Any] | None = None,
-                 headers: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, status: int, message: str, errors: list[Any] | None = None, headers: Mapping[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.body: dict[str, Any] = {"message": message}
@@ -474,14 +519,30 @@ class BrazeEmulator(BaseEmulator):
             if not isinstance(items, list):
                 raise BrazeError(400, f"Bad Request: '{name}' must be an array", headers=headers)
             if len(items) > self.max_per_array:
-                raise BrazeError(400, TOO_MANY_INPUTS, [
-                    {"type": f"'{name}' has {len(items)} objects; at most {self.max_per_array} are allowed per request",
-                     "input_array": name}], headers=headers)
+                raise BrazeError(
+                    400,
+                    TOO_MANY_INPUTS,
+                    [
+                        {
+                            "type": f"'{name}' has {len(items)} objects; at most {self.max_per_array} are allowed per request",
+                            "input_array": name,
+                        }
+                    ],
+                    headers=headers,
+                )
             total += len(items)
         if self.max_per_request is not None and total > self.max_per_request:
-            raise BrazeError(400, TOO_MANY_INPUTS, [
-                {"type": f"{total} objects in one request; at most {self.max_per_request} are allowed "
-                         "across attributes, events and purchases"}], headers=headers)
+            raise BrazeError(
+                400,
+                TOO_MANY_INPUTS,
+                [
+                    {
+                        "type": f"{total} objects in one request; at most {self.max_per_request} are allowed "
+                        "across attributes, events and purchases"
+                    }
+                ],
+                headers=headers,
+            )
 
     def _track(self, ws: _Workspace, body: Any, quota: Quota | None = None) -> tuple[int, dict[str, Any]]:
         self._check_lengths(body, quota)
@@ -516,8 +577,14 @@ class BrazeEmulator(BaseEmulator):
             return
         received = _format_time(datetime.now(UTC))
         if array == "attributes":
-            self._apply_attributes(user, {k: v for k, v in item.items() if k not in _CONTROL_KEYS and k not in
-                                          ("external_id", "braze_id", "user_alias")})
+            self._apply_attributes(
+                user,
+                {
+                    k: v
+                    for k, v in item.items()
+                    if k not in _CONTROL_KEYS and k not in ("external_id", "braze_id", "user_alias")
+                },
+            )
             return
         when = _format_time(_clamp_future(_parse_time(item["time"])))
         common = {"external_id": user.external_id, "braze_id": user.braze_id, "time": when, "received_at": received}
@@ -616,11 +683,13 @@ class BrazeEmulator(BaseEmulator):
             raise BrazeError(400, "Bad Request: the body must be a JSON object", headers=headers)
         kinds = [k for k in ("external_ids", "user_aliases", "braze_ids") if body.get(k)]
         if not kinds:
-            raise BrazeError(400, "No users to delete: provide external_ids, user_aliases or braze_ids",
-                             headers=headers)
+            raise BrazeError(
+                400, "No users to delete: provide external_ids, user_aliases or braze_ids", headers=headers
+            )
         if len(kinds) > 1:
             raise BrazeError(
-                400, "Only one of external_ids, user_aliases, or braze_ids can be included in a single request",
+                400,
+                "Only one of external_ids, user_aliases, or braze_ids can be included in a single request",
                 headers=headers,
             )
         kind = kinds[0]
@@ -764,8 +833,11 @@ def _identifier_problem(item: Mapping[str, Any]) -> str | None:
     for name in present:
         value = item[name]
         if name == "user_alias":
-            if not (isinstance(value, dict) and isinstance(value.get("alias_name"), str)
-                    and isinstance(value.get("alias_label"), str)):
+            if not (
+                isinstance(value, dict)
+                and isinstance(value.get("alias_name"), str)
+                and isinstance(value.get("alias_label"), str)
+            ):
                 return "'user_alias' is not valid"
         elif not isinstance(value, str) or not value.strip():
             return f"'{name}' is not valid"

@@ -25,11 +25,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from airflow_provider_retl.testing.emulators import RunningEmulator, start_emulator
+from airflow_provider_retl.testing.emulators import salesforce as sf_emulator
 from airflow_provider_retl.testing.emulators.faults import Faults
 from airflow_provider_retl.testing.emulators.hubspot import DEFAULT_TOKEN
 from airflow_provider_retl.testing.emulators.mailchimp import DEFAULT_API_KEY as MAILCHIMP_API_KEY
 from airflow_provider_retl.testing.emulators.mailchimp import DEFAULT_LIST_ID as MAILCHIMP_LIST_ID
-from airflow_provider_retl.testing.emulators import salesforce as sf_emulator
 
 
 def _rate_limit(text: str) -> int | None:
@@ -43,8 +43,12 @@ def _add_fault_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--latency", type=float, default=0.0, help="seconds added to every request")
     group.add_argument("--timeout-rate", type=float, default=0.0, help="fraction applied, answered --slow-seconds late")
     group.add_argument("--slow-seconds", type=float, default=30.0)
-    group.add_argument("--slow-apply-after", type=float, default=0.0,
-                       help="seconds into the stall a timed-out request is applied (0: at once)")
+    group.add_argument(
+        "--slow-apply-after",
+        type=float,
+        default=0.0,
+        help="seconds into the stall a timed-out request is applied (0: at once)",
+    )
     group.add_argument("--lost-response-rate", type=float, default=0.0, help="fraction applied, then reset")
     group.add_argument("--malformed-rate", type=float, default=0.0, help="fraction applied, answered with bad JSON")
     group.add_argument("--seed", type=int, default=0, help="seed of the fault RNG")
@@ -52,7 +56,9 @@ def _add_fault_options(parser: argparse.ArgumentParser) -> None:
 
 def _add_hubspot_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("hubspot")
-    group.add_argument("--token", action="append", dest="tokens", help=f"accepted bearer token (default {DEFAULT_TOKEN}); repeatable")
+    group.add_argument(
+        "--token", action="append", dest="tokens", help=f"accepted bearer token (default {DEFAULT_TOKEN}); repeatable"
+    )
     group.add_argument("--any-token", action="store_true", help="accept any non-empty bearer token")
     group.add_argument("--rate-limit", type=_rate_limit, default=190, help="requests per window; 'none' disables")
     group.add_argument("--rate-window", type=float, default=10.0, help="rolling window in seconds")
@@ -67,12 +73,20 @@ def _add_webhook_options(parser: argparse.ArgumentParser) -> None:
 
 def _add_mailchimp_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("mailchimp")
-    group.add_argument("--api-key", action="append", dest="api_keys",
-                       help=f"accepted API key (default {MAILCHIMP_API_KEY}); repeatable")
+    group.add_argument(
+        "--api-key",
+        action="append",
+        dest="api_keys",
+        help=f"accepted API key (default {MAILCHIMP_API_KEY}); repeatable",
+    )
     group.add_argument("--any-key", action="store_true", help="accept any key ending in -<datacenter>")
     group.add_argument("--datacenter", default="us6", help="data centre the keys must end with")
-    group.add_argument("--list", action="append", dest="lists", help=f"audience id (default {MAILCHIMP_LIST_ID}); repeatable")
-    group.add_argument("--max-connections", type=_rate_limit, default=10, help="requests in flight per account; 'none' disables")
+    group.add_argument(
+        "--list", action="append", dest="lists", help=f"audience id (default {MAILCHIMP_LIST_ID}); repeatable"
+    )
+    group.add_argument(
+        "--max-connections", type=_rate_limit, default=10, help="requests in flight per account; 'none' disables"
+    )
     group.add_argument("--processing-seconds", type=float, default=0.0, help="seconds each request stays in flight")
 
 
@@ -91,8 +105,11 @@ def _add_salesforce_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("salesforce")
     group.add_argument("--username", default=sf_emulator.DEFAULT_USERNAME, help="user of the password flow")
     group.add_argument("--password", default=sf_emulator.DEFAULT_PASSWORD)
-    group.add_argument("--security-token", default=sf_emulator.DEFAULT_SECURITY_TOKEN,
-                       help="appended to the password at login; 'none' for no token")
+    group.add_argument(
+        "--security-token",
+        default=sf_emulator.DEFAULT_SECURITY_TOKEN,
+        help="appended to the password at login; 'none' for no token",
+    )
     group.add_argument("--client-id", default=sf_emulator.DEFAULT_CLIENT_ID, help="connected app consumer key")
     group.add_argument("--client-secret", default=sf_emulator.DEFAULT_CLIENT_SECRET)
     group.add_argument("--token-lifetime", type=float, default=7200.0, help="seconds an access token lives")
@@ -142,13 +159,21 @@ def _add_braze_options(parser: argparse.ArgumentParser) -> None:
     from airflow_provider_retl.testing.emulators.braze import DEFAULT_API_KEY as BRAZE_API_KEY
 
     group = parser.add_argument_group("braze")
-    group.add_argument("--api-key", action="append", dest="braze_keys",
-                       help=f"accepted REST API key (default {BRAZE_API_KEY}); repeatable")
+    group.add_argument(
+        "--api-key",
+        action="append",
+        dest="braze_keys",
+        help=f"accepted REST API key (default {BRAZE_API_KEY}); repeatable",
+    )
     group.add_argument("--any-key", action="store_true", dest="braze_any_key", help="accept any non-empty key")
     group.add_argument("--rate-limit", type=_rate_limit, default=3000, help="/users/track requests per window")
     group.add_argument("--rate-window", type=float, default=3.0, help="fixed window in seconds")
-    group.add_argument("--max-per-request", type=int, default=None,
-                       help="objects per /users/track call across arrays (50 on MAU CY 24-25 plans)")
+    group.add_argument(
+        "--max-per-request",
+        type=int,
+        default=None,
+        help="objects per /users/track call across arrays (50 on MAU CY 24-25 plans)",
+    )
     group.add_argument("--maintenance", action="store_true", help="answer /users/track 202 queued")
 
 
@@ -171,13 +196,27 @@ def _add_zendesk_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("zendesk")
     group.add_argument("--email", default=zd.DEFAULT_EMAIL, help="agent email of API token auth ({email}/token)")
     group.add_argument("--api-token", default=zd.DEFAULT_API_TOKEN, help="accepted API token")
-    group.add_argument("--oauth-token", action="append", dest="oauth_tokens",
-                       help=f"accepted OAuth bearer token (default {zd.DEFAULT_OAUTH_TOKEN}); repeatable")
+    group.add_argument(
+        "--oauth-token",
+        action="append",
+        dest="oauth_tokens",
+        help=f"accepted OAuth bearer token (default {zd.DEFAULT_OAUTH_TOKEN}); repeatable",
+    )
     group.add_argument("--subdomain", default=zd.DEFAULT_SUBDOMAIN)
-    group.add_argument("--user-field", action="append", dest="user_fields", default=[],
-                       help="custom user field KEY[:TYPE] (text, integer, decimal, checkbox, date ...); repeatable")
-    group.add_argument("--organization-field", action="append", dest="organization_fields", default=[],
-                       help="custom organization field KEY[:TYPE]; repeatable")
+    group.add_argument(
+        "--user-field",
+        action="append",
+        dest="user_fields",
+        default=[],
+        help="custom user field KEY[:TYPE] (text, integer, decimal, checkbox, date ...); repeatable",
+    )
+    group.add_argument(
+        "--organization-field",
+        action="append",
+        dest="organization_fields",
+        default=[],
+        help="custom organization field KEY[:TYPE]; repeatable",
+    )
     group.add_argument("--processing-seconds", type=float, default=0.5, help="time a background job takes")
     group.add_argument("--max-active-jobs", type=int, default=zd.MAX_ACTIVE_JOBS, help="queued/working jobs allowed")
     group.add_argument("--rate-limit", type=_rate_limit, default=700, help="requests per window; 'none' disables")
@@ -289,7 +328,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for kind, port in ports.items():
             options = SUBCOMMANDS[kind][3](args)
             running.append(start_emulator(kind, host=args.host, port=port, **options))
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - stop what started, then re-raise
         for emulator in running:
             emulator.stop()
         print(f"retl-emulators: {exc}", file=sys.stderr)

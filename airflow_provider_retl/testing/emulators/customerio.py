@@ -208,7 +208,9 @@ class CustomerIoEmulator(RollingWindowRateLimited, BaseEmulator):
         with self.lock:
             return [p.as_json() for p in self._people.values()]
 
-    def person(self, id: str | None = None, *, email: str | None = None, cio_id: str | None = None) -> dict[str, Any] | None:
+    def person(
+        self, id: str | None = None, *, email: str | None = None, cio_id: str | None = None
+    ) -> dict[str, Any] | None:
         """One person by id, email (any case) or cio_id; None when there is none."""
         given = [(k, v) for k, v in (("id", id), ("email", email), ("cio_id", cio_id)) if v is not None]
         if len(given) != 1:
@@ -237,7 +239,6 @@ class CustomerIoEmulator(RollingWindowRateLimited, BaseEmulator):
         """People deleted so far (their identifiers at the time), in order."""
         with self.lock:
             return [dict(d) for d in self._deleted]
-
 
     def seed(self, people: Iterable[Mapping[str, Any]]) -> list[str]:
         """Store people directly (``{"id": ..., "email": ..., **attributes}``); returns their cio_ids."""
@@ -384,8 +385,16 @@ class CustomerIoEmulator(RollingWindowRateLimited, BaseEmulator):
                     etype = body.get("type") or "event"
                     if etype not in EVENT_ACTIONS:
                         raise _ItemError("invalid", "type", f"type must be one of {', '.join(EVENT_ACTIONS)}")
-                    self._event(kind, value, etype, body.get("name"), body.get("id"), body.get("timestamp"),
-                                data or {}, source="v1")
+                    self._event(
+                        kind,
+                        value,
+                        etype,
+                        body.get("name"),
+                        body.get("id"),
+                        body.get("timestamp"),
+                        data or {},
+                        source="v1",
+                    )
                 except _ItemError as exc:
                     return meta_errors(400, exc.message)
             return json_response(200, {})

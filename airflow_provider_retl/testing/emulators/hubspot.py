@@ -289,7 +289,6 @@ class HubSpotEmulator(RollingWindowRateLimited, BaseEmulator):
                 ids.append(self._write(type_def, None, values).id)
         return ids
 
-
     def max_requests_in_window(self, window: float | None = None, account: str | None = None) -> int:
         """The most requests accepted in any rolling window (default: the configured one)."""
         return self.limiter.max_in_window(account, window)
@@ -584,8 +583,11 @@ class HubSpotEmulator(RollingWindowRateLimited, BaseEmulator):
             holder = self._holder(type_def, name, value)
             if holder is not None and holder != owner:
                 message = f"{type_def.singular.capitalize()} already exists. Existing ID: {holder}"
-                detail = {"message": f"A {type_def.singular} with {name} {value} already exists. Existing ID: {holder}",
-                          "in": name, "code": "CONFLICT"}
+                detail = {
+                    "message": f"A {type_def.singular} with {name} {value} already exists. Existing ID: {holder}",
+                    "in": name,
+                    "code": "CONFLICT",
+                }
                 return _ItemError(index, "CONFLICT", message, trace, context={"id": [holder]}, details=[detail])
             claimed = claims.get((name, _unique_key(name, value)))
             if claimed is not None and claimed != owner:
@@ -609,7 +611,8 @@ class HubSpotEmulator(RollingWindowRateLimited, BaseEmulator):
                 if target is None:
                     raise HubSpotError(404, "OBJECT_NOT_FOUND", "resource not found")
             plans, errors = self._plan(
-                type_def, "create" if target is None else "update",
+                type_def,
+                "create" if target is None else "update",
                 [{"id": target.id if target else None, "properties": body.get("properties") or {}}],
             )
             if errors:
@@ -707,7 +710,7 @@ class HubSpotEmulator(RollingWindowRateLimited, BaseEmulator):
                 for flt in group.get("filters") or []:
                     if flt.get("propertyName") not in type_def.properties:
                         raise HubSpotError(
-                            400, "VALIDATION_ERROR", f"Property \"{flt.get('propertyName')}\" does not exist"
+                            400, "VALIDATION_ERROR", f'Property "{flt.get("propertyName")}" does not exist'
                         )
             visible_before = now - timedelta(seconds=self.search_lag)
             matches = [
@@ -758,8 +761,11 @@ class HubSpotEmulator(RollingWindowRateLimited, BaseEmulator):
             if archived:
                 key = _unique_key(id_property, value)
                 return next(
-                    (o for o in objects.values() if o.archived
-                     and _unique_key(id_property, o.properties.get(id_property) or "") == key),
+                    (
+                        o
+                        for o in objects.values()
+                        if o.archived and _unique_key(id_property, o.properties.get(id_property) or "") == key
+                    ),
                     None,
                 )
             holder = self._unique[type_def.name].get(id_property, {}).get(_unique_key(id_property, value))
@@ -773,7 +779,9 @@ class HubSpotEmulator(RollingWindowRateLimited, BaseEmulator):
             return None
         return self._unique[type_def.name].get(name, {}).get(_unique_key(name, value))
 
-    def _write(self, type_def: ObjectTypeDef, target: StoredObject | None, values: Mapping[str, str | None]) -> StoredObject:
+    def _write(
+        self, type_def: ObjectTypeDef, target: StoredObject | None, values: Mapping[str, str | None]
+    ) -> StoredObject:
         now = datetime.now(UTC)
         stamp = format_timestamp(now)
         if target is None:
@@ -817,9 +825,7 @@ class HubSpotEmulator(RollingWindowRateLimited, BaseEmulator):
     def _object_json(self, type_def: ObjectTypeDef, obj: StoredObject, wanted: Sequence[str]) -> dict[str, Any]:
         """``SimplePublicObject``: requested properties that exist come back, unset ones as null."""
         props = {
-            name: obj.properties.get(name)
-            for name in wanted
-            if name in obj.properties or name in type_def.properties
+            name: obj.properties.get(name) for name in wanted if name in obj.properties or name in type_def.properties
         }
         result: dict[str, Any] = {
             "id": obj.id,

@@ -199,8 +199,16 @@ def default_object_types() -> dict[str, ObjectTypeDef]:
                 "enumeration",
                 group_name="sales_properties",
                 label="Lead Status",
-                options=("NEW", "OPEN", "IN_PROGRESS", "OPEN_DEAL", "UNQUALIFIED", "ATTEMPTED_TO_CONTACT",
-                         "CONNECTED", "BAD_TIMING"),
+                options=(
+                    "NEW",
+                    "OPEN",
+                    "IN_PROGRESS",
+                    "OPEN_DEAL",
+                    "UNQUALIFIED",
+                    "ATTEMPTED_TO_CONTACT",
+                    "CONNECTED",
+                    "BAD_TIMING",
+                ),
             ),
             PropertyDef("hubspot_owner_id", group_name="sales_properties", label="Contact owner"),
         ],
@@ -247,8 +255,16 @@ def default_object_types() -> dict[str, ObjectTypeDef]:
             PropertyDef("closedate", "datetime", group_name="dealinformation", label="Close Date"),
             PropertyDef("hubspot_owner_id", group_name="dealinformation", label="Deal owner"),
         ],
-        ["amount", "closedate", "createdate", "dealname", "dealstage", "hs_lastmodifieddate", "hs_object_id",
-         "pipeline"],
+        [
+            "amount",
+            "closedate",
+            "createdate",
+            "dealname",
+            "dealstage",
+            "hs_lastmodifieddate",
+            "hs_object_id",
+            "pipeline",
+        ],
         modified="hs_lastmodifieddate",
     )
     return {t.name: t for t in (contacts, companies, deals)}
@@ -357,13 +373,17 @@ def normalize_value(object_type: ObjectTypeDef, prop: PropertyDef, raw: Any) -> 
         lowered = text.strip().lower()
         if lowered in ("true", "false"):
             return lowered, None
-        return None, PropertyError(prop.name, INVALID_OPTION, f"{text} was not one of the allowed options: [true, false]")
+        return None, PropertyError(
+            prop.name, INVALID_OPTION, f"{text} was not one of the allowed options: [true, false]"
+        )
     if prop.type == "enumeration" and prop.options:
         chosen = [v for v in text.split(";") if v != ""]
         bad = [v for v in chosen if v not in prop.options]
         if bad:
             allowed = ", ".join(prop.options)
-            return None, PropertyError(prop.name, INVALID_OPTION, f"{bad[0]} was not one of the allowed options: [{allowed}]")
+            return None, PropertyError(
+                prop.name, INVALID_OPTION, f"{bad[0]} was not one of the allowed options: [{allowed}]"
+            )
     if prop.name == "email" and object_type.object_type_id == "0-1":
         try:
             validate_email(text, check_deliverability=False)
@@ -422,4 +442,3 @@ def sort_key(prop: PropertyDef | None, value: str | None) -> tuple[int, Any]:
         if moment is not None:
             return (1, moment.timestamp())
     return (2, value.lower())
-

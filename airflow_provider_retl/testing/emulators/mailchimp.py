@@ -100,10 +100,14 @@ FAKE_DOMAINS = frozenset(
     }
 )
 _RESERVED_TLDS = ("example", "test", "invalid", "localhost", "local")
-_EMAIL = re.compile(r"^[^@\s\"(),:;<>\[\\\]]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$")
+_EMAIL = re.compile(
+    r"^[^@\s\"(),:;<>\[\\\]]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$"
+)
 _KEY_DC = re.compile(r"-([a-z]{2}\d+)$")
 
-_MSG_INVALID_RESOURCE = "The resource submitted could not be validated. For field-specific details, see the 'errors' array."
+_MSG_INVALID_RESOURCE = (
+    "The resource submitted could not be validated. For field-specific details, see the 'errors' array."
+)
 
 
 def subscriber_hash(email: str) -> str:
@@ -435,7 +439,10 @@ class MailchimpEmulator(RollingWindowRateLimited, BaseEmulator):
     # -- configuration -------------------------------------------------------------------
 
     def add_list(
-        self, list_id: str, name: str | None = None, merge_fields: Sequence[MergeFieldDef | Mapping[str, Any] | str] = ()
+        self,
+        list_id: str,
+        name: str | None = None,
+        merge_fields: Sequence[MergeFieldDef | Mapping[str, Any] | str] = (),
     ) -> None:
         """Create an audience with the default merge fields, the emulator's extra ones and ``merge_fields``."""
         with self.lock:
@@ -505,7 +512,6 @@ class MailchimpEmulator(RollingWindowRateLimited, BaseEmulator):
             if account is not None:
                 return self._peak.get(account, 0)
             return max(self._peak.values(), default=0)
-
 
     def state(self) -> dict[str, Any]:
         """Audiences with their merge fields and members, for ``GET /_emulator/state``."""
@@ -679,8 +685,12 @@ class MailchimpEmulator(RollingWindowRateLimited, BaseEmulator):
             with self.lock:
                 audience = self._audience_or_404(list_id)
                 if not isinstance(body, Mapping) or not body.get("name") or not body.get("type"):
-                    raise MailchimpError(400, "Invalid Resource", _MSG_INVALID_RESOURCE,
-                                         [{"field": "name", "message": "This value should not be blank."}])
+                    raise MailchimpError(
+                        400,
+                        "Invalid Resource",
+                        _MSG_INVALID_RESOURCE,
+                        [{"field": "name", "message": "This value should not be blank."}],
+                    )
                 spec = dict(body)
                 spec.setdefault("tag", re.sub(r"[^A-Z0-9_]", "", str(body["name"]).upper())[:10] or "MMERGE")
                 try:
@@ -696,8 +706,7 @@ class MailchimpEmulator(RollingWindowRateLimited, BaseEmulator):
             with self.lock:
                 audience = self._audience_or_404(list_id)
                 chosen = [
-                    m for m in audience.members.values()
-                    if (m.status == status if status else m.status != "archived")
+                    m for m in audience.members.values() if (m.status == status if status else m.status != "archived")
                 ]
                 page = [self._member_json(audience, m) for m in chosen[offset : offset + count]]
             body = {"members": page, "list_id": list_id, "total_items": len(chosen), "_links": []}
@@ -770,8 +779,12 @@ class MailchimpEmulator(RollingWindowRateLimited, BaseEmulator):
                     raise _not_found()
                 items = body.get("tags") if isinstance(body, Mapping) else None
                 if not isinstance(items, list):
-                    raise MailchimpError(400, "Invalid Resource", _MSG_INVALID_RESOURCE,
-                                         [{"field": "tags", "message": "Schema describes array, NULL found instead"}])
+                    raise MailchimpError(
+                        400,
+                        "Invalid Resource",
+                        _MSG_INVALID_RESOURCE,
+                        [{"field": "tags", "message": "Schema describes array, NULL found instead"}],
+                    )
                 for item in items:
                     name = str((item or {}).get("name", "")).strip() if isinstance(item, Mapping) else ""
                     if not name:
@@ -804,15 +817,24 @@ class MailchimpEmulator(RollingWindowRateLimited, BaseEmulator):
         with self.lock:
             audience = self._audience_or_404(list_id)
             if not isinstance(body, Mapping) or not isinstance(body.get("members"), list):
-                raise MailchimpError(400, "Invalid Resource", _MSG_INVALID_RESOURCE,
-                                     [{"field": "members", "message": "Schema describes array, NULL found instead"}])
+                raise MailchimpError(
+                    400,
+                    "Invalid Resource",
+                    _MSG_INVALID_RESOURCE,
+                    [{"field": "members", "message": "Schema describes array, NULL found instead"}],
+                )
             members = body["members"]
             if len(members) > self.max_batch_size:
                 raise MailchimpError(
                     400,
                     "Invalid Resource",
                     _MSG_INVALID_RESOURCE,
-                    [{"field": "members", "message": f"Schema describes array, must contain at most {self.max_batch_size} items"}],
+                    [
+                        {
+                            "field": "members",
+                            "message": f"Schema describes array, must contain at most {self.max_batch_size} items",
+                        }
+                    ],
                 )
             update_existing = body.get("update_existing") is True
             sync_tags = body.get("sync_tags") is True
@@ -821,12 +843,18 @@ class MailchimpEmulator(RollingWindowRateLimited, BaseEmulator):
             errors: list[dict[str, Any]] = []
             for item in members:
                 if not isinstance(item, Mapping):
-                    errors.append(_MemberError("Invalid Resource", "Please provide a valid email address.").batch_item(""))
+                    errors.append(
+                        _MemberError("Invalid Resource", "Please provide a valid email address.").batch_item("")
+                    )
                     continue
                 try:
                     stored, is_new = self._write(
-                        audience, item, mode="batch", update_existing=update_existing,
-                        skip_merge_validation=skip_merge_validation, sync_tags=sync_tags,
+                        audience,
+                        item,
+                        mode="batch",
+                        update_existing=update_existing,
+                        skip_merge_validation=skip_merge_validation,
+                        sync_tags=sync_tags,
                     )
                 except _MemberError as err:
                     errors.append(err.batch_item(item.get("email_address")))
@@ -850,15 +878,23 @@ class MailchimpEmulator(RollingWindowRateLimited, BaseEmulator):
         with self.lock:
             audience = self._audience_or_404(list_id)
             if not isinstance(body, Mapping):
-                raise MailchimpError(400, "Invalid Resource", _MSG_INVALID_RESOURCE,
-                                     [{"field": "", "message": "Schema describes object, NULL found instead"}])
+                raise MailchimpError(
+                    400,
+                    "Invalid Resource",
+                    _MSG_INVALID_RESOURCE,
+                    [{"field": "", "message": "Schema describes object, NULL found instead"}],
+                )
             try:
                 if mode == "patch":
                     stored = self._patch(audience, _hash_of(path_hash or ""), body, skip_merge_validation)
                 else:
                     if mode == "put":
                         email = body.get("email_address")
-                        if isinstance(email, str) and email.strip() and subscriber_hash(email) != _hash_of(path_hash or ""):
+                        if (
+                            isinstance(email, str)
+                            and email.strip()
+                            and subscriber_hash(email) != _hash_of(path_hash or "")
+                        ):
                             raise _MemberError(
                                 "Invalid Resource",
                                 "The email address and the subscriber hash in the URL do not match.",
@@ -918,7 +954,8 @@ class MailchimpEmulator(RollingWindowRateLimited, BaseEmulator):
             if not new_status:
                 field_name = "status" if mode in ("post", "batch") else "status_if_new"
                 raise _MemberError(
-                    "Invalid Resource", f"{email} must have a status",
+                    "Invalid Resource",
+                    f"{email} must have a status",
                     errors=[{"field": field_name, "message": "This value should not be blank."}],
                 )
             previous = existing.status_before_archive if existing is not None else None
@@ -963,10 +1000,12 @@ class MailchimpEmulator(RollingWindowRateLimited, BaseEmulator):
                     raise _MemberError(
                         "Invalid Resource",
                         _MSG_INVALID_RESOURCE,
-                        errors=[{
-                            "field": "email address",
-                            "message": f'"{email}" is already in this list with a status of "{holder.status.title()}".',
-                        }],
+                        errors=[
+                            {
+                                "field": "email address",
+                                "message": f'"{email}" is already in this list with a status of "{holder.status.title()}".',
+                            }
+                        ],
                     )
                 if _looks_fake(email, self.fake_domains):
                     raise _MemberError(
@@ -996,7 +1035,8 @@ class MailchimpEmulator(RollingWindowRateLimited, BaseEmulator):
             incoming = {}
         if not isinstance(incoming, Mapping):
             raise _MemberError(
-                "Invalid Resource", _MSG_INVALID_RESOURCE,
+                "Invalid Resource",
+                _MSG_INVALID_RESOURCE,
                 errors=[{"field": "merge_fields", "message": "Schema describes object, array found instead"}],
             )
         values = dict(existing.merge_fields) if existing is not None else {}
@@ -1012,8 +1052,10 @@ class MailchimpEmulator(RollingWindowRateLimited, BaseEmulator):
                 values[definition.tag] = cleaned
         if not skip_validation:
             for definition in audience.merge_fields.values():
-                if definition.required and values.get(definition.tag) in (None, "") and not any(
-                    p["field"] == definition.tag for p in problems
+                if (
+                    definition.required
+                    and values.get(definition.tag) in (None, "")
+                    and not any(p["field"] == definition.tag for p in problems)
                 ):
                     problems.append({"field": definition.tag, "message": "Please enter a value"})
         if problems:
@@ -1115,8 +1157,14 @@ class MailchimpEmulator(RollingWindowRateLimited, BaseEmulator):
         }
         if links:
             base = f"https://{self.datacenter}.api.mailchimp.com/3.0/lists/{audience.id}/members/{m.id}"
-            body["_links"] = [{"rel": "self", "href": base, "method": "GET",
-                               "targetSchema": "https://api.mailchimp.com/schema/3.0/Definitions/Lists/Members/Response.json"}]
+            body["_links"] = [
+                {
+                    "rel": "self",
+                    "href": base,
+                    "method": "GET",
+                    "targetSchema": "https://api.mailchimp.com/schema/3.0/Definitions/Lists/Members/Response.json",
+                }
+            ]
         return body
 
     def _list_json(self, audience: Audience) -> dict[str, Any]:
@@ -1125,12 +1173,24 @@ class MailchimpEmulator(RollingWindowRateLimited, BaseEmulator):
             "id": audience.id,
             "web_id": audience.web_id,
             "name": audience.name,
-            "contact": {"company": self.account_name, "address1": "675 Ponce de Leon Ave NE", "address2": "",
-                        "city": "Atlanta", "state": "GA", "zip": "30308", "country": "US", "phone": ""},
+            "contact": {
+                "company": self.account_name,
+                "address1": "675 Ponce de Leon Ave NE",
+                "address2": "",
+                "city": "Atlanta",
+                "state": "GA",
+                "zip": "30308",
+                "country": "US",
+                "phone": "",
+            },
             "permission_reminder": "You signed up for updates on our website.",
             "use_archive_bar": True,
-            "campaign_defaults": {"from_name": self.account_name, "from_email": "news@retl.dev",
-                                  "subject": "", "language": "en"},
+            "campaign_defaults": {
+                "from_name": self.account_name,
+                "from_email": "news@retl.dev",
+                "subject": "",
+                "language": "en",
+            },
             "notify_on_subscribe": "",
             "notify_on_unsubscribe": "",
             "date_created": audience.date_created,
@@ -1179,8 +1239,15 @@ class MailchimpEmulator(RollingWindowRateLimited, BaseEmulator):
             "first_payment": "",
             "account_timezone": "UTC",
             "account_industry": "Software",
-            "contact": {"company": self.account_name, "addr1": "", "addr2": "", "city": "", "state": "",
-                        "zip": "", "country": "US"},
+            "contact": {
+                "company": self.account_name,
+                "addr1": "",
+                "addr2": "",
+                "city": "",
+                "state": "",
+                "zip": "",
+                "country": "US",
+            },
             "pro_enabled": False,
             "last_login": _now(),
             "total_subscribers": sum(
@@ -1197,16 +1264,26 @@ def _status(body: Mapping[str, Any], name: str) -> str | None:
         return None
     if value not in STATUSES:
         raise _MemberError(
-            "Invalid Resource", _MSG_INVALID_RESOURCE,
-            errors=[{"field": name, "message": f"Data did not match any of the schemas described in anyOf. "
-                                               f"Allowed values: {', '.join(STATUSES)}"}],
+            "Invalid Resource",
+            _MSG_INVALID_RESOURCE,
+            errors=[
+                {
+                    "field": name,
+                    "message": f"Data did not match any of the schemas described in anyOf. "
+                    f"Allowed values: {', '.join(STATUSES)}",
+                }
+            ],
         )
     return str(value)
 
 
 def _check_compliance(email: str, previous: str | None, wanted: str) -> None:
     """Unsubscribed or cleaned addresses are never subscribed by an API call (pending re-asks an unsubscribe)."""
-    if wanted == "subscribed" and previous in ("unsubscribed", "cleaned") or (previous, wanted) == ("cleaned", "pending"):
+    if (
+        wanted == "subscribed"
+        and previous in ("unsubscribed", "cleaned")
+        or (previous, wanted) == ("cleaned", "pending")
+    ):
         raise _MemberError(
             "Member In Compliance State",
             f"{email} is in a compliance state due to unsubscribe, bounce, or compliance review and cannot be "
@@ -1235,7 +1312,9 @@ class _AuthAndConnections:
                 error = MailchimpError(401, "API Key Missing", "Your request did not include an API key.")
             else:
                 error = MailchimpError(
-                    401, "API Key Invalid", "Your API key may be invalid, or you've attempted to access the wrong datacenter."
+                    401,
+                    "API Key Invalid",
+                    "Your API key may be invalid, or you've attempted to access the wrong datacenter.",
                 )
             await error.response()(scope, receive, send)
             return

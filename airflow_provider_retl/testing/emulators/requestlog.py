@@ -87,4 +87,3 @@ class RequestLog:
             self._by_status.clear()
             self._by_route_status.clear()
             self._total = 0
-

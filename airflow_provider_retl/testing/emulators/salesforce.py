@@ -409,11 +409,19 @@ class SalesforceEmulator(BaseEmulator):
 
     def fault_error_body(self, status: int) -> Any:
         if status == 503:
-            return [{"message": "Server temporarily unavailable. Please try again later.",
-                     "errorCode": "SERVER_UNAVAILABLE"}]
-        return [{"message": "An unexpected error occurred. Please include this ErrorId if you contact support: "
-                 f"{secrets.randbelow(10**9)}-{secrets.randbelow(10**5)} (-{secrets.randbelow(10**9)})",
-                 "errorCode": "UNKNOWN_EXCEPTION"}]
+            return [
+                {
+                    "message": "Server temporarily unavailable. Please try again later.",
+                    "errorCode": "SERVER_UNAVAILABLE",
+                }
+            ]
+        return [
+            {
+                "message": "An unexpected error occurred. Please include this ErrorId if you contact support: "
+                f"{secrets.randbelow(10**9)}-{secrets.randbelow(10**5)} (-{secrets.randbelow(10**9)})",
+                "errorCode": "UNKNOWN_EXCEPTION",
+            }
+        ]
 
     def fault_rate_limit(self, retry_after: float) -> tuple[Any, dict[str, str]]:
         return [{"message": "Too many requests (injected fault)", "errorCode": "REQUEST_LIMIT_EXCEEDED"}], {
@@ -444,24 +452,36 @@ class SalesforceEmulator(BaseEmulator):
 
         @app.get("/services/data")
         async def versions() -> Response:
-            return json_response(200, [{"label": "Emulator", "url": f"/services/data/{DEFAULT_API_VERSION}",
-                                        "version": DEFAULT_API_VERSION.lstrip("v")}])
+            return json_response(
+                200,
+                [
+                    {
+                        "label": "Emulator",
+                        "url": f"/services/data/{DEFAULT_API_VERSION}",
+                        "version": DEFAULT_API_VERSION.lstrip("v"),
+                    }
+                ],
+            )
 
         # -- metadata and limits
         @app.get("/services/data/{version}/limits")
         async def limits(version: str) -> Response:
             _check_version(version)
             remaining = max(0, self.daily_limit - self._api_usage)
-            return json_response(200, {"DailyApiRequests": {"Max": self.daily_limit, "Remaining": remaining},
-                                       "DailyBulkV2QueryJobs": {"Max": 10000, "Remaining": 10000}})
+            return json_response(
+                200,
+                {
+                    "DailyApiRequests": {"Max": self.daily_limit, "Remaining": remaining},
+                    "DailyBulkV2QueryJobs": {"Max": 10000, "Remaining": 10000},
+                },
+            )
 
         @app.get("/services/data/{version}/sobjects")
         async def global_describe(version: str) -> Response:
             _check_version(version)
             with self.lock:
                 objects = [d.global_describe(version) for d in self._types.values()]
-            return json_response(200, {"encoding": "UTF-8", "maxBatchSize": self.max_batch_size,
-                                       "sobjects": objects})
+            return json_response(200, {"encoding": "UTF-8", "maxBatchSize": self.max_batch_size, "sobjects": objects})
 
         @app.get("/services/data/{version}/sobjects/{sobject}/describe")
         async def describe(version: str, sobject: str) -> Response:
@@ -490,8 +510,13 @@ class SalesforceEmulator(BaseEmulator):
                 values = self._coerce_fields(definition, {k: v for k, v in body.items() if k != "attributes"})
                 result = self._create(definition, values)
             if not result["success"]:
-                return json_response(400, [{"message": e["message"], "errorCode": e["statusCode"],
-                                            "fields": e["fields"]} for e in result["errors"]])
+                return json_response(
+                    400,
+                    [
+                        {"message": e["message"], "errorCode": e["statusCode"], "fields": e["fields"]}
+                        for e in result["errors"]
+                    ],
+                )
             return json_response(201, result)
 
         # -- sObject Collections
@@ -520,13 +545,17 @@ class SalesforceEmulator(BaseEmulator):
                 definition = self._resource_sobject(sobject)
                 ext = definition.field(external_field)
                 if ext is None:
-                    raise RequestError(404, "NOT_FOUND",
-                                       f"Provided external ID field does not exist or is not accessible: "
-                                       f"{external_field}")
+                    raise RequestError(
+                        404,
+                        "NOT_FOUND",
+                        f"Provided external ID field does not exist or is not accessible: {external_field}",
+                    )
                 if not ext.external_id and ext.name != "Id":
-                    raise RequestError(400, "INVALID_FIELD",
-                                       f"Field {ext.name} is not an External ID or indexed field for "
-                                       f"{definition.name}")
+                    raise RequestError(
+                        400,
+                        "INVALID_FIELD",
+                        f"Field {ext.name} is not an External ID or indexed field for {definition.name}",
+                    )
                 return json_response(200, self._collection(records, "upsert", all_or_none, definition, ext))
 
         @app.delete("/services/data/{version}/composite/sobjects")
@@ -537,9 +566,11 @@ class SalesforceEmulator(BaseEmulator):
             if not ids:
                 raise RequestError(400, "MISSING_ARGUMENT", "ids parameter is required")
             if len(ids) > self.max_batch_size:
-                raise RequestError(400, "EXCEEDED_ID_LIMIT",
-                                   f"record limit reached. cannot submit more than {self.max_batch_size} records "
-                                   "into this call")
+                raise RequestError(
+                    400,
+                    "EXCEEDED_ID_LIMIT",
+                    f"record limit reached. cannot submit more than {self.max_batch_size} records into this call",
+                )
             all_or_none = request.query_params.get("allOrNone", "false").lower() == "true"
             await self._record_latency(len(ids))
             with self.lock:
@@ -579,8 +610,9 @@ class SalesforceEmulator(BaseEmulator):
             _check_version(version)
             with self.lock:
                 self._advance_jobs()
-                return json_response(200, {"done": True, "records": [j.info() for j in self._jobs.values()],
-                                           "nextRecordsUrl": None})
+                return json_response(
+                    200, {"done": True, "records": [j.info() for j in self._jobs.values()], "nextRecordsUrl": None}
+                )
 
         @app.put("/services/data/{version}/jobs/ingest/{job_id}/batches")
         async def upload_job_data(version: str, job_id: str, request: Request) -> Response:
@@ -592,9 +624,11 @@ class SalesforceEmulator(BaseEmulator):
                     raise RequestError(409, "INVALIDJOB", f"Job {job.id} is not in the Open state: {job.state}")
                 if job.content is not None:
                     raise RequestError(
-                        400, "BULK_API_ERROR",
+                        400,
+                        "BULK_API_ERROR",
                         f"Found multiple contents for job: <{job.id}>, please 'Close' / 'Abort' / 'Delete' the "
-                        "current Job then create a new Job and make sure you only do 'PUT' once on a given Job.")
+                        "current Job then create a new Job and make sure you only do 'PUT' once on a given Job.",
+                    )
                 job.content = content
             return Response(status_code=201)
 
@@ -693,14 +727,17 @@ class SalesforceEmulator(BaseEmulator):
         signature = base64.b64encode(
             hmac.new(self.clients[client_id].encode(), (identity + issued_at).encode(), hashlib.sha256).digest()
         ).decode()
-        return json_response(200, {
-            "access_token": token,
-            "instance_url": instance,
-            "id": identity,
-            "token_type": "Bearer",
-            "issued_at": issued_at,
-            "signature": signature,
-        })
+        return json_response(
+            200,
+            {
+                "access_token": token,
+                "instance_url": instance,
+                "id": identity,
+                "token_type": "Bearer",
+                "issued_at": issued_at,
+                "signature": signature,
+            },
+        )
 
     def _soap_login(self, body: bytes, version: str, instance: str) -> Response:
         try:
@@ -765,27 +802,41 @@ class SalesforceEmulator(BaseEmulator):
                 continue
             f = definition.field(name)
             if f is None:
-                raise RequestError(400, "INVALID_FIELD", f"No such column '{name}' on sobject of type "
-                                   f"{definition.name}")
+                raise RequestError(
+                    400, "INVALID_FIELD", f"No such column '{name}' on sobject of type {definition.name}"
+                )
             try:
                 values[f.name] = coerce(f, value, source=source)
             except ValueError:
-                kind = {"int": "int", "double": "double", "currency": "double", "percent": "double",
-                        "boolean": "boolean", "date": "Date", "datetime": "DateTime"}.get(f.type, "String")
+                kind = {
+                    "int": "int",
+                    "double": "double",
+                    "currency": "double",
+                    "percent": "double",
+                    "boolean": "boolean",
+                    "date": "Date",
+                    "datetime": "DateTime",
+                }.get(f.type, "String")
                 token = "VALUE_STRING" if isinstance(value, str) else f"VALUE_{type(value).__name__.upper()}"
-                raise RequestError(400, "JSON_PARSER_ERROR", f"Cannot deserialize instance of {kind} from {token} "
-                                   f"value {value} or request may be missing a required field at [line:1, "
-                                   "column:1]") from None
+                raise RequestError(
+                    400,
+                    "JSON_PARSER_ERROR",
+                    f"Cannot deserialize instance of {kind} from {token} "
+                    f"value {value} or request may be missing a required field at [line:1, "
+                    "column:1]",
+                ) from None
         return values
 
-    def _check_write(self, definition: SObjectDef, target: StoredRecord | None,
-                     values: Mapping[str, Any]) -> dict[str, Any] | None:
+    def _check_write(
+        self, definition: SObjectDef, target: StoredRecord | None, values: Mapping[str, Any]
+    ) -> dict[str, Any] | None:
         """The first per-record error of writing ``values`` (create when ``target`` is None), or None."""
         if self._lock_next > 0:
             self._lock_next -= 1
             suffix = f": {target.id}" if target is not None else ""
-            return record_error("UNABLE_TO_LOCK_ROW",
-                                f"unable to obtain exclusive access to this record or 1 records{suffix}")
+            return record_error(
+                "UNABLE_TO_LOCK_ROW", f"unable to obtain exclusive access to this record or 1 records{suffix}"
+            )
         creating = target is None
         for name in values:
             f = definition.fields[name]
@@ -798,11 +849,13 @@ class SalesforceEmulator(BaseEmulator):
                     [name],
                 )
         if creating:
-            missing = [f.name for f in definition.fields.values() if f.required_on_create
-                       and values.get(f.name) in (None, "")]
+            missing = [
+                f.name for f in definition.fields.values() if f.required_on_create and values.get(f.name) in (None, "")
+            ]
             if missing:
-                return record_error("REQUIRED_FIELD_MISSING", f"Required fields are missing: [{', '.join(missing)}]",
-                                    missing)
+                return record_error(
+                    "REQUIRED_FIELD_MISSING", f"Required fields are missing: [{', '.join(missing)}]", missing
+                )
         for name, value in values.items():
             f = definition.fields[name]
             if f.type == "reference" and value not in (None, "") and not looks_like_id(value):
@@ -816,8 +869,9 @@ class SalesforceEmulator(BaseEmulator):
                 continue
             holder = self._unique[definition.name][f.name].get(f.key(value))
             if holder is not None and (target is None or holder != target.id):
-                return record_error("DUPLICATE_VALUE",
-                                    f"duplicate value found: {f.name} duplicates value on record with id: {holder}")
+                return record_error(
+                    "DUPLICATE_VALUE", f"duplicate value found: {f.name} duplicates value on record with id: {holder}"
+                )
         return None
 
     def _write(self, definition: SObjectDef, target: StoredRecord | None, values: Mapping[str, Any]) -> StoredRecord:
@@ -862,8 +916,14 @@ class SalesforceEmulator(BaseEmulator):
             holder = self._unique[definition.name].get(f.name, {}).get(f.key(value))
             return self._records[definition.name].get(holder) if holder else None
         wanted = f.key(value)
-        return next((r for r in self._records[definition.name].values()
-                     if not r.deleted and r.values.get(f.name) is not None and f.key(r.values[f.name]) == wanted), None)
+        return next(
+            (
+                r
+                for r in self._records[definition.name].values()
+                if not r.deleted and r.values.get(f.name) is not None and f.key(r.values[f.name]) == wanted
+            ),
+            None,
+        )
 
     def _create(self, definition: SObjectDef, values: Mapping[str, Any]) -> dict[str, Any]:
         error = self._check_write(definition, None, values)
@@ -886,8 +946,11 @@ class SalesforceEmulator(BaseEmulator):
                 raise RequestError(400, "JSON_PARSER_ERROR", "Each record must be a JSON object")
             definition = self._typed_sobject(record)
             if upsert_type is not None and definition.name != upsert_type.name:
-                raise RequestError(400, "INVALID_TYPE", f"sObject type '{definition.name}' does not match "
-                                   f"{upsert_type.name} in the request URI")
+                raise RequestError(
+                    400,
+                    "INVALID_TYPE",
+                    f"sObject type '{definition.name}' does not match {upsert_type.name} in the request URI",
+                )
             raw = {k: v for k, v in record.items() if k != "attributes"}
             record_id = next((v for k, v in raw.items() if k.lower() == "id"), None)
             values = self._coerce_fields(definition, raw, skip=("id",))
@@ -908,8 +971,12 @@ class SalesforceEmulator(BaseEmulator):
         for definition, values, record_id in parsed:
             if action == "create":
                 if record_id is not None:
-                    results.append({"success": False, "errors": [record_error(
-                        "INVALID_FIELD", "cannot specify Id in an insert call", ["Id"])]})
+                    results.append(
+                        {
+                            "success": False,
+                            "errors": [record_error("INVALID_FIELD", "cannot specify Id in an insert call", ["Id"])],
+                        }
+                    )
                     continue
                 results.append(self._create(definition, values))
             elif action == "update":
@@ -920,46 +987,78 @@ class SalesforceEmulator(BaseEmulator):
         if snapshot is not None and any(not r["success"] for r in results):
             self._restore(snapshot)
             results = [
-                {**({"id": r["id"]} if "id" in r and action != "create" else {}), "success": False,
-                 "errors": r["errors"] if not r["success"] else [dict(_ROLLED_BACK)]}
+                {
+                    **({"id": r["id"]} if "id" in r and action != "create" else {}),
+                    "success": False,
+                    "errors": r["errors"] if not r["success"] else [dict(_ROLLED_BACK)],
+                }
                 for r in results
             ]
         return results
 
     def _update(self, definition: SObjectDef, record_id: Any, values: Mapping[str, Any]) -> dict[str, Any]:
         if record_id in (None, ""):
-            return {"success": False, "errors": [record_error("MISSING_ARGUMENT", "Id not specified in an update "
-                                                                                   "call", ["Id"])]}
+            return {
+                "success": False,
+                "errors": [record_error("MISSING_ARGUMENT", "Id not specified in an update call", ["Id"])],
+            }
         if not looks_like_id(record_id):
-            return {"success": False, "errors": [record_error(
-                "MALFORMED_ID", f"{definition.name} ID: id value of incorrect type: {record_id}", ["Id"])]}
+            return {
+                "success": False,
+                "errors": [
+                    record_error(
+                        "MALFORMED_ID", f"{definition.name} ID: id value of incorrect type: {record_id}", ["Id"]
+                    )
+                ],
+            }
         target = self._records[definition.name].get(id18(str(record_id)))
         if target is None:
-            return {"id": record_id, "success": False, "errors": [record_error(
-                "INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id")]}
+            return {
+                "id": record_id,
+                "success": False,
+                "errors": [record_error("INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id")],
+            }
         if target.deleted:
-            return {"id": target.id, "success": False, "errors": [record_error("ENTITY_IS_DELETED",
-                                                                               "entity is deleted")]}
+            return {
+                "id": target.id,
+                "success": False,
+                "errors": [record_error("ENTITY_IS_DELETED", "entity is deleted")],
+            }
         error = self._check_write(definition, target, values)
         if error is not None:
             return {"id": target.id, "success": False, "errors": [error]}
         self._write(definition, target, values)
         return {"id": target.id, "success": True, "errors": []}
 
-    def _upsert(self, definition: SObjectDef, external: FieldDef, values: Mapping[str, Any], record_id: Any,
-                duplicates: set[str]) -> dict[str, Any]:
+    def _upsert(
+        self,
+        definition: SObjectDef,
+        external: FieldDef,
+        values: Mapping[str, Any],
+        record_id: Any,
+        duplicates: set[str],
+    ) -> dict[str, Any]:
         value = record_id if external.name == "Id" else values.get(external.name)
         if value in (None, ""):
-            return {"success": False, "errors": [record_error("MISSING_ARGUMENT", f"{external.name} not specified",
-                                                              [external.name])]}
+            return {
+                "success": False,
+                "errors": [record_error("MISSING_ARGUMENT", f"{external.name} not specified", [external.name])],
+            }
         if external.key(value) in duplicates:
-            return {"success": False, "errors": [record_error("DUPLICATE_EXTERNAL_ID",
-                                                              f"Duplicate external id specified: {value}",
-                                                              [external.name])]}
+            return {
+                "success": False,
+                "errors": [
+                    record_error("DUPLICATE_EXTERNAL_ID", f"Duplicate external id specified: {value}", [external.name])
+                ],
+            }
         target = self._lookup(definition, external, value)
         if target is None and external.name == "Id":
-            return {"success": False, "errors": [record_error("NOT_FOUND", "Provided external ID field does not "
-                                                              "exist or is not accessible: Id")]}
+            return {
+                "success": False,
+                "errors": [
+                    record_error("NOT_FOUND", "Provided external ID field does not exist or is not accessible: Id")
+                ],
+            }
         error = self._check_write(definition, target, values)
         if error is not None:
             return {"success": False, "errors": [error]}
@@ -972,24 +1071,42 @@ class SalesforceEmulator(BaseEmulator):
         results = []
         for raw in ids:
             if not looks_like_id(raw):
-                results.append({"id": raw, "success": False, "errors": [record_error("MALFORMED_ID",
-                                                                                     f"bad id {raw}")]})
+                results.append({"id": raw, "success": False, "errors": [record_error("MALFORMED_ID", f"bad id {raw}")]})
                 continue
             name = self._by_prefix.get(raw[:3])
             record = self._records[name].get(id18(raw)) if name else None
             if record is None:
-                results.append({"id": raw, "success": False, "errors": [record_error(
-                    "INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id")]})
+                results.append(
+                    {
+                        "id": raw,
+                        "success": False,
+                        "errors": [record_error("INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id")],
+                    }
+                )
                 continue
             if record.deleted:
-                results.append({"id": record.id, "success": False, "errors": [record_error("ENTITY_IS_DELETED",
-                                                                                           "entity is deleted")]})
+                results.append(
+                    {
+                        "id": record.id,
+                        "success": False,
+                        "errors": [record_error("ENTITY_IS_DELETED", "entity is deleted")],
+                    }
+                )
                 continue
             if self._lock_next > 0:
                 self._lock_next -= 1
-                results.append({"id": record.id, "success": False, "errors": [record_error(
-                    "UNABLE_TO_LOCK_ROW", f"unable to obtain exclusive access to this record or 1 records: "
-                    f"{record.id}")]})
+                results.append(
+                    {
+                        "id": record.id,
+                        "success": False,
+                        "errors": [
+                            record_error(
+                                "UNABLE_TO_LOCK_ROW",
+                                f"unable to obtain exclusive access to this record or 1 records: {record.id}",
+                            )
+                        ],
+                    }
+                )
                 continue
             assert name is not None
             self._unindex(self._types[name], record)
@@ -998,8 +1115,10 @@ class SalesforceEmulator(BaseEmulator):
             results.append({"id": record.id, "success": True, "errors": []})
         if snapshot is not None and any(not r["success"] for r in results):
             self._restore(snapshot)
-            results = [{"id": r["id"], "success": False,
-                        "errors": r["errors"] if not r["success"] else [dict(_ROLLED_BACK)]} for r in results]
+            results = [
+                {"id": r["id"], "success": False, "errors": r["errors"] if not r["success"] else [dict(_ROLLED_BACK)]}
+                for r in results
+            ]
         return results
 
     def _snapshot(self, names: Iterable[str]) -> dict[str, Any]:
@@ -1016,13 +1135,22 @@ class SalesforceEmulator(BaseEmulator):
 
     # -- SOQL -------------------------------------------------------------------------------
 
-    def _record_json(self, definition: SObjectDef, record: StoredRecord, fields: Sequence[str],
-                     version: str) -> dict[str, Any]:
-        system = {"Id": record.id, "IsDeleted": record.deleted, "CreatedDate": record.created,
-                  "LastModifiedDate": record.modified, "SystemModstamp": record.modified}
-        out: dict[str, Any] = {"attributes": {"type": definition.name,
-                                              "url": f"/services/data/{version}/sobjects/{definition.name}/"
-                                                     f"{record.id}"}}
+    def _record_json(
+        self, definition: SObjectDef, record: StoredRecord, fields: Sequence[str], version: str
+    ) -> dict[str, Any]:
+        system = {
+            "Id": record.id,
+            "IsDeleted": record.deleted,
+            "CreatedDate": record.created,
+            "LastModifiedDate": record.modified,
+            "SystemModstamp": record.modified,
+        }
+        out: dict[str, Any] = {
+            "attributes": {
+                "type": definition.name,
+                "url": f"/services/data/{version}/sobjects/{definition.name}/{record.id}",
+            }
+        }
         for name in fields:
             out[name] = system[name] if name in system else record.values.get(name)
         return out
@@ -1043,8 +1171,13 @@ class SalesforceEmulator(BaseEmulator):
             views = []
             for r in stored:
                 view = dict(r.values)
-                view.update(Id=r.id, IsDeleted=r.deleted, CreatedDate=r.created, LastModifiedDate=r.modified,
-                            SystemModstamp=r.modified)
+                view.update(
+                    Id=r.id,
+                    IsDeleted=r.deleted,
+                    CreatedDate=r.created,
+                    LastModifiedDate=r.modified,
+                    SystemModstamp=r.modified,
+                )
                 views.append(view)
             rows = query.run(views)
             if query.count_only:
@@ -1053,8 +1186,7 @@ class SalesforceEmulator(BaseEmulator):
             records = [self._record_json(definition, by_id[row["Id"]], query.fields, version) for row in rows]
         return self._query_page(records, 0, batch, version, secrets.token_hex(7))
 
-    def _query_page(self, records: list[dict[str, Any]], start: int, batch: int, version: str,
-                    cursor: str) -> Response:
+    def _query_page(self, records: list[dict[str, Any]], start: int, batch: int, version: str, cursor: str) -> Response:
         page = records[start : start + batch]
         body: dict[str, Any] = {"totalSize": len(records), "done": start + batch >= len(records), "records": page}
         if not body["done"]:
@@ -1093,12 +1225,20 @@ class SalesforceEmulator(BaseEmulator):
         external = body.get("externalIdFieldName")
         if operation == "upsert":
             if not external:
-                raise RequestError(400, "INVALIDJOB", f"InvalidJob : External ID was blank for {definition.name}. "
-                                   "An External ID must be specified for upsert.")
+                raise RequestError(
+                    400,
+                    "INVALIDJOB",
+                    f"InvalidJob : External ID was blank for {definition.name}. "
+                    "An External ID must be specified for upsert.",
+                )
             ext = definition.field(str(external))
             if ext is None or (not ext.external_id and ext.name != "Id"):
-                raise RequestError(400, "INVALIDJOB", f"InvalidJob : Field name provided, {external} is not an "
-                                   f"External ID or indexed field for {definition.name}")
+                raise RequestError(
+                    400,
+                    "INVALIDJOB",
+                    f"InvalidJob : Field name provided, {external} is not an "
+                    f"External ID or indexed field for {definition.name}",
+                )
             external = ext.name
         if body.get("contentType", "CSV") != "CSV":
             raise RequestError(400, "INVALIDJOB", "InvalidJob : contentType must be CSV")
@@ -1192,8 +1332,15 @@ class SalesforceEmulator(BaseEmulator):
             self._rng.shuffle(job.successes)
         job.state = "JobComplete"
 
-    def _process_row(self, job: BulkJob, definition: SObjectDef, columns: list[FieldDef], row: list[str],
-                     external: FieldDef | None, duplicates: set[str]) -> None:
+    def _process_row(
+        self,
+        job: BulkJob,
+        definition: SObjectDef,
+        columns: list[FieldDef],
+        row: list[str],
+        external: FieldDef | None,
+        duplicates: set[str],
+    ) -> None:
         def fail(code: str, message: str, fields: Sequence[str] = (), record_id: str = "") -> None:
             job.failures.append([record_id, f"{code}:{message}:{','.join(fields)} --", *row])
 
@@ -1212,8 +1359,9 @@ class SalesforceEmulator(BaseEmulator):
             try:
                 values[name] = coerce(f, cell, source="csv")
             except ValueError:
-                fail("INVALID_TYPE_ON_FIELD_IN_RECORD", f"{f.display_label}: value not of required type: {cell}",
-                     [name])
+                fail(
+                    "INVALID_TYPE_ON_FIELD_IN_RECORD", f"{f.display_label}: value not of required type: {cell}", [name]
+                )
                 return
         if job.operation in ("delete", "hardDelete"):
             result = self._delete([str(record_id or "")], False)[0]
@@ -1246,13 +1394,21 @@ class SalesforceEmulator(BaseEmulator):
                 job.header, _ = self._parse_job_rows(job)
             header, rows = job.header, job.unprocessed
         out = io.StringIO()
-        writer = csv.writer(out, quoting=csv.QUOTE_ALL, lineterminator="\n" if job.line_ending == "LF" else "\r\n",
-                            delimiter=_DELIMITERS[job.column_delimiter])
+        writer = csv.writer(
+            out,
+            quoting=csv.QUOTE_ALL,
+            lineterminator="\n" if job.line_ending == "LF" else "\r\n",
+            delimiter=_DELIMITERS[job.column_delimiter],
+        )
         if header:
             writer.writerow(header)
         writer.writerows(rows)
-        return Response(content=out.getvalue().encode("utf-8"), status_code=200, media_type="text/csv",
-                        headers={"Sforce-NumberOfRecords": str(len(rows)), "Sforce-Locator": "null"})
+        return Response(
+            content=out.getvalue().encode("utf-8"),
+            status_code=200,
+            media_type="text/csv",
+            headers={"Sforce-NumberOfRecords": str(len(rows)), "Sforce-Locator": "null"},
+        )
 
 
 class _Gate:
@@ -1264,12 +1420,14 @@ class _Gate:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         emulator = self.emulator
-        raw_uri = (scope.get("raw_path") or scope["path"].encode())
+        raw_uri = scope.get("raw_path") or scope["path"].encode()
         query = scope.get("query_string") or b""
         if len(raw_uri) + (len(query) + 1 if query else 0) > emulator.max_uri_length:
             await drain_request_body(receive)
-            body = (b"<html><head><title>414 Request-URI Too Large</title></head><body><h1>Request-URI Too Large"
-                    b"</h1><p>The request URI exceeds the 16384 byte limit.</p></body></html>")
+            body = (
+                b"<html><head><title>414 Request-URI Too Large</title></head><body><h1>Request-URI Too Large"
+                b"</h1><p>The request URI exceeds the 16384 byte limit.</p></body></html>"
+            )
             await Response(content=body, status_code=414, media_type="text/html")(scope, receive, send)
             return
         path = scope["path"]
@@ -1296,10 +1454,14 @@ class _Gate:
             info = emulator.limit_info()
         if concurrent or over:
             await drain_request_body(receive)
-            message = ("ConcurrentRequests (Concurrent API Requests) Limit exceeded." if concurrent
-                       else "TotalRequests Limit exceeded.")
-            await json_response(403, [{"message": message, "errorCode": "REQUEST_LIMIT_EXCEEDED"}],
-                                {"Sforce-Limit-Info": info})(scope, receive, send)
+            message = (
+                "ConcurrentRequests (Concurrent API Requests) Limit exceeded."
+                if concurrent
+                else "TotalRequests Limit exceeded."
+            )
+            await json_response(
+                403, [{"message": message, "errorCode": "REQUEST_LIMIT_EXCEEDED"}], {"Sforce-Limit-Info": info}
+            )(scope, receive, send)
             return
         extra = [(b"sforce-limit-info", info.encode())]
 
@@ -1340,18 +1502,19 @@ async def _json(request: Request) -> Any:
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise RequestError(400, "JSON_PARSER_ERROR", f"Unexpected character at [line:{exc.lineno}, "
-                           f"column:{exc.colno}]: {exc.msg}") from None
+        raise RequestError(
+            400, "JSON_PARSER_ERROR", f"Unexpected character at [line:{exc.lineno}, column:{exc.colno}]: {exc.msg}"
+        ) from None
 
 
 def _collection_body(body: Any, limit: int) -> tuple[bool, list[Any]]:
     if not isinstance(body, dict) or not isinstance(body.get("records"), list):
-        raise RequestError(400, "JSON_PARSER_ERROR", "The request body must be {\"allOrNone\": ..., \"records\": "
-                           "[...]}")
+        raise RequestError(400, "JSON_PARSER_ERROR", 'The request body must be {"allOrNone": ..., "records": [...]}')
     records = body["records"]
     if len(records) > limit:
-        raise RequestError(400, "EXCEEDED_ID_LIMIT",
-                           f"record limit reached. cannot submit more than {limit} records into this call")
+        raise RequestError(
+            400, "EXCEEDED_ID_LIMIT", f"record limit reached. cannot submit more than {limit} records into this call"
+        )
     return bool(body.get("allOrNone", False)), records
 
 

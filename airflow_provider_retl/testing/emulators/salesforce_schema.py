@@ -275,11 +275,21 @@ def _system_fields(prefix_type: str) -> list[FieldDef]:
     return [
         FieldDef("Id", "id", 18, label=f"{prefix_type} ID", nillable=False, defaulted_on_create=True, **system),
         FieldDef("IsDeleted", "boolean", 0, label="Deleted", nillable=False, defaulted_on_create=True, **system),
-        FieldDef("CreatedDate", "datetime", 0, label="Created Date", nillable=False, defaulted_on_create=True, **system),
-        FieldDef("LastModifiedDate", "datetime", 0, label="Last Modified Date", nillable=False,
-                 defaulted_on_create=True, **system),
-        FieldDef("SystemModstamp", "datetime", 0, label="System Modstamp", nillable=False, defaulted_on_create=True,
-                 **system),
+        FieldDef(
+            "CreatedDate", "datetime", 0, label="Created Date", nillable=False, defaulted_on_create=True, **system
+        ),
+        FieldDef(
+            "LastModifiedDate",
+            "datetime",
+            0,
+            label="Last Modified Date",
+            nillable=False,
+            defaulted_on_create=True,
+            **system,
+        ),
+        FieldDef(
+            "SystemModstamp", "datetime", 0, label="System Modstamp", nillable=False, defaulted_on_create=True, **system
+        ),
     ]
 
 
@@ -322,8 +332,9 @@ def default_sobjects() -> dict[str, SObjectDef]:
             FieldDef("Title", "string", 128),
             FieldDef("Department", "string", 80),
             FieldDef("AccountId", "reference", 18, label="Account ID", reference_to=("Account",)),
-            FieldDef("HasOptedOutOfEmail", "boolean", 0, label="Email Opt Out", nillable=False,
-                     defaulted_on_create=True),
+            FieldDef(
+                "HasOptedOutOfEmail", "boolean", 0, label="Email Opt Out", nillable=False, defaulted_on_create=True
+            ),
             FieldDef("Description", "textarea", 32000, label="Contact Description"),
             _external_id(),
         ],
@@ -349,8 +360,9 @@ def default_sobjects() -> dict[str, SObjectDef]:
         "Custom",
         [
             FieldDef("Name", "string", 80, label="Custom Name", nillable=False),
-            FieldDef("External_Key__c", "string", 64, external_id=True, unique=True, case_sensitive=True,
-                     id_lookup=True),
+            FieldDef(
+                "External_Key__c", "string", 64, external_id=True, unique=True, case_sensitive=True, id_lookup=True
+            ),
             FieldDef("Amount__c", "double", 0),
             FieldDef("Active__c", "boolean", 0, nillable=False, defaulted_on_create=True),
             FieldDef("Notes__c", "string", 255),
@@ -363,8 +375,9 @@ def custom_sobject(name: str, specs: Iterable[FieldDef | Mapping[str, Any] | str
     """A custom object with a required ``Name`` and the given extra fields."""
     if not name.endswith("__c"):
         raise ValueError(f"custom object names end with '__c'; got {name!r}")
-    definition = _sobject(name, key_prefix, name[:-3].replace("_", " "), [FieldDef("Name", "string", 80,
-                                                                                  nillable=False)])
+    definition = _sobject(
+        name, key_prefix, name[:-3].replace("_", " "), [FieldDef("Name", "string", 80, nillable=False)]
+    )
     for spec in specs:
         definition.add_field(spec)
     return definition
@@ -481,8 +494,9 @@ def check_value(definition: FieldDef, value: Any, *, creating: bool) -> dict[str
     label = definition.display_label
     if value is None or value == "":
         if not definition.nillable and definition.type != "boolean" and (definition.createable or not creating):
-            return record_error("REQUIRED_FIELD_MISSING", f"Required fields are missing: [{definition.name}]",
-                                [definition.name])
+            return record_error(
+                "REQUIRED_FIELD_MISSING", f"Required fields are missing: [{definition.name}]", [definition.name]
+            )
         return None
     if definition.type in TEXT_TYPES and isinstance(value, str):
         if definition.length and len(value) > definition.length:
@@ -493,6 +507,5 @@ def check_value(definition: FieldDef, value: Any, *, creating: bool) -> dict[str
                 [definition.name],
             )
         if definition.type == "email" and not _EMAIL.match(value):
-            return record_error("INVALID_EMAIL_ADDRESS", f"{label}: invalid email address: {value}",
-                                [definition.name])
+            return record_error("INVALID_EMAIL_ADDRESS", f"{label}: invalid email address: {value}", [definition.name])
     return None

@@ -34,8 +34,28 @@ from airflow_provider_retl.testing.emulators.salesforce_schema import (
 
 _ESCAPES = {"n": "\n", "r": "\r", "t": "\t", "b": "\b", "f": "\f", '"': '"', "'": "'", "\\": "\\"}
 _KEYWORDS = frozenset(
-    {"SELECT", "FROM", "WHERE", "AND", "OR", "NOT", "IN", "LIKE", "ORDER", "BY", "ASC", "DESC", "NULLS", "FIRST",
-     "LAST", "LIMIT", "OFFSET", "NULL", "TRUE", "FALSE"}
+    {
+        "SELECT",
+        "FROM",
+        "WHERE",
+        "AND",
+        "OR",
+        "NOT",
+        "IN",
+        "LIKE",
+        "ORDER",
+        "BY",
+        "ASC",
+        "DESC",
+        "NULLS",
+        "FIRST",
+        "LAST",
+        "LIMIT",
+        "OFFSET",
+        "NULL",
+        "TRUE",
+        "FALSE",
+    }
 )
 _TOKEN = re.compile(
     r"\s*(?:(?P<string>')|(?P<number>-?\d+(?:\.\d+)?(?![\w-]))|(?P<date>\d{4}-\d{2}-\d{2}(?:T[\d:.]+(?:Z|[+-]\d{2}:?\d{2})?)?)"
@@ -121,8 +141,12 @@ def _read_string(soql: str, start: int) -> tuple[str, int]:
             elif nxt in ("_", "%"):
                 out.append("\\" + nxt)  # kept escaped: only LIKE treats them as literals
             else:
-                raise _malformed(soql, pos + 1, "Invalid string literal '" + soql[start:pos + 2] + "'. Illegal "
-                                 "character sequence '\\" + nxt + "' in string literal.")
+                raise _malformed(
+                    soql,
+                    pos + 1,
+                    "Invalid string literal '" + soql[start : pos + 2] + "'. Illegal "
+                    "character sequence '\\" + nxt + "' in string literal.",
+                )
             pos += 2
             continue
         if ch == "'":
@@ -200,11 +224,17 @@ class _Parser:
         obj_tok = self.advance()
         sobject = self.sobjects.get(str(obj_tok.value).lower())
         if sobject is None:
-            raise RequestError(400, "INVALID_TYPE", _caret(
-                self.soql, obj_tok.column,
-                f"sObject type '{obj_tok.value}' is not supported. If you are attempting to use a custom object, be "
-                "sure to append the '__c' after the entity name. Please reference your WSDL or the describe call "
-                "for the appropriate names."))
+            raise RequestError(
+                400,
+                "INVALID_TYPE",
+                _caret(
+                    self.soql,
+                    obj_tok.column,
+                    f"sObject type '{obj_tok.value}' is not supported. If you are attempting to use a custom object, be "
+                    "sure to append the '__c' after the entity name. Please reference your WSDL or the describe call "
+                    "for the appropriate names.",
+                ),
+            )
         self.sobject = sobject
         fields = [self.field_name(t) for t in selected]
         query = Query(sobject, list(dict.fromkeys(fields)), count_only=count_only)
@@ -251,11 +281,17 @@ class _Parser:
         assert self.sobject is not None
         definition = self.sobject.field(str(tok.value))
         if definition is None:
-            raise RequestError(400, "INVALID_FIELD", _caret(
-                self.soql, tok.column,
-                f"No such column '{tok.value}' on entity '{self.sobject.name}'. If you are attempting to use a "
-                "custom field, be sure to append the '__c' after the custom field name. Please reference your WSDL "
-                "or the describe call for the appropriate names."))
+            raise RequestError(
+                400,
+                "INVALID_FIELD",
+                _caret(
+                    self.soql,
+                    tok.column,
+                    f"No such column '{tok.value}' on entity '{self.sobject.name}'. If you are attempting to use a "
+                    "custom field, be sure to append the '__c' after the custom field name. Please reference your WSDL "
+                    "or the describe call for the appropriate names.",
+                ),
+            )
         return definition.name
 
     def expr(self) -> Callable[[Mapping[str, Any]], bool]:

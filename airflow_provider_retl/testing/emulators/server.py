@@ -14,7 +14,7 @@ import socket
 import threading
 import time
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import uvicorn
 
@@ -130,7 +130,7 @@ class EmulatorServer:
         try:
             with asyncio.Runner(loop_factory=loop_factory) as runner:
                 runner.run(self._serve())
-        except BaseException as exc:  # SystemExit from uvicorn on startup failure included
+        except BaseException as exc:  # noqa: BLE001 - SystemExit from uvicorn on startup failure included
             self._error = exc
 
     async def _serve(self) -> None:
@@ -164,7 +164,7 @@ class EmulatorServer:
             self._socket.close()
             self._socket = None
 
-    def __enter__(self) -> EmulatorServer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(

@@ -97,10 +97,33 @@ ROLES = ("end-user", "agent", "admin")
 #: Writable standard attributes (anything else in a record is ignored, as Zendesk does).
 USER_ATTRIBUTES = frozenset(
     {
-        "name", "email", "external_id", "alias", "details", "notes", "phone", "shared_phone_number", "role",
-        "locale", "locale_id", "time_zone", "organization_id", "tags", "verified", "signature", "moderator",
-        "ticket_restriction", "only_private_comments", "restricted_agent", "suspended", "custom_role_id",
-        "default_group_id", "remote_photo_url", "skip_verify_email", "identities", "organization",
+        "name",
+        "email",
+        "external_id",
+        "alias",
+        "details",
+        "notes",
+        "phone",
+        "shared_phone_number",
+        "role",
+        "locale",
+        "locale_id",
+        "time_zone",
+        "organization_id",
+        "tags",
+        "verified",
+        "signature",
+        "moderator",
+        "ticket_restriction",
+        "only_private_comments",
+        "restricted_agent",
+        "suspended",
+        "custom_role_id",
+        "default_group_id",
+        "remote_photo_url",
+        "skip_verify_email",
+        "identities",
+        "organization",
     }
 )
 ORGANIZATION_ATTRIBUTES = frozenset(
@@ -306,8 +329,14 @@ class _Kind:
 
 USERS = _Kind("users", "user", "user_fields", "user_fields", USER_ATTRIBUTES, "email", "UserUpdateError", "User")
 ORGANIZATIONS = _Kind(
-    "organizations", "organization", "organization_fields", "organization_fields", ORGANIZATION_ATTRIBUTES,
-    "name", "OrganizationUpdateError", "Organization",
+    "organizations",
+    "organization",
+    "organization_fields",
+    "organization_fields",
+    ORGANIZATION_ATTRIBUTES,
+    "name",
+    "OrganizationUpdateError",
+    "Organization",
 )
 KINDS = {"users": USERS, "organizations": ORGANIZATIONS}
 
@@ -406,8 +435,9 @@ class ZendeskEmulator(RollingWindowRateLimited, BaseEmulator):
                 found += [self._record_json(KINDS[_plural(object_type)], r) for r in store.deleted.values()]
             return sorted(found, key=lambda r: r["id"])
 
-    def find(self, object_type: str, *, external_id: str | None = None, email: str | None = None,
-             name: str | None = None) -> dict[str, Any] | None:
+    def find(
+        self, object_type: str, *, external_id: str | None = None, email: str | None = None, name: str | None = None
+    ) -> dict[str, Any] | None:
         """The active record with this external id (or email / name), or None."""
         with self.lock:
             kind = KINDS[_plural(object_type)]
@@ -461,7 +491,6 @@ class ZendeskEmulator(RollingWindowRateLimited, BaseEmulator):
             held, self._held = self._held, []
         for job in held:
             self._schedule(job, self.processing_seconds / 2, self._start_job)
-
 
     def state(self) -> dict[str, Any]:
         with self.lock:
@@ -601,14 +630,22 @@ class ZendeskEmulator(RollingWindowRateLimited, BaseEmulator):
         @app.post(base + "/create_or_update_many")
         async def create_or_update_many(request: Request) -> Response:
             items = self._bulk_items(kind, await _json(request))
-            return self._submit(kind, f"bulk_create_or_update_{kind.plural}", items,
-                                lambda: [self._upsert_one(kind, i, item) for i, item in enumerate(items)])
+            return self._submit(
+                kind,
+                f"bulk_create_or_update_{kind.plural}",
+                items,
+                lambda: [self._upsert_one(kind, i, item) for i, item in enumerate(items)],
+            )
 
         @app.post(base + "/create_many")
         async def create_many(request: Request) -> Response:
             items = self._bulk_items(kind, await _json(request))
-            return self._submit(kind, f"bulk_create_{kind.plural}", items,
-                                lambda: [self._create_one(kind, i, item) for i, item in enumerate(items)])
+            return self._submit(
+                kind,
+                f"bulk_create_{kind.plural}",
+                items,
+                lambda: [self._create_one(kind, i, item) for i, item in enumerate(items)],
+            )
 
         @app.put(base + "/update_many")
         async def update_many(request: Request) -> Response:
@@ -622,8 +659,9 @@ class ZendeskEmulator(RollingWindowRateLimited, BaseEmulator):
                 self._check_count(len(items))
             else:
                 items = self._bulk_items(kind, body)
-            return self._submit(kind, f"bulk_update_{kind.plural}", items,
-                                lambda: [self._update_one(kind, item) for item in items])
+            return self._submit(
+                kind, f"bulk_update_{kind.plural}", items, lambda: [self._update_one(kind, item) for item in items]
+            )
 
         @app.delete(base + "/destroy_many")
         async def destroy_many(request: Request) -> Response:
@@ -633,8 +671,9 @@ class ZendeskEmulator(RollingWindowRateLimited, BaseEmulator):
             if not targets:
                 raise ZendeskError(400, "InvalidValue", "ids or external_ids parameter is required")
             self._check_count(len(targets))
-            return self._submit(kind, f"bulk_delete_{kind.plural}", targets,
-                                lambda: [self._destroy_one(kind, t) for t in targets])
+            return self._submit(
+                kind, f"bulk_delete_{kind.plural}", targets, lambda: [self._destroy_one(kind, t) for t in targets]
+            )
 
         @app.get(base + "/show_many")
         async def show_many(request: Request) -> Response:
@@ -737,8 +776,9 @@ class ZendeskEmulator(RollingWindowRateLimited, BaseEmulator):
     def _field_definitions(self, kind: _Kind) -> Response:
         with self.lock:
             fields = [d.to_json(self._base_url, kind.fields_path) for d in self._stores[kind.plural].fields.values()]
-        return json_response(200, {kind.fields_path: fields, "next_page": None, "previous_page": None,
-                                   "count": len(fields)})
+        return json_response(
+            200, {kind.fields_path: fields, "next_page": None, "previous_page": None, "count": len(fields)}
+        )
 
     def _search(self, kind: _Kind, request: Request) -> Response:
         params = request.query_params
@@ -769,7 +809,8 @@ class ZendeskEmulator(RollingWindowRateLimited, BaseEmulator):
             return [store.records[record_id]] if record_id is not None else []
         # A bare query: an exact email, or a part of the name.
         return [
-            r for r in store.records.values()
+            r
+            for r in store.records.values()
             if str(r.get(kind.second_key) or "").lower() == value or value in str(r.get("name") or "").lower()
         ]
 
@@ -782,13 +823,22 @@ class ZendeskEmulator(RollingWindowRateLimited, BaseEmulator):
             except (ValueError, UnicodeDecodeError):
                 pass
         return {
-            "id": 1, "url": f"{self._base_url}/api/v2/users/1.json", "name": "Emulator Agent", "email": email,
-            "role": "admin", "active": True, "verified": True, "time_zone": "UTC", "locale": "en-US",
+            "id": 1,
+            "url": f"{self._base_url}/api/v2/users/1.json",
+            "name": "Emulator Agent",
+            "email": email,
+            "role": "admin",
+            "active": True,
+            "verified": True,
+            "time_zone": "UTC",
+            "locale": "en-US",
         }
 
     # -- jobs ----------------------------------------------------------------------------
 
-    def _submit(self, kind: _Kind, job_type: str, items: Sequence[Any], work: Callable[[], list[dict[str, Any]]]) -> Response:
+    def _submit(
+        self, kind: _Kind, job_type: str, items: Sequence[Any], work: Callable[[], list[dict[str, Any]]]
+    ) -> Response:
         with self.lock:
             self._expire_jobs()
             active = [j for j in self._jobs.values() if j.active]
@@ -802,8 +852,12 @@ class ZendeskEmulator(RollingWindowRateLimited, BaseEmulator):
                     headers={"Retry-After": str(max(1, math.ceil(self.processing_seconds)))},
                 )
             job = Job(
-                id=secrets.token_hex(16), job_type=job_type, total=len(items), account=self.subdomain,
-                work=work, created=time.time(),
+                id=secrets.token_hex(16),
+                job_type=job_type,
+                total=len(items),
+                account=self.subdomain,
+                work=work,
+                created=time.time(),
             )
             if self._job_outcomes:
                 job.outcome, job.message = self._job_outcomes.pop(0)
@@ -903,12 +957,24 @@ class ZendeskEmulator(RollingWindowRateLimited, BaseEmulator):
             target = store.records.get(record_id) if record_id is not None else None
         ident = _int_or_none(value) if how == "id" else value
         if target is None:
-            return {"id": ident, "action": "update", "success": False, "status": "Failed",
-                    "error": "RecordNotFound", "details": f"{kind.label} {value} not found"}
+            return {
+                "id": ident,
+                "action": "update",
+                "success": False,
+                "status": "Failed",
+                "error": "RecordNotFound",
+                "details": f"{kind.label} {value} not found",
+            }
         values, errors = self._check(kind, {k: v for k, v in item.items() if k != "id"}, target)
         if errors:
-            return {"id": target["id"], "action": "update", "success": False, "status": "Failed",
-                    "error": kind.error, "details": " ".join(errors)}
+            return {
+                "id": target["id"],
+                "action": "update",
+                "success": False,
+                "status": "Failed",
+                "error": kind.error,
+                "details": " ".join(errors),
+            }
         self._write(kind, target, values)
         return {"id": target["id"], "action": "update", "success": True, "status": "Updated"}
 
@@ -922,8 +988,14 @@ class ZendeskEmulator(RollingWindowRateLimited, BaseEmulator):
             target = store.records.get(record_id) if record_id is not None else None
         ident = _int_or_none(value) if how == "id" else value
         if target is None:
-            return {"id": ident, "action": "delete", "success": False, "status": "Failed", "error": "RecordNotFound",
-                    "details": f"{kind.label} {value} not found"}
+            return {
+                "id": ident,
+                "action": "delete",
+                "success": False,
+                "status": "Failed",
+                "error": "RecordNotFound",
+                "details": f"{kind.label} {value} not found",
+            }
         self._delete(kind, target)
         return {"id": target["id"], "action": "delete", "success": True, "status": "Deleted"}
 
@@ -1041,8 +1113,18 @@ class ZendeskEmulator(RollingWindowRateLimited, BaseEmulator):
         body = {k: v for k, v in record.items() if k != kind.fields_key}
         body["url"] = f"{self._base_url}/api/v2/{kind.plural}/{record['id']}.json"
         if kind is USERS:
-            for key in ("email", "external_id", "phone", "alias", "details", "notes", "organization_id",
-                        "time_zone", "locale", "signature"):
+            for key in (
+                "email",
+                "external_id",
+                "phone",
+                "alias",
+                "details",
+                "notes",
+                "organization_id",
+                "time_zone",
+                "locale",
+                "signature",
+            ):
                 body.setdefault(key, None)
             body.setdefault("name", None)
         else:
@@ -1078,7 +1160,10 @@ class _ZendeskFront:
         decision = self.emulator.limiter.acquire(account)
         extra: dict[str, str] = {}
         if decision.limit is not None:
-            extra = {"X-Rate-Limit": str(decision.limit), "X-Rate-Limit-Remaining": str(max(0, decision.remaining or 0))}
+            extra = {
+                "X-Rate-Limit": str(decision.limit),
+                "X-Rate-Limit-Remaining": str(max(0, decision.remaining or 0)),
+            }
         if not decision.allowed:
             await drain_request_body(receive)
             extra["Retry-After"] = decision.retry_after_header
