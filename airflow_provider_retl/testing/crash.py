@@ -234,7 +234,7 @@ class ForkServer:
         self._stderr = stderr  # where the children's logs go (a file keeps test output readable)
         self._lock = threading.Lock()
 
-    def start(self) -> ForkServer:
+    def start(self) -> Self:
         root = str(Path(__file__).resolve().parents[2])
         env = dict(os.environ if self._env is None else self._env)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)

@@ -31,6 +31,7 @@ from airflow_provider_retl.testing.emulators import (
     SALESFORCE_USERNAME,
     ZENDESK_API_TOKEN,
     ZENDESK_EMAIL,
+    HubSpotEmulator,
     RunningEmulator,
     start_emulator,
 )
@@ -75,13 +76,14 @@ ZENDESK_USER_FIELDS = {"plan": "text"}
 
 def emulator_options(kind: str) -> dict[str, Any]:
     """Constructor options of the ``kind`` emulator as the example needs it."""
-    return {
+    options: dict[str, dict[str, Any]] = {
         "hubspot": {"tokens": [HUBSPOT_TOKEN], "rate_limit": None},
         "mailchimp": {"merge_fields": MAILCHIMP_MERGE_FIELDS},
         "salesforce": {"bulk_processing_seconds": 0.05},
         "zendesk": {"user_fields": ZENDESK_USER_FIELDS, "processing_seconds": 0.02, "rate_limit": None},
         "customerio": {"rate_limit": None},
-    }[kind]
+    }
+    return options[kind]
 
 
 def start_example_emulators(host: str = "127.0.0.1", *, fixed_ports: bool = False) -> dict[str, RunningEmulator]:
@@ -91,9 +93,13 @@ def start_example_emulators(host: str = "127.0.0.1", *, fixed_ports: bool = Fals
         for kind, fixed_port in PORTS.items():
             port = fixed_port if fixed_ports else 0
             running[kind] = start_emulator(kind, host=host, port=port, **emulator_options(kind))
+        hubspot = running["hubspot"].emulator
+        # RunningEmulator holds any BaseEmulator; start_emulator("hubspot") built a HubSpotEmulator.
+        if not isinstance(hubspot, HubSpotEmulator):
+            raise TypeError(f"expected a HubSpotEmulator, got {type(hubspot).__name__}")
         for object_type, properties in HUBSPOT_PROPERTIES.items():
             for name, type_ in properties.items():
-                running["hubspot"].emulator.add_property(object_type, {"name": name, "type": type_})
+                hubspot.add_property(object_type, {"name": name, "type": type_})
     except BaseException:
         stop_all(running)
         raise

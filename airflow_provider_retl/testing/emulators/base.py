@@ -13,24 +13,17 @@ import asyncio
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send  # the emulators' ASGI types, imported from here
 
-from airflow_provider_retl.testing.emulators.connection import (
-    Receive,
-    Send,
-    drain_request_body,
-    drop_connection,
-)
+from airflow_provider_retl.testing.emulators.connection import drain_request_body, drop_connection
 from airflow_provider_retl.testing.emulators.faults import Faults
 from airflow_provider_retl.testing.emulators.requestlog import LoggedRequest, RequestLog
-
-Scope = dict[str, Any]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 ADMIN_PREFIX = "/_emulator"
 
@@ -132,7 +125,7 @@ class BaseEmulator:
                 logged = True
                 self.request_log.add(scope["method"], scope["path"], seen_status, started, decision.kind)
 
-        async def send_and_watch(message: dict[str, Any]) -> None:
+        async def send_and_watch(message: Message) -> None:
             nonlocal seen_status
             if message["type"] == "http.response.start":
                 seen_status = message["status"]
@@ -233,7 +226,7 @@ class _Capture:
         self.headers: list[tuple[bytes, bytes]] = []
         self.chunks: list[bytes] = []
 
-    async def __call__(self, message: dict[str, Any]) -> None:
+    async def __call__(self, message: Message) -> None:
         if message["type"] == "http.response.start":
             self.status = message["status"]
             self.headers = list(message.get("headers", []))
@@ -257,14 +250,14 @@ class _Replay:
         self._body: bytes | None = body
         self._receive = receive
 
-    async def __call__(self) -> dict[str, Any]:
+    async def __call__(self) -> Message:
         if self._body is not None:
             body, self._body = self._body, None
             return {"type": "http.request", "body": body, "more_body": False}
         return await self._receive()
 
 
-async def _discard(message: dict[str, Any]) -> None:
+async def _discard(message: Message) -> None:
     return None
 
 

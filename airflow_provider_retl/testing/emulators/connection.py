@@ -14,11 +14,8 @@ from __future__ import annotations
 import asyncio
 import socket
 import struct
-from collections.abc import Awaitable, Callable
-from typing import Any
 
-Send = Callable[[dict[str, Any]], Awaitable[None]]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
+from starlette.types import Receive, Send
 
 
 class ConnectionDropUnsupported(RuntimeError):

@@ -58,8 +58,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from airflow_provider_retl.testing.emulators.base import ASGIApp, BaseEmulator, Scope, json_response
-from airflow_provider_retl.testing.emulators.connection import Receive, Send, drain_request_body
+from airflow_provider_retl.testing.emulators.base import ASGIApp, BaseEmulator, Receive, Scope, Send, json_response
+from airflow_provider_retl.testing.emulators.connection import drain_request_body
 from airflow_provider_retl.testing.emulators.faults import Faults
 from airflow_provider_retl.testing.emulators.ratelimit import RollingWindowLimiter, RollingWindowRateLimited
 

@@ -38,11 +38,14 @@ from fastapi.responses import Response
 from airflow_provider_retl.testing.emulators.base import (
     ASGIApp,
     BaseEmulator,
+    Message,
+    Receive,
     Scope,
+    Send,
     correlation_id,
     json_response,
 )
-from airflow_provider_retl.testing.emulators.connection import Receive, Send, drain_request_body
+from airflow_provider_retl.testing.emulators.connection import drain_request_body
 from airflow_provider_retl.testing.emulators.faults import Faults
 from airflow_provider_retl.testing.emulators.hubspot_schema import (
     PROPERTY_TYPES,
@@ -874,7 +877,7 @@ class _AuthAndRateLimit:
             return
         raw_headers = [(k.lower().encode(), v.encode()) for k, v in extra.items()]
 
-        async def send_with_headers(message: dict[str, Any]) -> None:
+        async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 message = {**message, "headers": [*message.get("headers", []), *raw_headers]}
             await send(message)

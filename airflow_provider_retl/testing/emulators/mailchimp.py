@@ -60,8 +60,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from airflow_provider_retl.testing.emulators.base import ASGIApp, BaseEmulator, Scope, correlation_id
-from airflow_provider_retl.testing.emulators.connection import Receive, Send, drain_request_body
+from airflow_provider_retl.testing.emulators.base import ASGIApp, BaseEmulator, Receive, Scope, Send, correlation_id
+from airflow_provider_retl.testing.emulators.connection import drain_request_body
 from airflow_provider_retl.testing.emulators.faults import Faults
 from airflow_provider_retl.testing.emulators.ratelimit import RollingWindowLimiter, RollingWindowRateLimited
 
@@ -950,14 +950,15 @@ class MailchimpEmulator(RollingWindowRateLimited, BaseEmulator):
             new_status = status or existing.status
             previous: str | None = existing.status
         else:
-            new_status = (status_if_new or status) if mode != "post" else (status or status_if_new)
-            if not new_status:
+            requested = (status_if_new or status) if mode != "post" else (status or status_if_new)
+            if not requested:
                 field_name = "status" if mode in ("post", "batch") else "status_if_new"
                 raise _MemberError(
                     "Invalid Resource",
                     f"{email} must have a status",
                     errors=[{"field": field_name, "message": "This value should not be blank."}],
                 )
+            new_status = requested
             previous = existing.status_before_archive if existing is not None else None
         _check_compliance(email, previous, new_status)
         values = self._merge_values(audience, existing, body.get("merge_fields"), skip_merge_validation)

@@ -62,8 +62,16 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
-from airflow_provider_retl.testing.emulators.base import ASGIApp, BaseEmulator, Scope, json_response
-from airflow_provider_retl.testing.emulators.connection import Receive, Send, drain_request_body
+from airflow_provider_retl.testing.emulators.base import (
+    ASGIApp,
+    BaseEmulator,
+    Message,
+    Receive,
+    Scope,
+    Send,
+    json_response,
+)
+from airflow_provider_retl.testing.emulators.connection import drain_request_body
 from airflow_provider_retl.testing.emulators.faults import Faults
 from airflow_provider_retl.testing.emulators.salesforce_schema import (
     FieldDef,
@@ -1442,8 +1450,8 @@ class _Gate:
         token = auth[7:].strip() if auth[:7].lower() == "bearer " else None
         if emulator.token_subject(token) is None:
             await drain_request_body(receive)
-            body = [{"message": "Session expired or invalid", "errorCode": "INVALID_SESSION_ID"}]
-            await json_response(401, body)(scope, receive, send)
+            errors = [{"message": "Session expired or invalid", "errorCode": "INVALID_SESSION_ID"}]
+            await json_response(401, errors)(scope, receive, send)
             return
         with emulator.lock:
             concurrent = emulator.max_concurrent is not None and emulator._in_flight >= emulator.max_concurrent
@@ -1465,7 +1473,7 @@ class _Gate:
             return
         extra = [(b"sforce-limit-info", info.encode())]
 
-        async def send_with_headers(message: dict[str, Any]) -> None:
+        async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 message = {**message, "headers": [*message.get("headers", []), *extra]}
             await send(message)

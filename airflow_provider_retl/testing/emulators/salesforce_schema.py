@@ -271,25 +271,26 @@ class SObjectDef:
 
 
 def _system_fields(prefix_type: str) -> list[FieldDef]:
-    system = {"createable": False, "updateable": False}
+    # Set by the platform: never nillable, defaulted on create, not writable by clients.
+    system = [
+        ("Id", "id", 18, f"{prefix_type} ID"),
+        ("IsDeleted", "boolean", 0, "Deleted"),
+        ("CreatedDate", "datetime", 0, "Created Date"),
+        ("LastModifiedDate", "datetime", 0, "Last Modified Date"),
+        ("SystemModstamp", "datetime", 0, "System Modstamp"),
+    ]
     return [
-        FieldDef("Id", "id", 18, label=f"{prefix_type} ID", nillable=False, defaulted_on_create=True, **system),
-        FieldDef("IsDeleted", "boolean", 0, label="Deleted", nillable=False, defaulted_on_create=True, **system),
         FieldDef(
-            "CreatedDate", "datetime", 0, label="Created Date", nillable=False, defaulted_on_create=True, **system
-        ),
-        FieldDef(
-            "LastModifiedDate",
-            "datetime",
-            0,
-            label="Last Modified Date",
+            name,
+            type_,
+            length,
+            label=label,
             nillable=False,
             defaulted_on_create=True,
-            **system,
-        ),
-        FieldDef(
-            "SystemModstamp", "datetime", 0, label="System Modstamp", nillable=False, defaulted_on_create=True, **system
-        ),
+            createable=False,
+            updateable=False,
+        )
+        for name, type_, length, label in system
     ]
 
 

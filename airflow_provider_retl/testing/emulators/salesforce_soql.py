@@ -20,7 +20,7 @@ Salesforce, text comparisons ignore case. Errors carry Salesforce's codes
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,7 +82,7 @@ class Query:
     limit: int | None = None
     offset: int = 0
 
-    def run(self, records: list[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    def run(self, records: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
         rows = [r for r in records if self.where is None or self.where(r)]
         for name, descending, nulls_last in reversed(self.order_by):
             definition = self.sobject.field(name)

@@ -61,7 +61,7 @@ class EmulatorServer:
         """True between a successful ``start()`` and ``stop()``."""
         return self._thread is not None and self._thread.is_alive()
 
-    def start(self) -> EmulatorServer:
+    def start(self) -> Self:
         """Bind, start uvicorn in a thread and wait until it accepts connections."""
         if self.running:
             return self

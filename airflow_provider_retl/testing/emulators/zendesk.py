@@ -60,14 +60,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from airflow_provider_retl.testing.emulators.base import (
     ASGIApp,
     BaseEmulator,
+    Message,
+    Receive,
     Scope,
+    Send,
     json_response,
 )
-from airflow_provider_retl.testing.emulators.connection import (
-    Receive,
-    Send,
-    drain_request_body,
-)
+from airflow_provider_retl.testing.emulators.connection import drain_request_body
 from airflow_provider_retl.testing.emulators.faults import Faults
 from airflow_provider_retl.testing.emulators.ratelimit import RollingWindowLimiter, RollingWindowRateLimited
 
@@ -1030,10 +1029,10 @@ class ZendeskEmulator(RollingWindowRateLimited, BaseEmulator):
                 values[name] = value
         owner = target["id"] if target is not None else None
 
-        name = values.get("name", target.get("name") if target else None)
-        if target is None and (name is None or not str(name).strip()):
+        record_name = values.get("name", target.get("name") if target else None)
+        if target is None and (record_name is None or not str(record_name).strip()):
             errors.append("Name: is too short (minimum is 1 character)")
-        elif name is not None and len(str(name)) > MAX_NAME_CHARS:
+        elif record_name is not None and len(str(record_name)) > MAX_NAME_CHARS:
             errors.append(f"Name: is too long (maximum is {MAX_NAME_CHARS} characters)")
         external_id = values.get("external_id")
         if external_id not in (None, ""):
@@ -1171,7 +1170,7 @@ class _ZendeskFront:
             return
         raw_headers = [(k.lower().encode(), v.encode()) for k, v in extra.items()]
 
-        async def send_with_headers(message: dict[str, Any]) -> None:
+        async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 message = {**message, "headers": [*message.get("headers", []), *raw_headers]}
             await send(message)
