@@ -33,7 +33,7 @@ import inspect
 import math
 import operator
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -384,15 +384,15 @@ def frame_from_rows(
     return frame_from_columns(columns, spec, n)
 
 
-def frame_from_columns(columns: Sequence[Sequence[Any]], spec: _ColumnSpec, n: int) -> pd.DataFrame:
-    """A DataFrame from per-column lists of driver values."""
+def frame_from_columns(columns: Sequence[Iterable[Any]], spec: _ColumnSpec, n: int) -> pd.DataFrame:
+    """A DataFrame from per-column iterables (lists, or lazy maps) of ``n`` driver values each."""
     data = {}
     for name, conversion, values in zip(spec.names, spec.conversions, columns, strict=True):
         data[name] = typed_column(_object_array(values, n), conversion, name)
     return pd.DataFrame(data, index=pd.RangeIndex(n))
 
 
-def _object_array(values: Sequence[Any], n: int) -> np.ndarray:
+def _object_array(values: Iterable[Any], n: int) -> np.ndarray:
     # fromiter never broadcasts: a column of equal-length lists (JSON arrays) stays one-dimensional.
     return np.fromiter(values, dtype=object, count=n)
 

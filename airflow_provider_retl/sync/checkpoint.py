@@ -21,12 +21,13 @@ import base64
 import os
 import tempfile
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+import numpy.typing as npt
 import orjson
 
 from airflow_provider_retl.sync.errors import CheckpointError
@@ -80,7 +81,7 @@ class JournalEntry:
     deleted: np.ndarray = field(default_factory=lambda: _EMPTY_U64)
 
     @classmethod
-    def puts(cls, key_hashes: Sequence[int], row_hashes: Sequence[int], dest_ids: Sequence[str | None]) -> JournalEntry:
+    def puts(cls, key_hashes: npt.ArrayLike, row_hashes: npt.ArrayLike, dest_ids: Iterable[str | None]) -> JournalEntry:
         return cls(
             key_hashes=np.asarray(key_hashes, dtype=np.uint64),
             row_hashes=np.asarray(row_hashes, dtype=np.uint64),
@@ -88,7 +89,7 @@ class JournalEntry:
         )
 
     @classmethod
-    def deletes(cls, key_hashes: Sequence[int]) -> JournalEntry:
+    def deletes(cls, key_hashes: npt.ArrayLike) -> JournalEntry:
         return cls(deleted=np.asarray(key_hashes, dtype=np.uint64))
 
     def __len__(self) -> int:
@@ -257,7 +258,10 @@ class JournalingStore:
     and error wrapping live here once.
     """
 
-    description = "checkpoint"
+    @property
+    def description(self) -> str:
+        """Where the checkpoint lives, for the report (never a secret); subclasses name theirs."""
+        return "checkpoint"
 
     # Store developer overrides:
     def _read_base(self) -> Any | None:

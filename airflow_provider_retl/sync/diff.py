@@ -29,6 +29,9 @@ DEST_ID = "__retl_dest_id"
 KIND = "__retl_kind"
 INTERNAL = [KEY, KEY_HASH, ROW_HASH, DEST_ID, KIND]
 
+#: "No destination id" as a 0-d object array, the fill np.where broadcasts (its typing takes arrays, not a bare None).
+_NO_ID = np.array(None, dtype=object)
+
 
 def _resolve_column(name: str, columns: Sequence[str], what: str) -> str:
     """Find ``name`` among the result's columns, case-insensitively when unambiguous (Snowflake)."""
@@ -200,7 +203,7 @@ class SnapshotDiff:
         safe_positions = np.where(known, positions, 0)
         if len(self.base):
             ck_rows = np.where(known, self.base.row_hashes[safe_positions], 0)
-            ids = np.where(known, self.base.dest_ids[safe_positions], None)
+            ids = np.where(known, self.base.dest_ids[safe_positions], _NO_ID)
         else:
             ck_rows = np.zeros(len(keys), dtype=np.uint64)
             ids = np.full(len(keys), None, dtype=object)
@@ -328,9 +331,11 @@ class SnapshotDiff:
         duplicated = pd.Index(keys).duplicated(keep=False)
         keys, rows = keys[~duplicated], rows[~duplicated]
         positions = self.ck_index.get_indexer(keys)
-        ids = np.where(
-            positions >= 0, self.base.dest_ids[np.where(positions >= 0, positions, 0)] if len(self.base) else None, None
-        )
+        found = positions >= 0
+        if len(self.base):
+            ids = np.where(found, self.base.dest_ids[np.where(found, positions, 0)], _NO_ID)
+        else:
+            ids = np.full(len(keys), None, dtype=object)
         self.store.finalize(
             Checkpoint(self.base.target_fingerprint, self.base.payload_fingerprint, keys, rows, ids.astype(object))
         )

@@ -30,9 +30,9 @@ def to_wire(value: Any) -> Any:
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
     if isinstance(value, (int, np.integer)):
-        number = int(value)
+        integer = int(value)
         # Integers beyond 64 bits travel as exact strings: many JSON parsers would round them.
-        return number if -_INT64 <= number < _INT64 else str(number)
+        return integer if -_INT64 <= integer < _INT64 else str(integer)
     if isinstance(value, (float, np.floating)):
         number = float(value)
         if math.isnan(number):
@@ -82,12 +82,12 @@ def column_to_wire(series: pd.Series) -> tuple[list[Any], dict[int, str]]:
     if pd.api.types.is_float_dtype(dtype):
         floats = series.to_numpy(dtype=np.float64, na_value=np.nan)
         out: list[Any] = floats.tolist()
-        for i in np.flatnonzero(~np.isfinite(floats)):
-            if np.isnan(floats[i]):
-                out[i] = None
+        for pos in np.flatnonzero(~np.isfinite(floats)):
+            if np.isnan(floats[pos]):
+                out[pos] = None
             else:
-                failures[int(i)] = "value is infinite, which JSON cannot represent"
-                out[i] = None
+                failures[int(pos)] = "value is infinite, which JSON cannot represent"
+                out[pos] = None
         return out, failures
     if pd.api.types.is_datetime64_any_dtype(dtype):
         return [None if v is pd.NaT else v.isoformat() for v in series.tolist()], failures

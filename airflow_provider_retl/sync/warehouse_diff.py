@@ -283,7 +283,7 @@ class WarehouseDiff(SnapshotDiff):
         report: SyncReport,
         progress: Progress,
     ) -> None:
-        super().__init__(destination, store, config, report, progress)  # type: ignore[arg-type]
+        super().__init__(destination, store, config, report, progress)
         if getattr(config, "partition", None):
             raise ConfigurationError(
                 "checkpoint='warehouse' diffs the whole query in the warehouse; partitioned syncs use the "
