@@ -193,7 +193,9 @@ class CustomerIoHook(DestinationHook):
         """Customer.io's error bodies: ``{"errors": [{reason, field, message}]}`` or ``{"meta": {"errors": [...]}}``."""
         data = _json_or_none(response)
         if isinstance(data, Mapping):
-            meta = data.get("meta") if isinstance(data.get("meta"), Mapping) else {}
+            meta = data.get("meta")
+            if not isinstance(meta, Mapping):
+                meta = {}
             items = data.get("errors") or meta.get("errors") or ([meta["error"]] if meta.get("error") else [])
             if isinstance(items, list) and items:
                 texts = [_error_text(e) if isinstance(e, Mapping) else str(e) for e in items[:3]]

@@ -512,7 +512,7 @@ class DestinationHook(BaseHook):
         url: str,
         body: bytes | None,
         params: Mapping[str, Any] | None,
-        headers: Mapping[str, str] | None,
+        headers: Mapping[str, str | None] | None,  # None drops a session header (requests' merge)
         idempotent: bool,
         what: str,
         accept: Collection[int],
@@ -526,8 +526,15 @@ class DestinationHook(BaseHook):
             limiter.acquire()
         self._stats.add_request()
         try:
+            # requests drops a header given as None (sessions.merge_setting: how a call leaves out a
+            # session header, e.g. Salesforce's login without the stale token), but annotates str | bytes only.
             response = session.request(
-                method, url, data=body, params=params, headers=send_headers, timeout=self.timeout
+                method,
+                url,
+                data=body,
+                params=params,
+                headers=send_headers,  # type: ignore[arg-type]
+                timeout=self.timeout,
             )
         except requests.RequestException as exc:
             self._scrub(getattr(exc, "request", None))

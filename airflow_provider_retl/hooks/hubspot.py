@@ -426,9 +426,9 @@ class HubSpotHook(DestinationHook):
 
         leftovers: list[Mapping[str, Any]] = []
         for result in body.get("results") or []:
-            n = self._result_slot(result, slot, by_key, action, match_field, norm)
-            if n is not None and outcomes[n] is None:
-                outcomes[n] = self._success(action, result)
+            position = self._result_slot(result, slot, by_key, action, match_field, norm)
+            if position is not None and outcomes[position] is None:
+                outcomes[position] = self._success(action, result)
             else:
                 leftovers.append(result)
 

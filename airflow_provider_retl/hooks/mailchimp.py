@@ -416,7 +416,7 @@ class MailchimpHook(DestinationHook):
         member: list[tuple[str, str]] = []
         merge: list[tuple[str, MergeField]] = []
         ignored: list[str] = []
-        special = {"status": None, "status_if_new": None, "tags": None}
+        special: dict[str, str | None] = {"status": None, "status_if_new": None, "tags": None}
         for name in names:
             low = name.lower()
             if name == email or low in EMAIL_FIELDS:

@@ -445,7 +445,7 @@ class SalesforceHook(DestinationHook):
         url: str,
         body: bytes | None,
         params: Mapping[str, Any] | None,
-        headers: Mapping[str, str] | None,
+        headers: Mapping[str, str | None] | None,  # None drops a session header (requests' merge)
         idempotent: bool,
         what: str,
         accept: Collection[int],
@@ -616,9 +616,9 @@ class SalesforceHook(DestinationHook):
                 )
                 problems.append((name, reason))
             elif kind == "email":
-                reason = validators.email(value)
-                if reason:
-                    problems.append((name, f"INVALID_EMAIL_ADDRESS: {reason}"))
+                problem = validators.email(value)
+                if problem:
+                    problems.append((name, f"INVALID_EMAIL_ADDRESS: {problem}"))
             elif kind in _NUMBER_TYPES and not _is_number(value):
                 problems.append((name, f"INVALID_TYPE: {spec['name']} is a number field; got {value!r}"))
             elif kind == "boolean" and not isinstance(value, bool) and str(value).lower() not in ("true", "false"):

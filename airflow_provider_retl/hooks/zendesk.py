@@ -726,9 +726,9 @@ class ZendeskHook(DestinationHook):
                 reason = f"Zendesk has no active {SINGULAR[kind]} field {key!r} (known: {known}); it would be dropped"
                 problems.append((f"{prefix}.{key}", reason))
                 continue
-            reason = _custom_value_problem(definition, value)
-            if reason:
-                problems.append((f"{prefix}.{key}", f"{prefix}.{key}: {reason}"))
+            problem = _custom_value_problem(definition, value)
+            if problem:
+                problems.append((f"{prefix}.{key}", f"{prefix}.{key}: {problem}"))
         return problems
 
     # ------------------------------------------------------------------ jobs
@@ -741,7 +741,7 @@ class ZendeskHook(DestinationHook):
         json: Any = None,
         params: Mapping[str, Any] | None = None,
         idempotent: bool,
-    ) -> list[dict[str, Any]]:
+    ) -> list[Mapping[str, Any]]:
         """Submit one job, wait for it, return its ``results``. Idempotent jobs are resubmitted if lost."""
         gate = self.job_gate
         attempts = 1 + (JOB_RESUBMITS if idempotent else 0)
@@ -769,7 +769,7 @@ class ZendeskHook(DestinationHook):
                 gate.release()
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _wait_for_job(self, job: Mapping[str, Any], idempotent: bool) -> list[dict[str, Any]]:
+    def _wait_for_job(self, job: Mapping[str, Any], idempotent: bool) -> list[Mapping[str, Any]]:
         job_id = str(job["id"])
         deadline = time.monotonic() + self.job_timeout
         interval = self.job_poll_interval
@@ -831,10 +831,10 @@ class ZendeskHook(DestinationHook):
         for part in chunked(list(payloads), self.max_batch_size):
             results = self._run_job("PUT", path, json={kind: [payloads[i] for i in part]}, idempotent=True)
             queues: dict[int, deque[Mapping[str, Any]]] = defaultdict(deque)
-            for result in results:
-                record_id = _as_id(result.get("id"))
+            for answer in results:
+                record_id = _as_id(answer.get("id"))
                 if record_id is not None:
-                    queues[record_id].append(result)
+                    queues[record_id].append(answer)
             outcomes = []
             for i in part:
                 record_id = payloads[i]["id"]
@@ -866,10 +866,10 @@ class ZendeskHook(DestinationHook):
         """Outcomes of ``create_or_update_many`` / ``create_many`` results, which come in request order."""
         slots: list[Mapping[str, Any] | None] = [None] * len(inputs)
         if results and all(_as_id(r.get("index")) is not None for r in results):
-            for result in results:
-                index = _as_id(result.get("index"))
+            for answer in results:
+                index = _as_id(answer.get("index"))
                 if index is not None and 0 <= index < len(inputs):
-                    slots[index] = result
+                    slots[index] = answer
         elif len(results) == len(inputs):
             slots = list(results)
         else:
