@@ -21,8 +21,8 @@ from urllib.parse import urlsplit
 from airflow.sdk import BaseOperatorLink
 
 if TYPE_CHECKING:
-    from airflow.models.taskinstancekey import TaskInstanceKey
     from airflow.sdk import BaseOperator
+    from airflow.sdk.types import TaskInstanceKey
 
 log = logging.getLogger(__name__)
 

@@ -153,7 +153,8 @@ class ReverseETLOperator(BaseOperator):
         self.mode = Mode.parse(mode).value  # fail at parse time, not at 3 a.m.
         self.checkpoint = checkpoint
         self.batch_size = batch_size
-        self.dry_run = dry_run
+        # Kept as plan_only: an attribute named dry_run would shadow BaseOperator.dry_run() (renders the templates).
+        self.plan_only = dry_run
         self.max_reject_ratio = max_reject_ratio
         self.match_on = match_on
         self.full_resync = full_resync
@@ -228,7 +229,7 @@ class ReverseETLOperator(BaseOperator):
             mapping=self.mapping,
             match_on=self.match_on,
             batch_size=self.batch_size,
-            dry_run=self.dry_run,
+            dry_run=self.plan_only,
             full_resync=self.full_resync,
             rebaseline=self.rebaseline,
             max_reject_ratio=self.max_reject_ratio,
@@ -264,7 +265,7 @@ class ReverseETLOperator(BaseOperator):
         )
 
     def _write_rejects(self, rejects: list[Reject], sync_id: str, context: Context) -> None:
-        if not self.rejects_table or self.dry_run:
+        if not self.rejects_table or self.plan_only:
             return
         written = write_rejects(self.sql_hook, self.rejects_table, rejects, sync_id=sync_id, run_id=context["run_id"])
         self.log.info("Wrote %d rejected rows to %s", written, self.rejects_table)
@@ -287,7 +288,7 @@ class ReverseETLOperator(BaseOperator):
             self.object,
             self.mode,
             store.description,
-            ", dry run" if self.dry_run else "",
+            ", dry run" if self.plan_only else "",
         )
         try:
             rejects: list[Reject] = []

@@ -18,12 +18,18 @@ from airflow_provider_retl.sync.records import Outcome, Record
 class Destination(Protocol):
     """What ``run_sync`` needs from a destination (``DestinationHook`` implements it)."""
 
-    #: Records per write call (create/update/upsert/delete).
-    max_batch_size: int
-    #: Keys per lookup call.
-    lookup_batch_size: int
-    #: Write calls in flight at once.
-    max_concurrency: int
+    # Read-only to the engine: a plain attribute satisfies these, and so does a hook's property.
+    @property
+    def max_batch_size(self) -> int:
+        """Records per write call (create/update/upsert/delete)."""
+
+    @property
+    def lookup_batch_size(self) -> int:
+        """Keys per lookup call."""
+
+    @property
+    def max_concurrency(self) -> int:
+        """Write calls in flight at once."""
 
     def supports_upsert(self, object: str, match_field: str | None) -> bool:
         """True when ``upsert`` can match records on ``match_field`` for ``object``."""

@@ -26,6 +26,7 @@ from airflow_provider_retl.sync.config import SyncConfig
 from airflow_provider_retl.sync.destination import Destination
 from airflow_provider_retl.sync.diff import DEST_ID, KIND, SnapshotDiff
 from airflow_provider_retl.sync.errors import ConfigurationError, EmptySourceError, RejectRatioExceeded
+from airflow_provider_retl.sync.logs import SyncLogger
 from airflow_provider_retl.sync.plan import (
     SKIP_NOT_MIRROR,
     SKIP_UPDATE_MISSING,
@@ -48,7 +49,7 @@ def run_sync(
     store: CheckpointStore,
     config: SyncConfig,
     *,
-    log: logging.Logger | None = None,
+    log: SyncLogger | None = None,
     clock: Callable[[], float] = time.monotonic,
     on_reject: Callable[[Reject], None] | None = None,
 ) -> SyncReport:
@@ -216,7 +217,7 @@ def _jobs(
     return jobs
 
 
-def _finish(report: SyncReport, config: SyncConfig, log: logging.Logger, seconds: float) -> SyncReport:
+def _finish(report: SyncReport, config: SyncConfig, log: SyncLogger, seconds: float) -> SyncReport:
     report.seconds = round(seconds, 3)
     report.rows_per_second = round(report.rows_read / report.seconds, 1) if report.seconds > 0 else 0.0
     log.info("%s", report.summary())

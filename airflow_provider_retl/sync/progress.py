@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from typing import Any
+
+from airflow_provider_retl.sync.logs import SyncLogger
 
 
 class Progress:
     """Logs a progress line at most every ``interval`` seconds (and always when forced)."""
 
-    def __init__(self, log: logging.Logger, interval: float, clock: Callable[[], float]):
+    def __init__(self, log: SyncLogger, interval: float, clock: Callable[[], float]):
         self.log, self.interval, self.clock = log, interval, clock
         self.last = clock()
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import dataclasses
-import logging
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -25,6 +24,7 @@ from airflow_provider_retl.sync.config import SyncConfig
 from airflow_provider_retl.sync.destination import Destination
 from airflow_provider_retl.sync.diff import DEST_ID, INTERNAL, KEY, KEY_HASH, ROW_HASH
 from airflow_provider_retl.sync.errors import BatchRejectedError, OutcomeUnknownError, RetryableSyncError, SyncError
+from airflow_provider_retl.sync.logs import SyncLogger
 from airflow_provider_retl.sync.plan import SKIP_INSERT_EXISTS, Action
 from airflow_provider_retl.sync.progress import Progress
 from airflow_provider_retl.sync.records import EXISTS, PENDING, Outcome, Record, Reject, SyncReport
@@ -61,7 +61,7 @@ class Pusher:
         base: Checkpoint,
         match_field: str | None,
         *,
-        log: logging.Logger,
+        log: SyncLogger,
         clock: Callable[[], float],
         progress: Progress,
     ):
