@@ -18,7 +18,7 @@ STAMP := $(VENV)/.retl-installed
 CONSTRAINTS := constraints.txt
 EXTRAS := emulators,duckdb,postgres,sqlite,snowflake,mysql,examples,redis,celery
 # Test and tooling packages that are not (yet) extras of the project.
-DEV_PACKAGES := pytest pytest-xdist pytest-timeout hubspot-api-client xxhash zenpy customerio mailchimp-marketing simple-salesforce fakesnow
+DEV_PACKAGES := pytest pytest-xdist pytest-timeout hypothesis ruff mypy hubspot-api-client xxhash zenpy customerio mailchimp-marketing simple-salesforce fakesnow
 
 # Up to 4 workers: each one migrates its own Airflow DB and warms its own in-process API.
 PYTEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); echo $$(( n > 4 ? 4 : n )))
@@ -34,7 +34,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export PIP_NO_INPUT := 1
 export PIP_ROOT_USER_ACTION := ignore
 
-.PHONY: test demo airflow ui-test bench lock clean .venv
+.PHONY: test lint demo airflow ui-test bench lock clean .venv
 .venv: $(STAMP)
 
 # Rebuilt only when the project's metadata or the pins change.
@@ -60,9 +60,16 @@ $(DBT_STAMP): $(DBT_CONSTRAINTS)
 # first in a pytest of its own: it starts ~8 Airflow processes and SIGKILLs a worker, timings that xdist
 # neighbours on 2 cores would skew. Both runs always happen; make fails when either fails.
 # CELERY_TESTS=0 leaves the cluster test out.
+# The checks Airflow's providers run: ruff (lint and format) and mypy on the package, pinned in constraints.txt.
+lint: $(STAMP)
+	$(VENV_PY) -m ruff check airflow_provider_retl
+	$(VENV_PY) -m ruff format --check airflow_provider_retl
+	$(VENV_PY) -m mypy
+
 test: $(STAMP) $(DBT_STAMP)
 	mkdir -p $(RESULTS)
 	status=0; \
+	$(MAKE) --no-print-directory lint || status=$$?; \
 	if [ "$(CELERY_TESTS)" != 0 ]; then \
 		$(VENV_PY) -m pytest -m celery -ra --strict-markers --junitxml=$(RESULTS)/junit-celery.xml tests/distributed \
 			|| status=$$?; \
