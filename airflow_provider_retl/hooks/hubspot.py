@@ -531,6 +531,16 @@ class HubSpotHook(DestinationHook):
             if isinstance(body, Mapping) and _CALL_LEVEL.search(str(body.get("message") or "")):
                 # About the call (unknown object, non-unique idProperty), not one input: no retry, no bisect.
                 return FatalDestinationError(error.args[0], status=400, response=response, request=response.request)
+            unknown = _unknown_properties(body)
+            if unknown:
+                # Every record carries the mapped fields, so an unknown property fails them all, on every try.
+                return FatalDestinationError(
+                    f"{error.args[0]} (HubSpot has no property {', '.join(map(repr, unknown))}: "
+                    "fix the mapping or create the property; a retry cannot fix this)",
+                    status=400,
+                    response=response,
+                    request=response.request,
+                )
         if response.status_code == 429 and isinstance(error, RetryableDestinationError):
             body = _json_or_none(response) or {}
             policy = str(body.get("policyName") or "") if isinstance(body, Mapping) else ""
@@ -543,3 +553,15 @@ class HubSpotHook(DestinationHook):
 
     def _test_call(self) -> None:
         self.request("GET", "/crm/v3/objects/contacts", params={"limit": 1}, retry=False)
+
+
+def _unknown_properties(body: Any) -> list[str]:
+    """Names in a 400's ``PROPERTY_DOESNT_EXIST`` details (HubSpot's "Property values were not valid")."""
+    if not isinstance(body, Mapping):
+        return []
+    names = [
+        str(detail.get("in") or "?")
+        for detail in body.get("errors") or []
+        if isinstance(detail, Mapping) and detail.get("code") == "PROPERTY_DOESNT_EXIST"
+    ]
+    return list(dict.fromkeys(names))
