@@ -412,6 +412,7 @@ class HubSpotHook(DestinationHook):
                 by_key[norm(item["properties"][match_field])] = n
 
         unplaced_errors: list[Mapping[str, Any]] = []
+        unknown: dict[int, set[str]] = {}  # input -> properties HubSpot does not have
         for error in body.get("errors") or []:
             context = error.get("context") or {}
             targets = [slot[t] for t in _listed(context.get("objectWriteTraceId")) if t in slot]
@@ -421,8 +422,17 @@ class HubSpotHook(DestinationHook):
                 targets = [by_key[k] for k in keys if k in by_key]
             for n in targets:
                 outcomes[n] = self._error_outcome(error)
+                unknown.setdefault(n, set()).update(_unknown_properties(error))
             if not targets:
                 unplaced_errors.append(error)
+        everywhere = set.intersection(*unknown.values()) if len(unknown) == len(part) else set()
+        if everywhere:
+            # A property no input of the batch could write is the mapping's fault, not the data's:
+            # every later batch and every retry would fail the same way.
+            raise FatalDestinationError(
+                f"HubSpot {object} has no property {', '.join(map(repr, sorted(everywhere)))}: fix the mapping "
+                "or create the property in HubSpot; a retry cannot fix this"
+            )
 
         leftovers: list[Mapping[str, Any]] = []
         for result in body.get("results") or []:

@@ -13,6 +13,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_retl.operators.rejects_table import check_table_name
 from airflow_provider_retl.sync.errors import ConfigurationError
 from airflow_provider_retl.sync.records import Mode
 
@@ -85,6 +86,8 @@ def check_parameters(op: ReverseETLOperator, sync_id: str | None) -> None:
     ):
         raise ConfigurationError(f"parameters must be a dict or a list of query parameters; got {op.parameters!r}")
     _check_column_types(op.column_types)
+    if op.rejects_table is not None:
+        check_table_name(op.rejects_table)
     _check_events(op)
     _check_checkpoint(op, sync_id)
 

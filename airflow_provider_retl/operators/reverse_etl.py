@@ -12,7 +12,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowNotFoundExceptio
 
 from airflow_provider_retl.operators.lineage import DestinationLink
 from airflow_provider_retl.operators.parameters import check_parameters, is_templated
-from airflow_provider_retl.operators.rejects_table import check_table_name, write_rejects
+from airflow_provider_retl.operators.rejects_table import write_rejects
 from airflow_provider_retl.sql_errors import permanent_sql_error
 from airflow_provider_retl.sync.config import parse_partition, partition_suffix
 from airflow_provider_retl.sync.engine import SyncConfig, run_sync
@@ -174,7 +174,7 @@ class ReverseETLOperator(BaseOperator):
         self.event_time_field = event_time_field
         self.column_types = column_types if column_types is not None else {}
         self.allow_empty_source = allow_empty_source
-        self.rejects_table = check_table_name(rejects_table) if rejects_table else None
+        self.rejects_table = rejects_table or None  # checked with the others in _check_at_parse_time
         self.partition = parse_partition(partition)
         self._check_at_parse_time()
 
