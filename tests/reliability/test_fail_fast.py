@@ -226,3 +226,82 @@ def test_postgres_serialization_failure_is_still_retried(
     assert task.state == "success", task
     assert task.try_number == 2, task
     assert len(hubspot.emulator.records("contacts")) == 3
+
+
+class TestSqlErrorClassification:
+    """Real driver errors, raised by the drivers themselves: permanent ones found, transient ones not."""
+
+    def test_duckdb(self, tmp_path):
+        import duckdb
+
+        from airflow_provider_retl.sql_errors import permanent_sql_error
+
+        con = duckdb.connect()
+        con.execute("create table t (a int)")
+        for sql in ("selec 1", "select * from nope", "select nope from t", "select nope()"):
+            with pytest.raises(duckdb.Error) as info:
+                con.sql(sql).fetchall()
+            assert permanent_sql_error(info.value) is info.value, sql
+        with pytest.raises(duckdb.Error) as info:  # a constraint or conversion problem is about the data
+            con.sql("select cast('x' as int)").fetchall()
+        assert permanent_sql_error(info.value) is None
+        with pytest.raises(duckdb.IOException) as info:  # a file that cannot be opened (now): retry
+            duckdb.connect(str(tmp_path / "missing-dir" / "w.duckdb"))
+        assert permanent_sql_error(info.value) is None
+
+    def test_sqlite(self, tmp_path):
+        import sqlite3
+
+        from airflow_provider_retl.sql_errors import permanent_sql_error
+
+        con = sqlite3.connect(tmp_path / "w.sqlite")
+        con.execute("create table t (a int)")
+        for sql in ("selec 1", "select * from nope", "select nope from t", "select nope(1)", "select 'a"):
+            with pytest.raises(sqlite3.OperationalError) as info:
+                con.execute(sql)
+            assert permanent_sql_error(info.value) is info.value, sql
+        other = sqlite3.connect(tmp_path / "w.sqlite", timeout=0)
+        con.execute("begin exclusive")
+        with pytest.raises(sqlite3.OperationalError) as info:
+            other.execute("select * from t")
+        assert "locked" in str(info.value) and permanent_sql_error(info.value) is None
+
+    def test_postgres_psycopg2_and_psycopg3(self, pg_schema):
+        import psycopg
+        import psycopg2
+
+        from airflow_provider_retl.sql_errors import permanent_sql_error
+
+        pg_schema.execute("create table t (a int)")
+        for sql in ("selec 1", "select * from nope", "select nope from t", "select nope()"):
+            with pytest.raises(psycopg.Error) as info3:
+                pg_schema.execute(sql)
+            assert permanent_sql_error(info3.value) is info3.value, sql
+            with psycopg2.connect(pg_schema.dsn, options=f"-c search_path={pg_schema.name}") as conn:
+                with pytest.raises(psycopg2.Error) as info2, conn.cursor() as cur:
+                    cur.execute(sql)
+                assert permanent_sql_error(info2.value) is info2.value, sql
+        for state in ("40001", "40P01", "55P03", "57014"):  # serialization, deadlock, lock wait, cancelled
+            with pytest.raises(psycopg.Error) as info3:
+                pg_schema.execute(f"do $$ begin raise exception 'transient' using errcode = '{state}'; end $$")
+            assert permanent_sql_error(info3.value) is None, state
+        with pytest.raises(psycopg.OperationalError) as refused:
+            psycopg.connect("postgresql://postgres@127.0.0.1:1/test", connect_timeout=2)
+        assert permanent_sql_error(refused.value) is None
+
+    def test_wrapped_errors_are_found_and_mysql_numbers(self):
+        import pymysql
+
+        from airflow_provider_retl.sql_errors import permanent_sql_error
+
+        syntax = pymysql.err.ProgrammingError(1064, "You have an error in your SQL syntax")
+        try:
+            try:
+                raise syntax
+            except pymysql.err.ProgrammingError as exc:
+                raise RuntimeError("reading the query failed") from exc
+        except RuntimeError as wrapped:
+            assert permanent_sql_error(wrapped) is syntax
+        assert permanent_sql_error(pymysql.err.ProgrammingError(1146, "Table 'x.nope' doesn't exist")) is not None
+        assert permanent_sql_error(pymysql.err.OperationalError(1213, "Deadlock found")) is None
+        assert permanent_sql_error(pymysql.err.OperationalError(2003, "Can't connect")) is None
