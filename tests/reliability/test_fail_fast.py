@@ -305,3 +305,38 @@ class TestSqlErrorClassification:
         assert permanent_sql_error(pymysql.err.ProgrammingError(1146, "Table 'x.nope' doesn't exist")) is not None
         assert permanent_sql_error(pymysql.err.OperationalError(1213, "Deadlock found")) is None
         assert permanent_sql_error(pymysql.err.OperationalError(2003, "Can't connect")) is None
+
+
+def test_webhook_url_without_a_receiver_fails_after_one_try(dag_runner, tmp_path, set_connection, capfd):
+    # A real HTTP server that answers 404 to everything: the connection's URL is wrong, not the records.
+    import http.server
+    import threading
+
+    posts = []
+
+    class NotHere(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            posts.append(self.path)
+            self.send_response(404)
+            self.send_header("Content-Type", "text/plain")
+            self.end_headers()
+            self.wfile.write(b"no such hook")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotHere)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/hooks/typo"
+        set_connection("hubspot_ff", "retl_webhook", host=url, password="whsec-ff-secret", extra={"max_concurrency": 1})
+        warehouse = make_warehouse("duckdb", tmp_path, set_connection)
+        warehouse.create(customers(500))
+        task, output = run_sync(dag_runner, warehouse, capfd, object="customers", batch_size=100)
+        assert_failed_once(task, output, r"404", r"webhook URL")
+        # 5 batches of 100: the run stops after the batches already in flight (1 sent, 1 queued), no retry.
+        assert set(posts) == {"/hooks/typo"} and 1 <= len(posts) <= 2, posts
+    finally:
+        server.shutdown()
+        server.server_close()
