@@ -181,7 +181,8 @@ class ReverseETLOperator(BaseOperator):
     def _check_at_parse_time(self) -> None:
         """Fail the DAG import on a parameter that cannot work; templated values wait for rendering."""
         try:
-            sync_id = None if is_templated(self.sync_name) else self._sync_id()
+            named = self.sync_name is None or (isinstance(self.sync_name, str) and not is_templated(self.sync_name))
+            sync_id = self._sync_id() if named else None  # else: a template, or a wrong type check_parameters names
             check_parameters(self, sync_id)
             if not any(is_templated(v) for v in (self.object, self.mapping, self.primary_key)):
                 self._config("parse-check", destination_identity="")

@@ -72,6 +72,8 @@ BAD = {
     "event_time_field": {"event_time_field": "at", "mode": "update"},
     "sync_id": {"sync_name": "crm_token_sync"},
     "sync_id ": {"sync_name": "has spaces"},
+    "sync_name": {"sync_name": 5},
+    "sync_name ": {"sync_name": ""},
     "destination_params": {"destination_params": ["max_retries", 1]},
 }
 
