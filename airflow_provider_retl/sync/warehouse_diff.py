@@ -351,7 +351,9 @@ class WarehouseDiff(SnapshotDiff):
         dialect = self.store.sql.dialect
         if not sqlcompose.native_canonical(dialect):
             return f"CAST({self._ident(column)} AS TEXT)"
-        declared = {str(k).lower(): str(v).lower() for k, v in (getattr(self.store.runner, "column_types", None) or {}).items()}
+        declared = {
+            str(k).lower(): str(v).lower() for k, v in (getattr(self.store.runner, "column_types", None) or {}).items()
+        }
         sql = sqlcompose.canonical_expression(
             dialect,
             exp.to_identifier(self.sql_names.get(column, column), quoted=True).sql(dialect),
@@ -456,8 +458,8 @@ class WarehouseDiff(SnapshotDiff):
         ]
 
     # ------------------------------------------------------------------ reading
-    def read_in_warehouse(self) -> None:
-        """Ask the warehouse for the difference; only changed rows come back."""
+    def describe_query(self) -> None:
+        """Learn the query's columns (names as SQL spells them, types) and resolve key and mapping on them."""
         probe = self.store.sql.render(f"SELECT * FROM {_QUERY} AS q LIMIT 0", self.store.query)
         named = self.store.runner.columns(probe, query_uses=1)
         if not named:
@@ -466,6 +468,10 @@ class WarehouseDiff(SnapshotDiff):
         self.sql_names = {str(shown): str(in_sql) for in_sql, shown, *_ in named}
         self.sql_types = {str(col[1]): col[2] for col in named if len(col) > 2}
         self._setup_columns([str(col[1]) for col in named])
+
+    def read_in_warehouse(self) -> None:
+        """Ask the warehouse for the difference; only changed rows come back."""
+        self.describe_query()
         assert self.field_sources is not None
         pending_parts: list[pd.DataFrame] = []
         bad_rows = dup_rows = 0
