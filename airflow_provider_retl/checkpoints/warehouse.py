@@ -15,12 +15,12 @@ from typing import Any
 
 import pandas as pd
 
-from airflow_provider_retl.checkpoints.spec import WAREHOUSE as PREFIX
 from airflow_provider_retl.sources import column_names, convert_value, read_query, source_kind
 from airflow_provider_retl.sync import fingerprint as fp
 from airflow_provider_retl.sync.errors import ConfigurationError
 from airflow_provider_retl.sync.sqlcompose import SESSION_SETTINGS
-from airflow_provider_retl.sync.warehouse_diff import DEFAULT_TABLE, DIALECTS, WarehouseCheckpointStore
+from airflow_provider_retl.sync.sqlnames import warehouse_checkpoint_table
+from airflow_provider_retl.sync.warehouse_diff import DIALECTS, WarehouseCheckpointStore
 
 
 class HookSqlRunner:
@@ -175,7 +175,7 @@ def warehouse_store(
     column_types: Mapping[str, str] | None = None,
 ) -> WarehouseCheckpointStore:
     """The store for ``"warehouse"`` / ``"warehouse:<schema>.<table>"`` on the sync's source hook."""
-    table = spec.strip()[len(PREFIX) :].lstrip(":").strip() or DEFAULT_TABLE
+    table = warehouse_checkpoint_table(spec)
     # Positional placeholders (?, %s) are consumed once per occurrence of the query; numbered
     # ones ($1, DuckDB/PostgreSQL style) name the same value wherever they occur.
     numbered = re.search(r"\$\d", sql) is not None

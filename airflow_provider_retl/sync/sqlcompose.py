@@ -23,7 +23,6 @@ Two jobs, both about never treating SQL as a flat string:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -34,13 +33,13 @@ from sqlglot.errors import SqlglotError
 from sqlglot.tokens import TokenType
 
 from airflow_provider_retl.sync.errors import ConfigurationError
+from airflow_provider_retl.sync.sqlnames import table_parts
 
 #: Placeholder identifier of the user's query in generated templates.
 QUERY = "__retl_query__"
 #: Prefix of placeholders for dialect-specific expressions (``__retl_x0__`` ...).
 EXPRESSION_PREFIX = "__retl_x"
 
-_PLAIN_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*")
 #: Dialects whose unquoted identifiers fold case: a quoted name must be folded the same way to mean the same table.
 _FOLDING = {"postgres", "redshift", "snowflake", "duckdb", "sqlite"}
 
@@ -222,20 +221,6 @@ SESSION_SETTINGS = {
 
 
 # ---------------------------------------------------------------------- table names
-def table_parts(table: str, *, what: str = "checkpoint table") -> list[str]:
-    """``table`` split into ``[[db.]schema.]table`` parts, each a plain identifier, or ConfigurationError."""
-    parts = str(table).split(".")
-    if not 1 <= len(parts) <= 3 or not all(_PLAIN_IDENTIFIER.fullmatch(p) for p in parts):
-        raise ConfigurationError(
-            f"{what} {table!r} is not a [[database.]schema.]table name: each part must be a plain identifier "
-            f"(letters, digits, _ and $, not starting with a digit), at most three parts, no quotes, spaces, "
-            f"comments or semicolons"
-        )
-    if any(p.lower().startswith("__retl") for p in parts):
-        raise ConfigurationError(f"{what} {table!r}: names starting with __retl are reserved")
-    return parts
-
-
 def quoted_table(parts: Sequence[str], dialect: str) -> str:
     """The table name quoted (PostgreSQL quoting, transpiled later), folded the way ``dialect`` folds it unquoted."""
     out = []

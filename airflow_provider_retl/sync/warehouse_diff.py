@@ -50,6 +50,7 @@ from airflow_provider_retl.sync.diff import (
 from airflow_provider_retl.sync.errors import CheckpointError, ConfigurationError
 from airflow_provider_retl.sync.progress import Progress
 from airflow_provider_retl.sync.records import PENDING, ChangeKind, Reject, SyncReport
+from airflow_provider_retl.sync.sqlnames import DEFAULT_TABLE, table_parts
 
 #: The placeholder table name the generated SQL uses for the user's query.
 _QUERY = sqlcompose.QUERY
@@ -66,7 +67,6 @@ DIALECTS = {
     "bigquery": "bigquery",
     "mysql": "mysql",
 }
-DEFAULT_TABLE = "retl_checkpoints"
 
 
 class SqlRunner(Protocol):
@@ -106,7 +106,7 @@ class _Sql:
 
     @property
     def _parts(self) -> list[str]:
-        return sqlcompose.table_parts(self.table_name)
+        return table_parts(self.table_name)
 
     @property
     def table(self) -> str:
@@ -141,7 +141,7 @@ class WarehouseCheckpointStore:
                 f"checkpoint='warehouse' supports {sorted(DIALECTS)} warehouses; this one is {runner.dialect!r}"
             )
         table = str(table).strip()
-        sqlcompose.table_parts(table)  # a bad name fails here, when the DAG is parsed, with the rule
+        table_parts(table)  # a bad name fails here, with the rule (the operator checks it at DAG parse)
         self.runner = runner
         self.query = sqlcompose.query_body(query, runner.dialect)
         self.sql = _Sql(runner.dialect, table, sync_id)
