@@ -141,10 +141,24 @@ class _PinnedSession:
                 for statement in self._settings:
                     conn.execute(statement)
             else:
-                with closing(conn.cursor()) as cursor:
-                    for statement in self._settings:
-                        cursor.execute(statement)
+                _apply_settings(conn, self._settings)
         return conn
+
+
+def _apply_settings(conn: Any, settings: Sequence[str]) -> None:
+    """Each setting on its own, in autocommit: one a server refuses (Redshift has no IntervalStyle) neither
+    aborts the others nor the diff. The canonical SQL does not depend on them; plain text casts do."""
+    previous = getattr(conn, "autocommit", False)
+    conn.autocommit = True
+    try:
+        with closing(conn.cursor()) as cursor:
+            for statement in settings:
+                try:
+                    cursor.execute(statement)
+                except Exception:  # noqa: BLE001, S112 - an unsupported setting keeps the server's default
+                    continue
+    finally:
+        conn.autocommit = previous
 
 
 def _sqlite_canonical(value: Any, declared: str) -> str | None:

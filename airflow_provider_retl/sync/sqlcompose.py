@@ -167,7 +167,12 @@ def canonical_expression(dialect: str, x: str, kind: str | None, declared: str |
         kind = declared_kind
     if dialect == "postgres":
         if kind == DECIMAL:
-            return f"CASE WHEN {x} = 'NaN' THEN NULL ELSE CAST(TRIM_SCALE({x}) AS TEXT) END"
+            # Trailing zeros trimmed in text rather than with TRIM_SCALE: PostgreSQL < 13 and Redshift lack it.
+            text = f"CAST({x} AS TEXT)"
+            return (
+                f"CASE WHEN {text} = 'NaN' THEN NULL WHEN {x} = 0 THEN '0' "
+                f"WHEN POSITION('.' IN {text}) > 0 THEN RTRIM(RTRIM({text}, '0'), '.') ELSE {text} END"
+            )
         if kind == FLOAT:
             return _pg_float(x)
         if kind == FLOAT4:
