@@ -391,3 +391,56 @@ def test_canonical_forms_of_single_values_match_the_column_forms():
     assert fp.canonical_value(float("nan")) == fp.NULL and fp.canonical_value(Decimal("NaN")) == fp.NULL
     assert fp.canonical_value(Decimal("1E+3")) == "1000" and fp.canonical_value(Decimal("-0.00")) == "0"
     assert fp.canonical_value(dt.date(2024, 1, 1)) == "2024-01-01"
+
+
+# ---------------------------------------------------------------------- pinned session settings
+@pytest.mark.postgres
+def test_postgres_text_output_settings_are_pinned_for_the_diff(set_connection, pg_schema):
+    """A user/server default (here: connection options) for TimeZone, DateStyle, IntervalStyle and
+    extra_float_digits cannot change the text of types the canonical SQL leaves to a plain cast."""
+    fields = pg_schema.connection_fields()
+    odd = "-c TimeZone=Asia/Kolkata -c DateStyle=SQL,DMY -c IntervalStyle=iso_8601 -c extra_float_digits=-3"
+    pg_schema.execute(f"create table {pg_schema.name}.spans (id integer, span interval, at_time timetz, arr timestamptz[])")
+    pg_schema.execute(
+        f"insert into {pg_schema.name}.spans values (1, interval '1 day 02:03:04.5', '10:00+02', "
+        "array[timestamptz '2024-01-01 10:00+00']), (2, interval '-3 months', '23:59:59+00', null)"
+    )
+    sql = f"select * from {pg_schema.name}.spans"
+
+    def store(options: str | None):
+        extra = {"options": f"{fields['extra']['options']} {options or ''}".strip()}
+        set_connection("w_pg", "postgres", **{**fields, "extra": extra})
+        from airflow.sdk import BaseHook
+
+        return warehouse_store(
+            f"warehouse:{pg_schema.name}.retl_ck", BaseHook.get_connection("w_pg").get_hook(), sql, sync_id="spans"
+        )
+
+    settings = pd.concat(
+        list(
+            store(odd).runner.read(
+                "select current_setting('TimeZone') as tz, current_setting('DateStyle') as ds, "
+                "current_setting('IntervalStyle') as iv, current_setting('extra_float_digits') as efd"
+            )
+        )
+    )
+    assert settings.iloc[0].tolist() == ["UTC", "ISO, MDY", "postgres", "1"]
+    dest = InMemoryDestination(match_field="id")
+    assert run_sync(iter(()), dest, store(None), config(mode="mirror")).created == 2
+    report = run_sync(iter(()), dest, store(odd), config(mode="mirror"))
+    assert report.pushed == 0 and report.unchanged == 2 and report.planned["removed"] == 0
+
+
+def test_duckdb_timezone_is_pinned_for_the_diff(tmp_path, set_connection):
+    path = tmp_path / "tz.duckdb"
+    set_connection("w_duck", "duckdb", host=str(path))
+    import duckdb
+
+    with duckdb.connect(str(path)) as con:
+        con.execute("create table t (id integer, seen timestamptz)")
+        con.execute("insert into t values (1, timestamptz '2024-01-01 10:00:00+00')")
+    from airflow.sdk import BaseHook
+
+    store = warehouse_store("warehouse", BaseHook.get_connection("w_duck").get_hook(), "select * from t", sync_id="tz")
+    rows = pd.concat(list(store.runner.read("select current_setting('TimeZone') as tz, cast(seen as varchar) as v from t")))
+    assert rows.iloc[0].tolist() == ["UTC", "2024-01-01 10:00:00+00"]
