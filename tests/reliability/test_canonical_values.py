@@ -444,3 +444,30 @@ def test_duckdb_timezone_is_pinned_for_the_diff(tmp_path, set_connection):
     store = warehouse_store("warehouse", BaseHook.get_connection("w_duck").get_hook(), "select * from t", sync_id="tz")
     rows = pd.concat(list(store.runner.read("select current_setting('TimeZone') as tz, cast(seen as varchar) as v from t")))
     assert rows.iloc[0].tolist() == ["UTC", "2024-01-01 10:00:00+00"]
+
+
+@pytest.mark.postgres
+def test_braze_events_keyed_on_a_retyped_timestamp_are_delivered_once(tmp_path, set_connection, pg_schema):
+    """The past bug: Braze events keyed on (external_id, time); time retyped timestamp -> timestamptz and the
+    sync run under another session TimeZone. Braze has no dedupe id: only the checkpoint can stop a resend."""
+    from airflow_provider_retl.hooks.braze import BrazeHook
+    from airflow_provider_retl.testing.emulators import BRAZE_API_KEY, start_emulator
+
+    t = f"{pg_schema.name}.purchases"
+    pg_schema.execute(f"create table {t} (external_id integer, time timestamp, name text, amount numeric(12,2))")
+    pg_schema.execute(
+        f"insert into {t} select i, timestamp '2024-01-01 00:00' + i * interval '1 hour 0.25 second', 'ordered', "
+        "i * 1.5 from generate_series(1, 30) as i"
+    )
+    w = Warehouse("postgres", tmp_path, set_connection, pg_schema)
+    sql = f"select * from {t}"
+    cfg = config(object="events", mode="insert", primary_key=["external_id", "time"])
+    with start_emulator("braze", rate_limit=None, export_rate_limit=None) as emu:
+        set_connection("braze_default", "retl_braze", host=emu.url, password=BRAZE_API_KEY, extra={"rate_limit": 0})
+        assert run_sync(iter(()), BrazeHook(), w.store(sql), cfg).events == 30
+        pg_schema.execute(f"alter table {t} alter column time type timestamptz using time at time zone 'UTC'")
+        pg_schema.execute(f"alter table {t} alter column external_id type numeric(12,2)")
+        w.connect_as("America/Los_Angeles")
+        report = run_sync(iter(()), BrazeHook(), w.store(sql), cfg)
+        assert report.events == 0 and report.planned["new"] == 0
+        assert len(emu.emulator.events()) == 30
