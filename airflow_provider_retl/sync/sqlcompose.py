@@ -242,13 +242,15 @@ def query_body(query: str, dialect: str) -> str:
     """The user's query ready to sit in ``(\\n...\\n)``: a trailing ``;`` removed by token; two statements refused.
 
     When the dialect's tokenizer cannot read the query (syntax sqlglot does not know), it is kept
-    as written: lines of its own still keep a trailing comment from swallowing what follows.
+    as written but for a final ``;``: lines of its own still keep a trailing comment from
+    swallowing what follows.
     """
     text = query.strip()
     try:
         tokens = Dialect.get_or_raise(dialect).tokenize(text)
     except SqlglotError:
-        return text
+        # A final ';' outside any comment is the common case; anything subtler is left to the warehouse.
+        return text[:-1].rstrip() if text.endswith(";") else text
     semicolons = [t for t in tokens if t.token_type == TokenType.SEMICOLON]
     if not semicolons:
         return text
