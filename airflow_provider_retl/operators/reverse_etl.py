@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from airflow.sdk import BaseHook, BaseOperator
 from airflow.sdk.exceptions import AirflowFailException, AirflowNotFoundException
 
+from airflow_provider_retl.checkpoints.spec import is_warehouse_spec
 from airflow_provider_retl.operators.lineage import DestinationLink
 from airflow_provider_retl.operators.parameters import check_parameters, is_templated
 from airflow_provider_retl.operators.rejects_table import write_rejects
@@ -18,6 +19,7 @@ from airflow_provider_retl.sync.config import parse_partition, partition_suffix
 from airflow_provider_retl.sync.engine import SyncConfig, run_sync
 from airflow_provider_retl.sync.errors import ConfigurationError, FatalSyncError, RejectRatioExceeded
 from airflow_provider_retl.sync.records import Mode, Reject
+from airflow_provider_retl.sync.sqlnames import warehouse_checkpoint_table
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -154,6 +156,8 @@ class ReverseETLOperator(BaseOperator):
         self.mapping = mapping
         self.mode = Mode.parse(mode).value  # fail at parse time, not at 3 a.m.
         self.checkpoint = checkpoint
+        if is_warehouse_spec(checkpoint):
+            warehouse_checkpoint_table(checkpoint)  # a bad table name is a DAG import error, not a failed run
         self.batch_size = batch_size
         # Kept as plan_only: an attribute named dry_run would shadow BaseOperator.dry_run() (renders the templates).
         self.plan_only = dry_run
@@ -256,7 +260,7 @@ class ReverseETLOperator(BaseOperator):
         )
 
     def _checkpoint_store(self, sync_id: str, context: Context) -> CheckpointStore:
-        from airflow_provider_retl.checkpoints.spec import checkpoint_store_from_spec, is_warehouse_spec
+        from airflow_provider_retl.checkpoints.spec import checkpoint_store_from_spec
 
         if is_warehouse_spec(self.checkpoint):
             from airflow_provider_retl.checkpoints.warehouse import warehouse_store
