@@ -69,6 +69,11 @@ class ReverseETLOperator(BaseOperator):
     :param dry_run: plan and report, send nothing, change no checkpoint.
     :param max_reject_ratio: fail the task when more than this fraction of rows is rejected
         (accepted rows are still synced and checkpointed, and the report is still pushed).
+        Default 0.5; 1.0 never fails.
+    :param allow_identity_change: a run that would remove and re-create most keys at once (a
+        retyped or renamed key column) stops before sending; set True to let it go ahead.
+    :param resend_events: an events sync whose checkpoint was reset (partition count, key,
+        destination or hash changed) refuses to run; set True to send the events again.
     :param match_on: destination field used to find existing records when it differs from
         the source identity (``primary_key="customer_id", match_on="email"``).
     :param full_resync: ignore the checkpoint's row hashes for this run and send everything
@@ -141,6 +146,8 @@ class ReverseETLOperator(BaseOperator):
         allow_empty_source: bool = False,
         rejects_table: str | None = None,
         partition: str | tuple[int, int] | Sequence[int] | None = None,
+        allow_identity_change: bool = False,
+        resend_events: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -170,6 +177,8 @@ class ReverseETLOperator(BaseOperator):
         self.allow_empty_source = allow_empty_source
         self.rejects_table = check_table_name(rejects_table) if rejects_table else None
         self.partition = parse_partition(partition)
+        self.allow_identity_change = allow_identity_change
+        self.resend_events = resend_events
         # Check the sync definition at DAG parse time, unless templated values are still to be rendered.
         if not any(isinstance(v, str) and "{{" in v for v in (self.object, self.mapping)):
             self._config("parse-check", destination_identity="")
@@ -237,6 +246,8 @@ class ReverseETLOperator(BaseOperator):
             progress_interval=self.progress_interval,
             allow_empty_source=self.allow_empty_source,
             partition=self.partition,
+            allow_identity_change=self.allow_identity_change,
+            resend_events=self.resend_events,
         )
 
     def _checkpoint_store(self, sync_id: str, context: Context) -> CheckpointStore:

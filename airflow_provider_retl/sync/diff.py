@@ -48,6 +48,30 @@ def duplicate_key_reject(key: str, copies: int) -> Reject:
     return Reject(key, f"duplicate primary key: {copies} rows share it; none of them is synced", "source")
 
 
+def check_unique_columns(columns: Sequence[str]) -> None:
+    """Two result columns with one name (``select a as x, b as x``): which one is sent would be an accident.
+
+    Raises ConfigurationError naming them instead of letting the last one win.
+    """
+    counts: dict[str, int] = {}
+    for column in columns:
+        counts[str(column)] = counts.get(str(column), 0) + 1
+    duplicated = sorted(name for name, n in counts.items() if n > 1)
+    if duplicated:
+        raise ConfigurationError(
+            f"the query result has duplicate column names {duplicated}: only one of each could be sent, and "
+            f"which one would be an accident; give every column its own alias"
+        )
+
+
+class ReplacedIdentityError(ConfigurationError):
+    """A run would remove and re-create most keys at once: a replaced key, not a change of data."""
+
+
+class EventResendError(ConfigurationError):
+    """An events sync lost what it knew as sent (checkpoint reset); sending would repeat past events."""
+
+
 class SnapshotDiff:
     """Reads a query result against a checkpoint and keeps only what must be sent."""
 
@@ -79,6 +103,9 @@ class SnapshotDiff:
         #: other partitions in all (those plus NULL/empty keys, which partition 0 rejects).
         self.usable_elsewhere = 0
         self.rows_elsewhere = 0
+        #: Key text of every checkpointed key seen this run (by checkpoint position), so a match
+        #: collision can name the live key that holds a destination id even when it is unchanged.
+        self.live_key_texts: np.ndarray = np.empty(0, dtype=object)
 
     def load_checkpoint(self) -> None:
         try:
@@ -116,9 +143,11 @@ class SnapshotDiff:
         self.base = base
         self.ck_index = pd.Index(base.key_hashes, dtype=np.uint64)
         self.seen = np.zeros(len(base), dtype=bool)
+        self.live_key_texts = np.full(len(base), None, dtype=object)
 
     def _setup_columns(self, columns: Sequence[str]) -> None:
         cfg = self.config
+        check_unique_columns(columns)
         self.key_columns = [_resolve_column(k, columns, "primary key column") for k in cfg.primary_keys]
         if cfg.mapping is None:
             self.field_sources = {str(c): c for c in columns}
@@ -200,6 +229,7 @@ class SnapshotDiff:
         positions = self.ck_index.get_indexer(key_hashes)
         known = positions >= 0
         self.seen[positions[known]] = True
+        self.live_key_texts[positions[known]] = keys[known]
         safe_positions = np.where(known, positions, 0)
         if len(self.base):
             ck_rows = np.where(known, self.base.row_hashes[safe_positions], 0)
@@ -322,6 +352,24 @@ class SnapshotDiff:
         assert self.base is not None
         gone = ~self.seen
         return self.base.key_hashes[gone], self.base.dest_ids[gone]
+
+    def live_holders(self) -> dict[str, list[tuple[int, str]]]:
+        """Destination id -> the live keys (key hash, key text) the checkpoint gives it.
+
+        Live means read this run (changed or unchanged). A store that diffs elsewhere
+        (the warehouse) keeps no ids here; its pending rows still carry theirs.
+        """
+        holders: dict[str, list[tuple[int, str]]] = {}
+        if self.base is None or not len(self.base) or len(self.seen) != len(self.base):
+            return holders
+        for position in np.flatnonzero(self.seen):
+            dest_id = self.base.dest_ids[position]
+            if isinstance(dest_id, str) and dest_id and dest_id != PENDING:
+                text = self.live_key_texts[position]
+                key_hash = int(self.base.key_hashes[position])
+                shown = fp.display_key(text) if isinstance(text, str) else f"#{key_hash:016x}"
+                holders.setdefault(dest_id, []).append((key_hash, shown))
+        return holders
 
     def rebaseline(self) -> None:
         """Mark the whole current result as synced without sending anything."""

@@ -21,10 +21,18 @@ from collections.abc import Callable, Iterable
 import numpy as np
 import pandas as pd
 
+from airflow_provider_retl.sync import fingerprint as fp
 from airflow_provider_retl.sync.checkpoint import CheckpointStore
-from airflow_provider_retl.sync.config import SyncConfig
+from airflow_provider_retl.sync.config import IDENTITY_CHANGE_MIN_KEYS, IDENTITY_CHANGE_RATIO, SyncConfig
 from airflow_provider_retl.sync.destination import Destination
-from airflow_provider_retl.sync.diff import DEST_ID, KIND, SnapshotDiff
+from airflow_provider_retl.sync.diff import (
+    DEST_ID,
+    KEY,
+    KIND,
+    EventResendError,
+    ReplacedIdentityError,
+    SnapshotDiff,
+)
 from airflow_provider_retl.sync.errors import ConfigurationError, EmptySourceError, RejectRatioExceeded
 from airflow_provider_retl.sync.logs import SyncLogger
 from airflow_provider_retl.sync.plan import (
@@ -121,6 +129,12 @@ def run_sync(
             f"all {report.planned['removed']} synced records; nothing was sent. If the source is really "
             f"empty, run with allow_empty_source=True"
         )
+    events = destination.supports_events(obj)
+    if not config.rebaseline and not config.dry_run:
+        # Guards that stop a run before it sends anything.
+        _check_identity_change(report, config)
+        if events:
+            _check_events_reset(report, config, pending)
     if config.rebaseline:
         diff.rebaseline()
         return finish()
@@ -129,7 +143,6 @@ def run_sync(
     assert diff.base is not None
     kinds = pending[KIND].to_numpy(dtype=object)
     ids = pending[DEST_ID].to_numpy(dtype=object)
-    events = destination.supports_events(obj)
     if events:
         if mode not in (Mode.UPSERT, Mode.INSERT):
             raise ConfigurationError(f"{obj!r} is an event stream: events are only ever inserted; use mode='insert'")
@@ -166,10 +179,15 @@ def run_sync(
 
     # 3. Push, committing batch by batch.
     total = int(sum(len(plan.rows(a)) for a in Action))
+    if not events:
+        # Which live key holds which destination id: match collisions and mirror deletes check it.
+        pusher.holders = diff.live_holders()
     jobs = _jobs(plan, pusher, pending, destination, obj, mode, events)
     pusher.run_pool(jobs, pending, total)
-    if mode is Mode.MIRROR:
-        pusher.delete_removed(*diff.removed())
+    removed_keys, removed_ids = diff.removed()
+    if len(removed_keys) and not events:
+        live_ids = {i for i in pending[DEST_ID].to_numpy(dtype=object) if isinstance(i, str)}
+        pusher.settle_removed(removed_keys, removed_ids, delete=mode is Mode.MIRROR, live_ids=live_ids)
     pusher.log_progress(total, total, force=True)
     if pusher.entries or diff.base_differs_from_store():
         pusher.finalize()
@@ -193,17 +211,25 @@ def _jobs(
         if len(plan.rows(Action.RECONCILE)):
             send = np.concatenate([send, pusher.reconcile_events(pending, plan.rows(Action.RECONCILE))])
         return [(Action.SEND_EVENT, b) for b in pusher.batches(send, size)]
-    upserts = plan.rows(Action.UPSERT)
+    # Two live keys must never end up on one destination record (a silent merge, and mirror
+    # would later delete the record of the one that "left"): reject both sides before sending.
+    matched = np.concatenate([plan.rows(Action.UPSERT), plan.rows(Action.LOOKUP)])
+    if destination.needs_lookup(obj):
+        matched = pusher.reject_shared_match_values(pending, matched)
+    upserts = np.intersect1d(plan.rows(Action.UPSERT), matched)
+    updates = pusher.reject_held_ids(pending, plan.rows(Action.UPDATE), found=False)
     threshold = destination.bulk_threshold(obj)
     if threshold is not None and len(upserts) >= threshold:
         # Large syncs: one bulk job per bulk_batch_size records instead of thousands of calls.
         jobs = [(Action.BULK_UPSERT, b) for b in pusher.batches(upserts, max(1, int(destination.bulk_batch_size)))]
     else:
         jobs = [(Action.UPSERT, b) for b in pusher.batches(upserts, size)]
-    jobs += [(a, b) for a in (Action.UPDATE, Action.CREATE) for b in pusher.batches(plan.rows(a), size)]
-    lookup_rows = plan.rows(Action.LOOKUP)
+    jobs += [(Action.UPDATE, b) for b in pusher.batches(updates, size)]
+    jobs += [(Action.CREATE, b) for b in pusher.batches(plan.rows(Action.CREATE), size)]
+    lookup_rows = np.intersect1d(plan.rows(Action.LOOKUP), matched)
     if len(lookup_rows):
         found, missing = pusher.lookup_rows(pending, lookup_rows)
+        found = pusher.reject_held_ids(pending, found, found=True)
         on_found, on_missing = after_lookup(mode)
         if on_found is None:
             pusher.remember_existing(pending, found)
@@ -215,6 +241,45 @@ def _jobs(
         else:
             jobs += [(on_missing, b) for b in pusher.batches(missing, size)]
     return jobs
+
+
+def _check_identity_change(report: SyncReport, config: SyncConfig) -> None:
+    """Most checkpointed keys removed and as many new ones: the key was replaced, not the data.
+
+    A retyped key column (``integer`` -> ``numeric``), a renamed or re-generated key, or a
+    changed key expression would otherwise make mirror delete every record, re-create them
+    all, and re-send every event. Stop before anything is sent.
+    """
+    if config.allow_identity_change or config.full_resync:
+        return
+    removed, new = report.planned["removed"], report.planned["new"]
+    checkpointed = removed + report.planned["changed"] + report.unchanged
+    if checkpointed < IDENTITY_CHANGE_MIN_KEYS or removed < IDENTITY_CHANGE_MIN_KEYS:
+        return
+    if removed > IDENTITY_CHANGE_RATIO * checkpointed and new > IDENTITY_CHANGE_RATIO * checkpointed:
+        raise ReplacedIdentityError(
+            f"this run would remove {removed} of the {checkpointed} checkpointed keys and add {new} new keys at once: "
+            f"that looks like a replaced identity (the primary key column retyped, renamed or computed differently), "
+            f"not a change of data, so nothing was sent. If the source keys really changed, run once with "
+            f"allow_identity_change=True (mirror then deletes the old records and creates the new ones; events are "
+            f"sent for the new keys), or with rebaseline=True to adopt the current result as synced without sending"
+        )
+
+
+def _check_events_reset(report: SyncReport, config: SyncConfig, pending: pd.DataFrame) -> None:
+    """An events sync whose checkpoint was reset would send again every event it forgot."""
+    if not report.checkpoint_reset or config.resend_events or config.full_resync:
+        return
+    new = pending[pending[KIND] == "new"]
+    if not len(new):
+        return
+    examples = ", ".join(repr(fp.display_key(k)) for k in new[KEY].to_numpy()[:5])
+    raise EventResendError(
+        f"the checkpoint of this events sync was reset ({report.checkpoint_reset}), so {len(new)} events that may "
+        f"have been sent before would be sent again (e.g. {examples}); nothing was sent. If that is what you want, "
+        f"run once with resend_events=True; otherwise restore the previous definition (partition count, key, "
+        f"match field, destination)"
+    )
 
 
 def _finish(report: SyncReport, config: SyncConfig, log: SyncLogger, seconds: float) -> SyncReport:
