@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -12,9 +13,10 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_provider_retl.operators.lineage import DestinationLink
 from airflow_provider_retl.operators.rejects_table import check_table_name, write_rejects
+from airflow_provider_retl.sync.checkpoint import Checkpoint
 from airflow_provider_retl.sync.config import parse_partition, partition_suffix
 from airflow_provider_retl.sync.engine import SyncConfig, run_sync
-from airflow_provider_retl.sync.errors import FatalSyncError, RejectRatioExceeded
+from airflow_provider_retl.sync.errors import CheckpointError, FatalSyncError, RejectRatioExceeded
 from airflow_provider_retl.sync.records import Mode, Reject
 
 if TYPE_CHECKING:
@@ -27,6 +29,8 @@ if TYPE_CHECKING:
 
 #: XCom key of the report when the task fails (the return value is only pushed on success).
 REPORT_XCOM_KEY = "sync_report"
+#: Partition counts probed for the other layouts of an events sync (see ``_sibling_checkpoints``).
+MAX_PARTITION_LAYOUTS = 32
 
 
 def partitions(n: int) -> list[str]:
@@ -221,13 +225,52 @@ class ReverseETLOperator(BaseOperator):
 
     # ------------------------------------------------------------------ run
     def _sync_id(self, context: Context | None = None) -> str:
+        return self._base_sync_id(context) + partition_suffix(self.partition)
+
+    def _base_sync_id(self, context: Context | None = None) -> str:
+        """The sync id without the partition suffix (what every partition layout shares)."""
         if self.sync_name:
-            return self.sync_name + partition_suffix(self.partition)
+            return self.sync_name
         base = f"{self.dag_id}.{self.task_id}"
         map_index = context["ti"].map_index if context else -1
         if map_index is not None and map_index >= 0:
             base = f"{base}.{map_index}"
-        return base + partition_suffix(self.partition)
+        return base
+
+    def _sibling_checkpoints(self, context: Context) -> Iterator[Checkpoint]:
+        """Checkpoints of this sync under its other partition layouts (events count them as sent).
+
+        Probes the unpartitioned layout and 1..MAX_PARTITION_LAYOUTS partitions; a layout whose
+        partition 0 has no checkpoint never ran. The xcom and warehouse stores are per task or
+        unpartitioned, so they have no siblings to probe.
+        """
+        from airflow_provider_retl.checkpoints.spec import checkpoint_store_from_spec, is_warehouse_spec
+
+        spec = self.checkpoint
+        if not isinstance(spec, (str, os.PathLike)) or is_warehouse_spec(spec) or str(spec).strip().lower() == "xcom":
+            return
+        base = self._base_sync_id(context)
+        own = None if self.partition is None else self.partition[1]
+        for count in (None, *range(1, MAX_PARTITION_LAYOUTS + 1)):
+            if count == own:
+                continue
+            parts: list[tuple[int, int] | None] = [None] if count is None else [(i, count) for i in range(count)]
+            for index, part in enumerate(parts):
+                store = checkpoint_store_from_spec(
+                    spec, sync_id=base + partition_suffix(part), context=context, partition=part
+                )
+                try:
+                    loaded = store.load()
+                except CheckpointError as exc:
+                    self.log.warning(
+                        "Checkpoint %s of another partition layout is unreadable: %s", store.description, exc
+                    )
+                    continue
+                if loaded is None:
+                    if index == 0:
+                        break
+                    continue
+                yield loaded
 
     def _config(self, sync_id: str, *, destination_identity: str) -> SyncConfig:
         return SyncConfig(
@@ -310,6 +353,7 @@ class ReverseETLOperator(BaseOperator):
                 config,
                 log=self.log,
                 on_reject=rejects.append if self.rejects_table else None,
+                siblings=lambda: self._sibling_checkpoints(context),
             )
             self._write_rejects(rejects, sync_id, context)
         except RejectRatioExceeded as exc:

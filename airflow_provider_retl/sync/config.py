@@ -69,7 +69,9 @@ class SyncConfig:
         if self.max_reject_ratio is None:
             self.max_reject_ratio = DEFAULT_MAX_REJECT_RATIO
         if isinstance(self.max_reject_ratio, bool) or not isinstance(self.max_reject_ratio, (int, float)):
-            raise ConfigurationError(f"max_reject_ratio must be a number between 0 and 1; got {self.max_reject_ratio!r}")
+            raise ConfigurationError(
+                f"max_reject_ratio must be a number between 0 and 1; got {self.max_reject_ratio!r}"
+            )
         if not 0 <= self.max_reject_ratio <= 1:
             raise ConfigurationError(f"max_reject_ratio must be between 0 and 1; got {self.max_reject_ratio!r}")
         if self.rebaseline and (self.full_resync or self.dry_run):

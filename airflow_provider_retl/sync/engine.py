@@ -17,17 +17,19 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from airflow_provider_retl.sync import fingerprint as fp
-from airflow_provider_retl.sync.checkpoint import CheckpointStore
+from airflow_provider_retl.sync.checkpoint import HASH_ALGORITHM, Checkpoint, CheckpointStore, JournalEntry
 from airflow_provider_retl.sync.config import IDENTITY_CHANGE_MIN_KEYS, IDENTITY_CHANGE_RATIO, SyncConfig
 from airflow_provider_retl.sync.destination import Destination
 from airflow_provider_retl.sync.diff import (
     DEST_ID,
     KEY,
+    KEY_HASH,
     KIND,
     EventResendError,
     ReplacedIdentityError,
@@ -46,7 +48,7 @@ from airflow_provider_retl.sync.plan import (
 )
 from airflow_provider_retl.sync.progress import Progress
 from airflow_provider_retl.sync.push import Pusher
-from airflow_provider_retl.sync.records import PENDING, Mode, Reject, SyncReport
+from airflow_provider_retl.sync.records import PENDING, ChangeKind, Mode, Reject, SyncReport
 
 __all__ = ["SyncConfig", "run_sync"]
 
@@ -60,13 +62,17 @@ def run_sync(
     log: SyncLogger | None = None,
     clock: Callable[[], float] = time.monotonic,
     on_reject: Callable[[Reject], None] | None = None,
+    siblings: Callable[[], Iterable[Checkpoint]] | None = None,
 ) -> SyncReport:
     """Sync a query result (an iterable of DataFrame chunks) into ``destination``; return the report.
 
     Raises ``RejectRatioExceeded`` (after committing every accepted record) when more rows
     were rejected than ``config.max_reject_ratio`` allows, and re-raises destination errors
     after committing the batches that completed, so a retry resumes from there.
-    ``on_reject`` sees every rejected row (the report keeps the first ones and counts all).
+    ``on_reject`` sees every rejected row (the report keeps examples and counts all).
+    ``siblings`` yields the checkpoints of this sync under its other partition layouts
+    (unpartitioned, or another partition count): an events sync counts what they sent as
+    sent, so re-partitioning never sends an event twice.
     """
     log = log or logging.getLogger("airflow_provider_retl.sync")
     started = clock()
@@ -130,6 +136,9 @@ def run_sync(
             f"empty, run with allow_empty_source=True"
         )
     events = destination.supports_events(obj)
+    sent_elsewhere = JournalEntry()
+    if events and siblings is not None and not config.resend_events:
+        sent_elsewhere = _adopt_sent_elsewhere(pending, report, siblings)
     if not config.rebaseline and not config.dry_run:
         # Guards that stop a run before it sends anything.
         _check_identity_change(report, config)
@@ -169,6 +178,8 @@ def run_sync(
     pusher = Pusher(
         destination, store, config, report, diff.base, diff.match_field, log=log, clock=clock, progress=progress
     )
+    if len(sent_elsewhere) and not config.dry_run:
+        pusher.commit(sent_elsewhere)  # known here from now on, whatever the layout of the next run
     if config.dry_run:
         # Validate what would be sent, so a dry run also reports the rejects; send nothing.
         for action in (Action.UPSERT, Action.UPDATE, Action.CREATE, Action.LOOKUP, Action.SEND_EVENT):
@@ -241,6 +252,48 @@ def _jobs(
         else:
             jobs += [(on_missing, b) for b in pusher.batches(missing, size)]
     return jobs
+
+
+def _adopt_sent_elsewhere(
+    pending: pd.DataFrame, report: SyncReport, siblings: Callable[[], Iterable[Checkpoint]]
+) -> JournalEntry:
+    """New event keys that another partition layout of this sync already sent (or has in doubt).
+
+    A key's partition is its hash modulo the partition count, so after re-partitioning an
+    event sent by one layout arrives as "new" in another's checkpoint. Such rows become
+    "changed" (never re-sent; in-doubt ones are reconciled), and the returned entry records
+    them in this layout's checkpoint.
+    """
+    new = np.flatnonzero(pending[KIND].to_numpy(dtype=object) == ChangeKind.NEW.value)
+    if not len(new):
+        return JournalEntry()
+    key_hashes = pending[KEY_HASH].to_numpy(dtype=np.uint64)
+    wanted = pd.Index(key_hashes[new])
+    adopted: dict[int, tuple[int, Any]] = {}  # pending row -> (row hash, id)
+    for checkpoint in siblings():
+        if checkpoint.hash_algorithm != HASH_ALGORITHM or not len(checkpoint):
+            continue
+        positions = pd.Index(checkpoint.key_hashes).get_indexer(wanted)
+        for row, position in zip(new[positions >= 0].tolist(), positions[positions >= 0].tolist(), strict=True):
+            dest_id = checkpoint.dest_ids[position]
+            # A sent event wins over an in-doubt mark of another layout.
+            if row not in adopted or adopted[row][1] == PENDING:
+                adopted[row] = (int(checkpoint.row_hashes[position]), dest_id)
+    if not adopted:
+        return JournalEntry()
+    rows = np.fromiter(adopted, dtype=np.int64, count=len(adopted))
+    ids = np.array([adopted[r][1] for r in rows.tolist()], dtype=object)
+    kinds = pending[KIND].to_numpy(dtype=object).copy()
+    kinds[rows] = ChangeKind.CHANGED.value
+    pending[KIND] = kinds
+    dest_ids = pending[DEST_ID].to_numpy(dtype=object).copy()
+    dest_ids[rows] = ids
+    pending[DEST_ID] = dest_ids
+    report.planned["new"] -= len(rows)
+    report.planned["changed"] += len(rows)
+    # In-doubt marks are carried over as they are (the row hash they were sent with), so the
+    # reconciliation sees whether the row changed since.
+    return JournalEntry.puts(key_hashes[rows], np.array([adopted[r][0] for r in rows.tolist()], dtype=np.uint64), ids)
 
 
 def _check_identity_change(report: SyncReport, config: SyncConfig) -> None:

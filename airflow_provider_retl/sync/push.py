@@ -423,12 +423,37 @@ class Pusher:
         return np.asarray(found_rows, dtype=np.int64), np.asarray(missing_rows, dtype=np.int64)
 
     def reconcile_events(self, pending: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
-        """Ask the destination about events of an interrupted try; return the rows to send again."""
+        """Ask the destination about events of an interrupted try; return the rows to send again.
+
+        An in-doubt event whose row changed since it was sent stays in doubt: the destination
+        would be asked about (and sent) the new content, which is not what may have landed.
+        """
         resend = []
+        keys = pending[KEY_HASH].to_numpy(dtype=np.uint64)[rows]
+        now = pending[ROW_HASH].to_numpy(dtype=np.uint64)[rows]
+        changed: set[int] = set()
+        if not self.config.resend_events:
+            sent_with = self._pending_row_hashes(keys)
+            changed = {
+                int(k) for k, n, was in zip(keys, now, sent_with, strict=True) if was is not None and was != int(n)
+            }
         for batch in self.batches(rows, max(1, int(self.destination.max_batch_size))):
             records, rejects = self.wire_batch(pending, batch, Action.RECONCILE)
             for reject in rejects:
                 self.report.add_reject(reject)
+            doubtful = [r for r in records if r.key_hash in changed]
+            for record in doubtful:
+                self.report.add_reject(
+                    Reject(
+                        record.key,
+                        "event outcome unknown after an interrupted try, and its row changed since it was sent; "
+                        "not re-sent to avoid a duplicate (check the destination, then run with resend_events=True "
+                        "to send it)",
+                        "destination",
+                        code="OUTCOME_UNKNOWN",
+                    )
+                )
+            records = [r for r in records if r.key_hash not in changed]
             landed = self.destination.reconcile_events(self.config.object, records) if records else []
             by_key = dict(zip(pending[KEY_HASH].to_numpy(dtype=np.uint64)[batch].tolist(), batch.tolist(), strict=True))
             keys, row_hashes, ids = [], [], []
@@ -452,6 +477,17 @@ class Pusher:
                     )
             self.commit(JournalEntry.puts(keys, row_hashes, ids))
         return np.asarray(resend, dtype=np.int64)
+
+    def _pending_row_hashes(self, key_hashes: np.ndarray) -> list[int | None]:
+        """The row hash each key's in-doubt mark was written with (None: unknown, e.g. after full_resync)."""
+        if not len(self.base):
+            return [None] * len(key_hashes)
+        positions = pd.Index(self.base.key_hashes).get_indexer(key_hashes)
+        out: list[int | None] = []
+        for position in positions.tolist():
+            row_hash = int(self.base.row_hashes[position]) if position >= 0 else 0
+            out.append(row_hash or None)
+        return out
 
     def remember_existing(self, pending: pd.DataFrame, rows: np.ndarray) -> None:
         """Insert mode found these records in the destination: skip them, but keep their ids.
