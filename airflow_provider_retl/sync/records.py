@@ -8,6 +8,7 @@ Nothing here imports Airflow or an HTTP library: destinations (hooks) build
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -107,6 +108,14 @@ MAX_REJECTS_IN_REPORT = 1000
 #: Example rejects kept per reason: 1,001 identical rejects are one reason with a count, not a list.
 REJECT_EXAMPLES_PER_REASON = 10
 
+#: Quoted values and numbers in a reject reason: one reason per kind of problem, not per value.
+_REASON_VALUES = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|(?<![\w.])\d[\d,.]*(?![\w])")
+
+
+def reason_pattern(reason: str) -> str:
+    """``"invalid email 'a b': ..."`` -> ``"invalid email '…': ..."``: what rejects are grouped by."""
+    return _REASON_VALUES.sub(lambda m: "'…'" if m.group(0)[0] in "'\"" else "N", reason)
+
 
 @dataclass
 class SyncReport:
@@ -136,7 +145,8 @@ class SyncReport:
     rejected: int = 0
     #: Example rejects: at most REJECT_EXAMPLES_PER_REASON per reason, MAX_REJECTS_IN_REPORT in all.
     rejects: list[Reject] = field(default_factory=list)
-    #: Every reject grouped by (stage, reason): ``{"reason", "stage", "count", "examples"}`` (example keys).
+    #: Every reject grouped by stage and reason (its values blanked, see ``reason_pattern``):
+    #: ``{"reason", "stage", "count", "examples"}`` with a few example keys.
     reject_reasons: list[dict[str, Any]] = field(default_factory=list)
     requests: int = 0
     retries: int = 0
@@ -165,11 +175,12 @@ class SyncReport:
         if index is None or len(index) != len(self.reject_reasons):
             index = {(g["stage"], g["reason"]): g for g in self.reject_reasons}
             object.__setattr__(self, "_groups", index)
-        group = index.get((reject.stage, reject.reason))
+        reason = reason_pattern(reject.reason)
+        group = index.get((reject.stage, reason))
         if group is None:
-            group = {"reason": reject.reason, "stage": reject.stage, "count": 0, "examples": []}
+            group = {"reason": reason, "stage": reject.stage, "count": 0, "examples": []}
             self.reject_reasons.append(group)
-            index[(reject.stage, reject.reason)] = group
+            index[(reject.stage, reason)] = group
         return group
 
     def skip(self, reason: str, n: int = 1) -> None:

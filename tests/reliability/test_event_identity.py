@@ -39,22 +39,39 @@ def cio_hook(customerio, monkeypatch):
     from airflow_provider_retl.hooks.customerio import CustomerIoHook
 
     customerio.emulator.reset()
-    doc = {"conn_type": "retl_customerio", "host": customerio.url, "login": CUSTOMERIO_SITE_ID,
-           "password": CUSTOMERIO_API_KEY, "extra": {"rate_limit": 0, "batch_size": 20}}
+    doc = {
+        "conn_type": "retl_customerio",
+        "host": customerio.url,
+        "login": CUSTOMERIO_SITE_ID,
+        "password": CUSTOMERIO_API_KEY,
+        "extra": {"rate_limit": 0, "batch_size": 20},
+    }
     monkeypatch.setenv("AIRFLOW_CONN_EVENT_IDENTITY_CIO", json.dumps(doc))
     return CustomerIoHook("event_identity_cio", sleep=lambda s: None)
 
 
 def events(n: int, start: int = 0, name: str = "ordered") -> pd.DataFrame:
     return pd.DataFrame(
-        {"event_key": [f"e{i}" for i in range(start, start + n)], "id": [f"p{i % 7}" for i in range(start, start + n)],
-         "name": [name] * n, "amount": list(range(start, start + n))}
+        {
+            "event_key": [f"e{i}" for i in range(start, start + n)],
+            "id": [f"p{i % 7}" for i in range(start, start + n)],
+            "name": [name] * n,
+            "amount": list(range(start, start + n)),
+        }
     )
 
 
 def sync_with(hook, store, frame, siblings=None, **kw):
-    config = SyncConfig(**{"sync_id": "events", "object": "events", "primary_key": "event_key", "mode": "insert",
-                           "commit_interval": 0, **kw})
+    config = SyncConfig(
+        **{
+            "sync_id": "events",
+            "object": "events",
+            "primary_key": "event_key",
+            "mode": "insert",
+            "commit_interval": 0,
+            **kw,
+        }
+    )
     return run_sync([frame], hook, store, config, siblings=siblings)
 
 
@@ -137,15 +154,25 @@ def braze_hook(braze, monkeypatch):
     from airflow_provider_retl.hooks.braze import BrazeHook
 
     braze.emulator.reset()
-    doc = {"conn_type": "retl_braze", "host": braze.url, "password": BRAZE_API_KEY,
-           "extra": {"rate_limit": 0, "batch_size": 20}}
+    doc = {
+        "conn_type": "retl_braze",
+        "host": braze.url,
+        "password": BRAZE_API_KEY,
+        "extra": {"rate_limit": 0, "batch_size": 20},
+    }
     monkeypatch.setenv("AIRFLOW_CONN_EVENT_IDENTITY_BRAZE", json.dumps(doc))
     return BrazeHook("event_identity_braze", sleep=lambda s: None)
 
 
 def braze_events(name: str) -> pd.DataFrame:
-    return pd.DataFrame({"event_key": [f"e{i}" for i in range(4)], "external_id": [f"u{i}" for i in range(4)],
-                         "name": name, "time": "2026-01-01T00:00:00Z"})
+    return pd.DataFrame(
+        {
+            "event_key": [f"e{i}" for i in range(4)],
+            "external_id": [f"u{i}" for i in range(4)],
+            "name": name,
+            "time": "2026-01-01T00:00:00Z",
+        }
+    )
 
 
 def test_an_in_doubt_event_whose_row_changed_is_not_sent_again(braze_hook, braze):

@@ -186,24 +186,44 @@ def sf_hook(salesforce, monkeypatch):
     )
 
     salesforce.emulator.reset_state()
-    extra = {"client_id": SALESFORCE_CLIENT_ID, "client_secret": SALESFORCE_CLIENT_SECRET,
-             "security_token": SALESFORCE_SECURITY_TOKEN, "rate_limit": 0}
-    doc = {"conn_type": "retl_salesforce", "host": salesforce.url, "login": SALESFORCE_USERNAME,
-           "password": SALESFORCE_PASSWORD, "extra": extra}
+    extra = {
+        "client_id": SALESFORCE_CLIENT_ID,
+        "client_secret": SALESFORCE_CLIENT_SECRET,
+        "security_token": SALESFORCE_SECURITY_TOKEN,
+        "rate_limit": 0,
+    }
+    doc = {
+        "conn_type": "retl_salesforce",
+        "host": salesforce.url,
+        "login": SALESFORCE_USERNAME,
+        "password": SALESFORCE_PASSWORD,
+        "extra": extra,
+    }
     monkeypatch.setenv("AIRFLOW_CONN_MIRROR_IDENTITY_SF", json.dumps(doc))
     return SalesforceHook("mirror_identity_sf", sleep=lambda s: None)
 
 
 def sf_sync(hook, store, rows, **kw):
-    config = SyncConfig(sync_id="contacts", object="Contact", primary_key="customer_id", match_on="Email",
-                        mapping={"Email": "email", "LastName": "last"}, mode="mirror", commit_interval=0,
-                        max_reject_ratio=1.0, **kw)
+    config = SyncConfig(
+        sync_id="contacts",
+        object="Contact",
+        primary_key="customer_id",
+        match_on="Email",
+        mapping={"Email": "email", "LastName": "last"},
+        mode="mirror",
+        commit_interval=0,
+        max_reject_ratio=1.0,
+        **kw,
+    )
     return run_sync([pd.DataFrame(rows, columns=["customer_id", "email", "last"])], hook, store, config)
 
 
 def contacts(salesforce, deleted: bool = False) -> dict[str, dict]:
-    return {r["Id"]: r for r in salesforce.emulator.records("Contact", include_deleted=True)
-            if bool(r.get("IsDeleted")) == deleted}
+    return {
+        r["Id"]: r
+        for r in salesforce.emulator.records("Contact", include_deleted=True)
+        if bool(r.get("IsDeleted")) == deleted
+    }
 
 
 def test_salesforce_rekeyed_row_keeps_its_contact_and_shared_emails_collide(sf_hook, salesforce, store):
