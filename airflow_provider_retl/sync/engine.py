@@ -190,11 +190,15 @@ def run_sync(
 
     # 3. Push, committing batch by batch.
     total = int(sum(len(plan.rows(a)) for a in Action))
+    rematch = not events and diff.match_field is not None and destination.needs_lookup(obj)
     if not events:
         # Which live key holds which destination id: match collisions and mirror deletes check it.
         pusher.holders = diff.live_holders()
+        if rematch and not destination.updates_by_match(obj):
+            pusher.refused_updates = []
     jobs = _jobs(plan, pusher, pending, destination, obj, mode, events)
     pusher.run_pool(jobs, pending, total)
+    pusher.rematch_refused_updates()
     removed_keys, removed_ids = diff.removed()
     if len(removed_keys) and not events:
         live_ids = {i for i in pending[DEST_ID].to_numpy(dtype=object) if isinstance(i, str)}

@@ -90,6 +90,9 @@ class Pusher:
         self.written: dict[str, tuple[int, str]] = {}
         #: Ids that lookups of live rows found this run (even if their write was then refused).
         self.found_ids: set[str] = set()
+        #: Updates by checkpointed id the destination refused, held back for ``rematch_refused_updates``
+        #: (only when the engine turns it on: destinations that look records up by a match field).
+        self.refused_updates: list[tuple[Record, Outcome]] | None = None
 
     def wire_batch(self, pending: pd.DataFrame, rows: np.ndarray, action: Action) -> tuple[list[Record], list[Reject]]:
         """Records ready to send for ``rows`` of ``pending`` and the rows that fail local checks."""
@@ -298,6 +301,9 @@ class Pusher:
             self.report.add_reject(reject)
         keys, rows, ids = [], [], []
         for record, outcome in zip(records, outcomes, strict=True):
+            if not outcome.ok and action is Action.UPDATE and self.refused_updates is not None:
+                self.refused_updates.append((record, outcome))
+                continue
             if not outcome.ok:
                 self.report.add_reject(
                     Reject(
@@ -515,7 +521,7 @@ class Pusher:
         checkpoint entry is dropped in every mode, so a revived old key cannot take it back
         without a lookup (which then sees the collision).
         """
-        protected = set(self.holders) | set(self.written) | self.found_ids | live_ids
+        protected = {i for i, held in self.holders.items() if held} | set(self.written) | self.found_ids | live_ids
         has_id = np.array([isinstance(i, str) and i != "" and i != PENDING for i in ids], dtype=bool)
         adopted = has_id & np.array([i in protected for i in ids], dtype=bool)
         if adopted.any():
@@ -545,6 +551,76 @@ class Pusher:
                     )
             self.report.batches += 1
             self.commit(JournalEntry.deletes(done))
+
+    def rematch_refused_updates(self) -> None:
+        """Updates by id that the destination refused: did their match value move to another record?
+
+        Two rows that swap match values (F3: k1 now has k2's email and k2 has k1's) cannot be
+        updated by their old ids where the match field is unique: each update collides with
+        the other record. The records follow the match value, not the key: each refused row
+        is looked up by its match value, and takes the record found when no live key keeps
+        that record (its holder moves away in the same way, or nobody holds it). The rest are
+        rejected with the destination's reason, or as a match collision.
+        """
+        refused, self.refused_updates = self.refused_updates or [], None
+        if not refused:
+            return
+        assert self.match_field is not None
+        size = max(1, int(self.destination.lookup_batch_size))
+        found: list[str | None] = []
+        for start in range(0, len(refused), size):
+            part = refused[start : start + size]
+            found += self._lookup_ids([r.match_value if r.match_value not in (None, "") else None for r, _ in part])
+        moving = {
+            record.key_hash: dest_id
+            for (record, _), dest_id in zip(refused, found, strict=True)
+            if dest_id is not None and dest_id != record.dest_id
+        }
+        targets = list(moving.values())
+        movers: list[Record] = []
+        for record, outcome in refused:
+            target = moving.get(record.key_hash)
+            if target is None:
+                self.report.add_reject(
+                    Reject(
+                        record.key, outcome.reason or "rejected by the destination", "destination", code=outcome.code
+                    )
+                )
+                continue
+            stays = [
+                shown
+                for holder, shown in [
+                    *self.holders.get(target, ()),
+                    *([self.written[target]] if target in self.written else []),
+                ]
+                if holder != record.key_hash and moving.get(holder, target) == target
+            ]
+            if stays or targets.count(target) > 1:
+                other = (
+                    stays[0]
+                    if stays
+                    else next(
+                        r.key for r, _ in refused if r.key_hash != record.key_hash and moving.get(r.key_hash) == target
+                    )
+                )
+                self.report.add_reject(self.collision_reject(record.key, other))
+                continue
+            movers.append(record)
+        if not movers:
+            return
+        # The movers leave their old records and take the ones their match values are on.
+        for record in movers:
+            old = record.dest_id
+            if old is not None:
+                self.holders[old] = [h for h in self.holders.get(old, []) if h[0] != record.key_hash]
+                if self.written.get(old, (None,))[0] == record.key_hash:
+                    del self.written[old]
+            record.dest_id = moving[record.key_hash]
+            self.holders.setdefault(record.dest_id, []).append((record.key_hash, record.key))
+        for start in range(0, len(movers), self.write_batch_size()):
+            batch = movers[start : start + self.write_batch_size()]
+            self.apply(Action.UPDATE, batch, [], self.destination.update(self.config.object, batch))
+        self.flush_commits()
 
     # ------------------------------------------------------------------ match collisions
     def other_holder(self, dest_id: str, key_hash: int) -> str | None:

@@ -47,12 +47,26 @@ def test_repartitioning_an_events_sync_sends_no_event_twice(dag_runner, tmp_path
         )
 
     with start_emulator("customerio", rate_limit=None) as cio:
-        set_connection("cio_parts", "retl_customerio", host=cio.url, login=CUSTOMERIO_SITE_ID,
-                       password=CUSTOMERIO_API_KEY, extra={"max_retries": 1})
+        set_connection(
+            "cio_parts",
+            "retl_customerio",
+            host=cio.url,
+            login=CUSTOMERIO_SITE_ID,
+            password=CUSTOMERIO_API_KEY,
+            extra={"max_retries": 1},
+        )
         dag_id = f"events_parts_{uuid.uuid4().hex[:8]}"
-        kwargs = {"conn_id": warehouse.conn_id, "sql": "select event_key, id, amount from orders",
-                  "destination_conn_id": "cio_parts", "object": "events", "primary_key": "event_key",
-                  "mode": "insert", "event_name": "ordered", "checkpoint": "variable", "sync_name": dag_id}
+        kwargs = {
+            "conn_id": warehouse.conn_id,
+            "sql": "select event_key, id, amount from orders",
+            "destination_conn_id": "cio_parts",
+            "object": "events",
+            "primary_key": "event_key",
+            "mode": "insert",
+            "event_name": "ordered",
+            "checkpoint": "variable",
+            "sync_name": dag_id,
+        }
 
         def sent() -> Counter:
             return Counter(e["attributes"]["event_key"] for e in cio.emulator.events(include_duplicates=True))
@@ -83,12 +97,20 @@ def test_a_replaced_key_fails_the_task_before_sending(dag_runner, tmp_path, set_
         "from range(20) t(i)"
     )
     with start_emulator("hubspot", tokens=["pat-identity-1"], rate_limit=None) as hubspot:
-        set_connection("hubspot_identity", "retl_hubspot", host=hubspot.url, password="pat-identity-1",
-                       extra={"max_retries": 1})
+        set_connection(
+            "hubspot_identity", "retl_hubspot", host=hubspot.url, password="pat-identity-1", extra={"max_retries": 1}
+        )
         dag_id = f"identity_{uuid.uuid4().hex[:8]}"
-        kwargs = {"conn_id": warehouse.conn_id, "sql": "select id, domain, name from accounts",
-                  "destination_conn_id": "hubspot_identity", "object": "companies", "primary_key": "id",
-                  "match_on": "domain", "mapping": {"domain": "domain", "name": "name"}, "mode": "mirror"}
+        kwargs = {
+            "conn_id": warehouse.conn_id,
+            "sql": "select id, domain, name from accounts",
+            "destination_conn_id": "hubspot_identity",
+            "object": "companies",
+            "primary_key": "id",
+            "match_on": "domain",
+            "mapping": {"domain": "domain", "name": "name"},
+            "mode": "mirror",
+        }
         result = dag_runner.run_dag(dag_text(dag_id, kwargs), dag_id)
         assert result.succeeded, result
         before = hubspot.emulator.records("companies")

@@ -239,3 +239,19 @@ def test_salesforce_rekeyed_row_keeps_its_contact_and_shared_emails_collide(sf_h
     [reject] = collision_rejects(report)
     assert reject.key == "c9" and "'c1'" in reject.reason
     assert sorted(r["LastName"] for r in contacts(salesforce).values()) == ["L0 renamed", "L1", "L2", "L3"]
+
+
+def test_swapped_unique_emails_move_the_records_with_the_email_not_the_key(hook, hubspot, store):
+    """F3 where the match field is unique (HubSpot contact emails): updating by the old ids collides."""
+    config = {"object": "contacts", "match_on": "email", "mapping": {"email": "domain", "firstname": "name"}}
+    sync(hook, store, [("k1", "a@example.com", "Ann"), ("k2", "b@example.com", "Bob")], **config)
+    ids = {r["properties"]["email"]: r["id"] for r in hubspot.emulator.records("contacts")}
+    swapped = [("k1", "b@example.com", "Bob"), ("k2", "a@example.com", "Ann")]
+    report = sync(hook, store, swapped, **config)
+    assert report.rejected == 0 and report.updated == 2 and report.deleted == 0
+    assert sync(hook, store, swapped, **config).pushed == 0  # the checkpoint now has k1 -> b's record
+    # k1 leaves: the record its email is on (b's) is archived, not the one k2 holds now.
+    report = sync(hook, store, swapped[1:], **config)
+    archived = [r for r in hubspot.emulator.records("contacts", include_archived=True) if r["archived"]]
+    assert report.deleted == 1 and [r["id"] for r in archived] == [ids["b@example.com"]]
+    assert [r["properties"]["email"] for r in hubspot.emulator.records("contacts")] == ["a@example.com"]
