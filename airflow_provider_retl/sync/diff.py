@@ -72,6 +72,46 @@ class EventResendError(ConfigurationError):
     """An events sync lost what it knew as sent (checkpoint reset); sending would repeat past events."""
 
 
+class LiveHolders:
+    """Destination id -> the live keys (key hash, key text or None) that hold it; moves made this run on top.
+
+    Built in C-speed steps (one dict from zipped lists) because it spans the whole
+    checkpoint, while each lookup (one per written record) is a dict hit.
+    """
+
+    def __init__(
+        self, ids: np.ndarray | None = None, key_hashes: np.ndarray | None = None, texts: np.ndarray | None = None
+    ) -> None:
+        self._key_hashes = np.empty(0, dtype=np.uint64) if key_hashes is None else key_hashes
+        self._texts = np.empty(0, dtype=object) if texts is None else texts
+        ids = np.empty(0, dtype=object) if ids is None else ids
+        texts_of_ids = ids.tolist()
+        self._first: dict[str, int] = dict(zip(texts_of_ids, range(len(ids)), strict=True))
+        self._many: dict[str, list[int]] = {}
+        if len(self._first) < len(ids):
+            # Two live keys on one id (a state older runs could leave): rare, so a Python pass is fine.
+            seen: dict[str, list[int]] = {}
+            for position, dest_id in enumerate(texts_of_ids):
+                seen.setdefault(dest_id, []).append(position)
+            self._many = {dest_id: positions for dest_id, positions in seen.items() if len(positions) > 1}
+        self._moved: dict[str, list[tuple[int, str | None]]] = {}
+
+    def get(self, dest_id: str) -> list[tuple[int, str | None]]:
+        if dest_id in self._moved:
+            return self._moved[dest_id]
+        positions = self._many.get(dest_id)
+        if positions is None:
+            position = self._first.get(dest_id)
+            positions = [] if position is None else [position]
+        return [(int(self._key_hashes[p]), self._texts[p]) for p in positions]
+
+    def set(self, dest_id: str, holders: list[tuple[int, str | None]]) -> None:
+        self._moved[dest_id] = holders
+
+    def holds(self, dest_id: str) -> bool:
+        return bool(self.get(dest_id))
+
+
 class SnapshotDiff:
     """Reads a query result against a checkpoint and keeps only what must be sent."""
 
@@ -353,23 +393,19 @@ class SnapshotDiff:
         gone = ~self.seen
         return self.base.key_hashes[gone], self.base.dest_ids[gone]
 
-    def live_holders(self) -> dict[str, list[tuple[int, str]]]:
-        """Destination id -> the live keys (key hash, key text) the checkpoint gives it.
+    def live_holders(self) -> LiveHolders:
+        """Destination id -> the live keys the checkpoint gives it (live: read this run).
 
-        Live means read this run (changed or unchanged). A store that diffs elsewhere
-        (the warehouse) keeps no ids here; its pending rows still carry theirs.
+        A store that diffs elsewhere (the warehouse) keeps no ids here; its pending rows
+        still carry theirs.
         """
-        holders: dict[str, list[tuple[int, str]]] = {}
         if self.base is None or not len(self.base) or len(self.seen) != len(self.base):
-            return holders
-        for position in np.flatnonzero(self.seen):
-            dest_id = self.base.dest_ids[position]
-            if isinstance(dest_id, str) and dest_id and dest_id != PENDING:
-                text = self.live_key_texts[position]
-                key_hash = int(self.base.key_hashes[position])
-                shown = fp.display_key(text) if isinstance(text, str) else f"#{key_hash:016x}"
-                holders.setdefault(dest_id, []).append((key_hash, shown))
-        return holders
+            return LiveHolders()
+        positions = np.flatnonzero(self.seen)
+        ids = self.base.dest_ids[positions]
+        usable = ~pd.isna(ids)
+        usable[usable] = (ids[usable] != PENDING) & (ids[usable] != "")
+        return LiveHolders(ids[usable], self.base.key_hashes[positions[usable]], self.live_key_texts[positions[usable]])
 
     def rebaseline(self) -> None:
         """Mark the whole current result as synced without sending anything."""

@@ -22,7 +22,7 @@ from airflow_provider_retl.sync import fingerprint as fp
 from airflow_provider_retl.sync.checkpoint import Checkpoint, CheckpointStore, JournalEntry
 from airflow_provider_retl.sync.config import SyncConfig
 from airflow_provider_retl.sync.destination import Destination
-from airflow_provider_retl.sync.diff import DEST_ID, INTERNAL, KEY, KEY_HASH, ROW_HASH
+from airflow_provider_retl.sync.diff import DEST_ID, INTERNAL, KEY, KEY_HASH, ROW_HASH, LiveHolders
 from airflow_provider_retl.sync.errors import BatchRejectedError, OutcomeUnknownError, RetryableSyncError, SyncError
 from airflow_provider_retl.sync.logs import SyncLogger
 from airflow_provider_retl.sync.plan import SKIP_INSERT_EXISTS, SKIP_REMOVED_ADOPTED, Action
@@ -85,7 +85,7 @@ class Pusher:
         self._wire_blocks: dict[int, _WireBlock] = {}
         self._wire_lock = threading.Lock()
         #: Destination id -> live keys (key hash, shown key) the checkpoint gives it (set by the engine).
-        self.holders: dict[str, list[tuple[int, str]]] = {}
+        self.holders = LiveHolders()
         #: Destination id -> (key hash, shown key) of the live key this run wrote it for.
         self.written: dict[str, tuple[int, str]] = {}
         #: Ids that lookups of live rows found this run (even if their write was then refused).
@@ -521,9 +521,11 @@ class Pusher:
         checkpoint entry is dropped in every mode, so a revived old key cannot take it back
         without a lookup (which then sees the collision).
         """
-        protected = {i for i, held in self.holders.items() if held} | set(self.written) | self.found_ids | live_ids
+        protected = set(self.written) | self.found_ids | live_ids
         has_id = np.array([isinstance(i, str) and i != "" and i != PENDING for i in ids], dtype=bool)
-        adopted = has_id & np.array([i in protected for i in ids], dtype=bool)
+        adopted = has_id & np.array(
+            [i in protected or (has and self.holders.holds(i)) for i, has in zip(ids, has_id, strict=True)], dtype=bool
+        )
         if adopted.any():
             self.report.skip(SKIP_REMOVED_ADOPTED, int(adopted.sum()))
             self.commit(JournalEntry.deletes(key_hashes[adopted]))
@@ -588,9 +590,9 @@ class Pusher:
                 )
                 continue
             stays = [
-                shown
-                for holder, shown in [
-                    *self.holders.get(target, ()),
+                _shown(holder, text)
+                for holder, text in [
+                    *self.holders.get(target),
                     *([self.written[target]] if target in self.written else []),
                 ]
                 if holder != record.key_hash and moving.get(holder, target) == target
@@ -612,11 +614,11 @@ class Pusher:
         for record in movers:
             old = record.dest_id
             if old is not None:
-                self.holders[old] = [h for h in self.holders.get(old, []) if h[0] != record.key_hash]
+                self.holders.set(old, [h for h in self.holders.get(old) if h[0] != record.key_hash])
                 if self.written.get(old, (None,))[0] == record.key_hash:
                     del self.written[old]
             record.dest_id = moving[record.key_hash]
-            self.holders.setdefault(record.dest_id, []).append((record.key_hash, record.key))
+            self.holders.set(record.dest_id, [*self.holders.get(record.dest_id), (record.key_hash, record.key)])
         for start in range(0, len(movers), self.write_batch_size()):
             batch = movers[start : start + self.write_batch_size()]
             self.apply(Action.UPDATE, batch, [], self.destination.update(self.config.object, batch))
@@ -625,9 +627,9 @@ class Pusher:
     # ------------------------------------------------------------------ match collisions
     def other_holder(self, dest_id: str, key_hash: int) -> str | None:
         """The shown key of another live key that holds ``dest_id`` (checkpoint or this run), if any."""
-        for holder_hash, shown in self.holders.get(dest_id, ()):
+        for holder_hash, text in self.holders.get(dest_id):
             if holder_hash != key_hash:
-                return shown
+                return _shown(holder_hash, text)
         written = self.written.get(dest_id)
         if written is not None and written[0] != key_hash:
             return written[1]
@@ -715,3 +717,8 @@ class Pusher:
 
     def finalize(self) -> None:
         self.store.finalize(self.base.apply(self.entries))
+
+
+def _shown(key_hash: int, text: str | None) -> str:
+    """A key as a reject names it: its text, or its hash where the text is not at hand."""
+    return fp.display_key(text) if isinstance(text, str) else f"#{key_hash:016x}"

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from airflow_provider_retl.sync.checkpoint import FileCheckpointStore, MemoryCheckpointStore
+from airflow_provider_retl.sync import fingerprint as fp
+from airflow_provider_retl.sync.checkpoint import Checkpoint, FileCheckpointStore, MemoryCheckpointStore
 from airflow_provider_retl.sync.config import SyncConfig
 from airflow_provider_retl.sync.diff import ReplacedIdentityError
 from airflow_provider_retl.sync.engine import run_sync
@@ -255,3 +257,25 @@ def test_swapped_unique_emails_move_the_records_with_the_email_not_the_key(hook,
     archived = [r for r in hubspot.emulator.records("contacts", include_archived=True) if r["archived"]]
     assert report.deleted == 1 and [r["id"] for r in archived] == [ids["b@example.com"]]
     assert [r["properties"]["email"] for r in hubspot.emulator.records("contacts")] == ["a@example.com"]
+
+
+def test_two_live_keys_holding_one_id_in_the_checkpoint_do_not_update_it(hook, hubspot, store):
+    """A checkpoint where two live keys hold one id (left by an older version): updates by that id are collisions."""
+    sync(hook, store, base_rows())
+    loaded = store.load()
+    c0, c1 = (int(h) for h in fp.key_hashes(np.array(["c0", "c1"], dtype=object)))
+    positions = {int(k): i for i, k in enumerate(loaded.key_hashes)}
+    ids = loaded.dest_ids.copy()
+    shared_id, orphan_id = ids[positions[c0]], ids[positions[c1]]
+    ids[positions[c1]] = shared_id
+    store.finalize(
+        Checkpoint(loaded.target_fingerprint, loaded.payload_fingerprint, loaded.key_hashes, loaded.row_hashes, ids)
+    )
+    before = companies(hubspot)
+    changed = [("c0", "d0.example.com", "Zero v2"), ("c1", "d1.example.com", "One v2"), *base_rows()[2:]]
+    report = sync(hook, store, changed)
+    rejects = collision_rejects(report)
+    assert sorted(r.key for r in rejects) == ["c0", "c1"]
+    assert {r.key: r.reason for r in rejects}["c0"].count("'c1'") == 1
+    assert companies(hubspot)[shared_id] == before[shared_id] and companies(hubspot)[orphan_id] == before[orphan_id]
+    assert report.deleted == 0 and companies(hubspot, archived=True) == {}
