@@ -146,7 +146,7 @@ class SyncReport:
     #: Example rejects: at most REJECT_EXAMPLES_PER_REASON per reason, MAX_REJECTS_IN_REPORT in all.
     rejects: list[Reject] = field(default_factory=list)
     #: Every reject grouped by stage and reason (its values blanked, see ``reason_pattern``):
-    #: ``{"reason", "stage", "count", "examples"}`` with a few example keys.
+    #: ``{"reason", "stage", "code", "count", "examples"}`` with a few example keys.
     reject_reasons: list[dict[str, Any]] = field(default_factory=list)
     requests: int = 0
     retries: int = 0
@@ -178,7 +178,7 @@ class SyncReport:
         reason = reason_pattern(reject.reason)
         group = index.get((reject.stage, reason))
         if group is None:
-            group = {"reason": reason, "stage": reject.stage, "count": 0, "examples": []}
+            group = {"reason": reason, "stage": reject.stage, "code": reject.code, "count": 0, "examples": []}
             self.reject_reasons.append(group)
             index[(reject.stage, reason)] = group
         return group
