@@ -196,7 +196,13 @@ def run_sync(
         pusher.holders = diff.live_holders()
         if rematch and not destination.updates_by_match(obj):
             pusher.refused_updates = []
-    jobs = _jobs(plan, pusher, pending, destination, obj, mode, events)
+    # A match field that is the key itself cannot be shared by two live keys (they would be duplicates).
+    key_is_match = (
+        len(diff.key_columns) == 1
+        and diff.match_field is not None
+        and (diff.field_sources or {}).get(diff.match_field) == diff.key_columns[0]
+    )
+    jobs = _jobs(plan, pusher, pending, destination, obj, mode, events, check_shared=not key_is_match)
     pusher.run_pool(jobs, pending, total)
     pusher.rematch_refused_updates()
     removed_keys, removed_ids = diff.removed()
@@ -218,6 +224,8 @@ def _jobs(
     obj: str,
     mode: Mode,
     events: bool,
+    *,
+    check_shared: bool = True,
 ) -> list[tuple[Action, np.ndarray]]:
     """The write batches of a plan; lookups and event reconciliation happen here, before writing."""
     size = pusher.write_batch_size()
@@ -229,7 +237,7 @@ def _jobs(
     # Two live keys must never end up on one destination record (a silent merge, and mirror
     # would later delete the record of the one that "left"): reject both sides before sending.
     matched = np.concatenate([plan.rows(Action.UPSERT), plan.rows(Action.LOOKUP)])
-    if destination.needs_lookup(obj):
+    if check_shared and destination.needs_lookup(obj):
         matched = pusher.reject_shared_match_values(pending, matched)
     upserts = np.intersect1d(plan.rows(Action.UPSERT), matched)
     updates = pusher.reject_held_ids(pending, plan.rows(Action.UPDATE), found=False)
@@ -307,7 +315,7 @@ def _check_identity_change(report: SyncReport, config: SyncConfig) -> None:
     changed key expression would otherwise make mirror delete every record, re-create them
     all, and re-send every event. Stop before anything is sent.
     """
-    if config.allow_identity_change or config.full_resync:
+    if config.allow_identity_change:
         return
     removed, new = report.planned["removed"], report.planned["new"]
     checkpointed = removed + report.planned["changed"] + report.unchanged
@@ -325,7 +333,7 @@ def _check_identity_change(report: SyncReport, config: SyncConfig) -> None:
 
 def _check_events_reset(report: SyncReport, config: SyncConfig, pending: pd.DataFrame) -> None:
     """An events sync whose checkpoint was reset would send again every event it forgot."""
-    if not report.checkpoint_reset or config.resend_events or config.full_resync:
+    if not report.checkpoint_reset or config.resend_events:
         return
     new = pending[pending[KIND] == "new"]
     if not len(new):
