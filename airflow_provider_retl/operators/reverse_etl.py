@@ -76,8 +76,9 @@ class ReverseETLOperator(BaseOperator):
         Default 0.5; 1.0 never fails.
     :param allow_identity_change: a run that would remove and re-create most keys at once (a
         retyped or renamed key column) stops before sending; set True to let it go ahead.
-    :param resend_events: an events sync whose checkpoint was reset (partition count, key,
-        destination or hash changed) refuses to run; set True to send the events again.
+    :param resend_events: an events sync whose checkpoint was reset (destination, key, match
+        field or hash algorithm changed) refuses to run; set True to send the events again.
+        (A new partition count is not a reset: what the other layouts sent counts as sent.)
     :param match_on: destination field used to find existing records when it differs from
         the source identity (``primary_key="customer_id", match_on="email"``).
     :param full_resync: ignore the checkpoint's row hashes for this run and send everything

@@ -47,10 +47,10 @@ class SyncConfig:
     #: ``(i, n)``: this run owns the keys whose key hash % n == i (also accepts ``"i/n"``).
     partition: tuple[int, int] | None = None
     #: Let a run that would remove and re-create most keys at once (a retyped or renamed key
-    #: column) go ahead: mirror deletes the old records and creates new ones, events are re-sent.
+    #: column) go ahead: mirror deletes the old records no new key is matched onto. Event streams are never stopped.
     allow_identity_change: bool = False
-    #: Events: let a run whose checkpoint was reset (partition count, key, destination or hash
-    #: changed, or the checkpoint is unreadable) send again every event it no longer knows as sent.
+    #: Events: let a run whose checkpoint was reset (destination, key, match field or hash algorithm
+    #: changed, or an unreadable checkpoint discarded) send again every event it no longer knows as sent.
     resend_events: bool = False
     primary_keys: list[str] = field(init=False)
 

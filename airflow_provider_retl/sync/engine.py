@@ -141,9 +141,11 @@ def run_sync(
         sent_elsewhere = _adopt_sent_elsewhere(pending, report, siblings)
     if not config.rebaseline and not config.dry_run:
         # Guards that stop a run before it sends anything.
-        _check_identity_change(report, config)
         if events:
             _check_events_reset(report, config, pending)
+        else:
+            # Not for events: an events query over a moving window replaces its keys every run.
+            _check_identity_change(report, config)
     if config.rebaseline:
         diff.rebaseline()
         return finish()
@@ -311,9 +313,9 @@ def _adopt_sent_elsewhere(
 def _check_identity_change(report: SyncReport, config: SyncConfig) -> None:
     """Most checkpointed keys removed and as many new ones: the key was replaced, not the data.
 
-    A retyped key column (``integer`` -> ``numeric``), a renamed or re-generated key, or a
-    changed key expression would otherwise make mirror delete every record, re-create them
-    all, and re-send every event. Stop before anything is sent.
+    A retyped key column, a renamed or re-generated key, or a changed key expression would
+    otherwise make mirror delete every record and re-create them all (and, without lookups,
+    duplicate them). Stop before anything is sent.
     """
     if config.allow_identity_change:
         return
@@ -326,8 +328,7 @@ def _check_identity_change(report: SyncReport, config: SyncConfig) -> None:
             f"this run would remove {removed} of the {checkpointed} checkpointed keys and add {new} new keys at once: "
             f"that looks like a replaced identity (the primary key column retyped, renamed or computed differently), "
             f"not a change of data, so nothing was sent. If the source keys really changed, run once with "
-            f"allow_identity_change=True (mirror then deletes the old records and creates the new ones; events are "
-            f"sent for the new keys), or with rebaseline=True to adopt the current result as synced without sending"
+            f"allow_identity_change=True (mirror then deletes the old records that no new key is matched onto), or with rebaseline=True to adopt the current result as synced without sending"
         )
 
 
