@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import traceback
 from collections.abc import Iterator, Mapping, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import BaseHook, BaseOperator
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from airflow_provider_retl.operators.lineage import DestinationLink
 from airflow_provider_retl.operators.rejects_table import check_table_name, write_rejects
@@ -16,6 +17,7 @@ from airflow_provider_retl.sync.config import parse_partition, partition_suffix
 from airflow_provider_retl.sync.engine import SyncConfig, run_sync
 from airflow_provider_retl.sync.errors import FatalSyncError, RejectRatioExceeded
 from airflow_provider_retl.sync.records import Mode, Reject
+from airflow_provider_retl.sync.redaction import REDACTOR
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -271,6 +273,18 @@ class ReverseETLOperator(BaseOperator):
         self.log.info("Wrote %d rejected rows to %s", written, self.rejects_table)
 
     def execute(self, context: Context) -> dict[str, Any]:
+        """Run the sync; the report (XCom) and any exception leave scrubbed of every registered secret."""
+        try:
+            return REDACTOR.redact_value(self._execute(context))
+        except Exception as exc:
+            if REDACTOR.scrub_exception(exc):
+                raise
+            # Its text is built from state we cannot rewrite: raise a clean copy, chained to nothing.
+            kind = AirflowFailException if isinstance(exc, AirflowFailException) else AirflowException
+            clean = kind(REDACTOR.redact("".join(traceback.format_exception_only(exc)).strip()))
+        raise clean
+
+    def _execute(self, context: Context) -> dict[str, Any]:
         sync_id = self._sync_id(context)
         destination = self.destination_hook
         destination.get_conn()  # resolves the base URL; fails fast on a bad connection
@@ -303,7 +317,7 @@ class ReverseETLOperator(BaseOperator):
             self._write_rejects(rejects, sync_id, context)
         except RejectRatioExceeded as exc:
             self._write_rejects(rejects, sync_id, context)
-            context["ti"].xcom_push(key=REPORT_XCOM_KEY, value=exc.report.to_dict())
+            context["ti"].xcom_push(key=REPORT_XCOM_KEY, value=REDACTOR.redact_value(exc.report.to_dict()))
             # Retrying cannot fix bad data: fail without retries, keep the report.
             raise AirflowFailException(str(exc)) from exc
         except FatalSyncError as exc:

@@ -26,7 +26,7 @@ from airflow_provider_retl.sync.config import SyncConfig
 from airflow_provider_retl.sync.destination import Destination
 from airflow_provider_retl.sync.diff import DEST_ID, KIND, SnapshotDiff
 from airflow_provider_retl.sync.errors import ConfigurationError, EmptySourceError, RejectRatioExceeded
-from airflow_provider_retl.sync.logs import SyncLogger
+from airflow_provider_retl.sync.logs import SyncLogger, redacting
 from airflow_provider_retl.sync.plan import (
     SKIP_NOT_MIRROR,
     SKIP_UPDATE_MISSING,
@@ -60,7 +60,7 @@ def run_sync(
     after committing the batches that completed, so a retry resumes from there.
     ``on_reject`` sees every rejected row (the report keeps the first ones and counts all).
     """
-    log = log or logging.getLogger("airflow_provider_retl.sync")
+    log = redacting(log or logging.getLogger("airflow_provider_retl.sync"))  # secrets never reach a log line
     started = clock()
     requests_at_start, retries_at_start = destination.request_count, destination.retry_count
     mode: Mode = config.mode  # type: ignore[assignment]
