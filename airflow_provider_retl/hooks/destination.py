@@ -22,6 +22,7 @@ import base64
 import datetime
 import decimal
 import hashlib
+import logging
 import re
 import threading
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
@@ -369,6 +370,7 @@ class DestinationHook(BaseHook):
                 register_secret(value)
         if conn.host and "://" in conn.host:
             REDACTOR.add_url(conn.host, path_is_secret=self.url_path_is_secret)
+            _redact_library_logs()
             _mask_redactor_forms(conn.host)
         if self.url_path_is_secret and self.default_host is None and conn.host and "://" not in conn.host:
             REDACTOR.add_url(f"https://{conn.host}", path_is_secret=True)
@@ -874,10 +876,38 @@ class DestinationHook(BaseHook):
         )
 
 
+#: Libraries that log request URLs (urllib3: ``"POST /hooks/<token> HTTP/1.1" 200``); their records are
+#: redacted by a filter, since a logger's filters do not apply to its children, each logger by name.
+_URL_LOGGERS = ("urllib3.connectionpool", "urllib3.connection", "urllib3.util.retry", "requests")
+
+
+class _RedactingFilter(logging.Filter):
+    """Rewrites a library's log record with every registered secret redacted."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not REDACTOR.empty:
+            message = record.getMessage()
+            redacted = REDACTOR.redact(message)
+            if redacted != message:
+                record.msg, record.args = redacted, None
+        return True
+
+
+_REDACTING_FILTER = _RedactingFilter()
+
+
+def _redact_library_logs() -> None:
+    for name in _URL_LOGGERS:
+        logger = logging.getLogger(name)
+        if _REDACTING_FILTER not in logger.filters:
+            logger.addFilter(_REDACTING_FILTER)
+
+
 def register_secret(secret: Any) -> None:
     """Mask ``secret`` in Airflow's logs and scrub it (and its long fragments) from all we emit."""
     if isinstance(secret, str) and secret.strip() and REDACTOR.add(secret):
         mask_secret(secret)
+        _redact_library_logs()
 
 
 def _register_nested(value: Any) -> None:
