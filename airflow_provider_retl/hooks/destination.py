@@ -368,12 +368,11 @@ class DestinationHook(BaseHook):
         for header, value in (self._options.get("headers") or {}).items():
             if str(header).strip().lower() not in _PLAIN_HEADERS:
                 register_secret(value)
-        if conn.host and "://" in conn.host:
-            REDACTOR.add_url(conn.host, path_is_secret=self.url_path_is_secret)
+        if conn.host:
+            url = conn.host if "://" in conn.host else f"https://{conn.host}"
+            for secret in REDACTOR.add_url(url, path_is_secret=self.url_path_is_secret):
+                mask_secret(secret)  # Airflow's masker: log lines that are not ours
             _redact_library_logs()
-            _mask_redactor_forms(conn.host)
-        if self.url_path_is_secret and self.default_host is None and conn.host and "://" not in conn.host:
-            REDACTOR.add_url(f"https://{conn.host}", path_is_secret=True)
 
     #: Whether the connection's URL path and query are a credential (webhook URLs); not for APIs
     #: whose host holds a public base URL.
@@ -913,8 +912,7 @@ def register_secret(secret: Any) -> None:
 def _register_nested(value: Any) -> None:
     if isinstance(value, str) and "://" in value:
         register_secret(value)
-        REDACTOR.add_url(value, path_is_secret=False)
-        _mask_redactor_forms(value)
+        _mask_url_password(value)
     elif isinstance(value, str):
         register_secret(value)
     elif isinstance(value, Mapping):
@@ -925,17 +923,10 @@ def _register_nested(value: Any) -> None:
             _register_nested(item)
 
 
-def _mask_redactor_forms(url: str) -> None:
-    # Airflow's masker sees the whole URL secrets too (its log lines are not ours to redact).
-    password = urlsplit(url).password
-    if password:
-        mask_secret(password)
-
-
 def _mask_url_password(url: str) -> None:
-    """A password in a URL (``redis://:secret@host``) never shows in the logs."""
-    REDACTOR.add_url(url, path_is_secret=False)
-    _mask_redactor_forms(url)
+    """A password in a URL (``redis://:secret@host``) never shows in the logs nor in what we emit."""
+    for secret in REDACTOR.add_url(url, path_is_secret=False):
+        mask_secret(secret)
 
 
 def excerpt(text: str | None, limit: int = BODY_EXCERPT_CHARS) -> str:

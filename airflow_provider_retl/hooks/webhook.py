@@ -31,7 +31,6 @@ from urllib.parse import urlsplit
 
 import orjson
 import requests
-from airflow.sdk.log import mask_secret
 
 from airflow_provider_retl.hooks.destination import DestinationHook, _json_default, chunked, excerpt
 from airflow_provider_retl.sync.errors import BatchRejectedError, OutcomeUnknownError
@@ -103,13 +102,6 @@ class WebhookHook(DestinationHook):
         return self.sync_id or self.destination_conn_id
 
     # ------------------------------------------------------------------ connection
-
-    def _configure_base_url(self, conn: Connection) -> None:
-        super()._configure_base_url(conn)
-        parts = urlsplit(self.base_url)
-        path_query = parts.path + (f"?{parts.query}" if parts.query else "")
-        if path_query.strip("/"):
-            mask_secret(path_query)  # Airflow's own log lines (urllib3 debug, tracebacks) hide it too
 
     def _configure_auth(self, session: requests.Session, conn: Connection) -> None:
         """The password is the signing secret; it is never sent."""

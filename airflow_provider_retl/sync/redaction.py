@@ -107,33 +107,30 @@ class Redactor:
         else:
             self.add(value if isinstance(value, str) else None)
 
-    def add_url(self, url: str, *, path_is_secret: bool = True) -> None:
+    def add_url(self, url: str, *, path_is_secret: bool = True) -> list[str]:
         """Register what a URL carries that may be a secret.
 
         The password of its user info always; with ``path_is_secret`` (webhook URLs put a token
         in their path or query: Slack, Zapier, Discord ...) also the path and query as a whole
         and each token in them that looks like a credential (long, or not a plain word).
+        Returns what it registered, for Airflow's masker.
         """
         try:
             parts = urlsplit(url.strip())
         except ValueError:
             self.add(url)
-            return
+            return [url]
+        found: list[str] = []
         if parts.password:
-            self.add(parts.password)
-            self.add(unquote(parts.password))
-        if not path_is_secret:
-            return
+            found += [parts.password, unquote(parts.password)]
         tail = parts.path.strip("/") + (f"?{parts.query}" if parts.query else "")
-        if not tail:
-            return
-        path_query = parts.path + (f"?{parts.query}" if parts.query else "")
-        self.add(path_query)
-        self.add(path_query.rstrip("/"))
-        self.add(unquote(path_query))
-        for token in _URL_TOKEN_SPLIT.split(unquote(tail)):
-            if _looks_like_credential(token):
-                self.add(token)
+        if path_is_secret and tail:
+            path_query = parts.path + (f"?{parts.query}" if parts.query else "")
+            found += [path_query, path_query.rstrip("/"), unquote(path_query)]
+            found += [t for t in _URL_TOKEN_SPLIT.split(unquote(tail)) if _looks_like_credential(t)]
+        for secret in found:
+            self.add(secret)
+        return [s for s in dict.fromkeys(found) if len(s) >= MIN_SECRET_CHARS]
 
     def forget_all(self) -> None:
         """Drop every registered secret (tests; a new process starts empty anyway)."""
