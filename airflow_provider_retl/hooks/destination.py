@@ -906,6 +906,11 @@ def register_secret(secret: Any) -> None:
     """Mask ``secret`` in Airflow's logs and scrub it (and its long fragments) from all we emit."""
     if isinstance(secret, str) and secret.strip() and REDACTOR.add(secret):
         mask_secret(secret)
+        fragments: list[Any] = REDACTOR.fragments_of(secret.strip())
+        if fragments:
+            # Airflow's masker replaces whole patterns only: its fragments hide a cut token in log
+            # lines we do not write ourselves (each run of 8+ characters contains one).
+            mask_secret(fragments)
         _redact_library_logs()
 
 

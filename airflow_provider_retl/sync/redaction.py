@@ -86,11 +86,17 @@ class Redactor:
                 if form in self._secrets:
                     continue
                 self._secrets.add(form)
-                if len(form) >= FRAGMENT_MIN_SECRET:
-                    grams = (form[i : i + FRAGMENT_CHARS] for i in range(len(form) - FRAGMENT_CHARS + 1))
-                    self._fragments.update(g for g in grams if not _word_like(g))
+                self._fragments.update(self.fragments_of(form))
             self._ordered = tuple(sorted(self._secrets, key=len, reverse=True))
         return new
+
+    @staticmethod
+    def fragments_of(secret: str) -> list[str]:
+        """The fragments of ``secret`` that are caught on their own (none for a short secret)."""
+        if len(secret) < FRAGMENT_MIN_SECRET:
+            return []
+        grams = (secret[i : i + FRAGMENT_CHARS] for i in range(len(secret) - FRAGMENT_CHARS + 1))
+        return list(dict.fromkeys(g for g in grams if not _word_like(g)))
 
     def add_all(self, secrets: Iterable[Any]) -> None:
         for secret in secrets:

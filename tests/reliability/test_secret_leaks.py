@@ -456,3 +456,15 @@ def test_dag_run_xcom_rejects_table_and_task_log_hold_no_fragment(
         assert not result.succeeded, result
         assert "500" in out + err  # the failure was logged with its reason
     assert_no_fragment("\n".join(emitted), URL_TOKEN)
+
+
+@pytest.mark.parametrize("cut_at", [9, 17, 30, len(TOKEN) - 1])
+def test_airflows_masker_hides_a_cut_token_too(cut_at, monkeypatch, echo_server):
+    """Log lines we do not write (Airflow's, a library's) go through Airflow's masker: it knows the fragments."""
+    from airflow.sdk.log import redact
+
+    VARIANTS[0].hook_for(monkeypatch, echo_server.url).get_conn()
+    line = f"somebody logged Bearer {TOKEN[:cut_at]}"
+    masked = redact(line)
+    assert isinstance(masked, str) and "somebody logged Bearer" in masked
+    assert_no_fragment(masked, TOKEN)
