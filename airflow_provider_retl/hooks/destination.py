@@ -916,8 +916,13 @@ def register_secret(secret: Any) -> None:
 
 def _register_nested(value: Any) -> None:
     if isinstance(value, str) and "://" in value:
-        register_secret(value)
-        _mask_url_password(value)
+        # A URL in a secret extra (webhook_url, a DSN, proxies): the whole of it, and the tokens
+        # in it; not its fragments, which would be "https://" and path names.
+        if REDACTOR.add(value, fragments=False):
+            mask_secret(value)
+        for secret in REDACTOR.add_url(value, path_is_secret=True):
+            mask_secret(secret)
+        _redact_library_logs()
     elif isinstance(value, str):
         register_secret(value)
     elif isinstance(value, Mapping):

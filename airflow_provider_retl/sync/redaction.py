@@ -69,8 +69,13 @@ class Redactor:
 
     # ------------------------------------------------------------------ registering
 
-    def add(self, secret: Any) -> bool:
-        """Register a secret (and the encoded forms it takes in URLs and JSON); True if it was new."""
+    def add(self, secret: Any, *, fragments: bool = True) -> bool:
+        """Register a secret (and the encoded forms it takes in URLs and JSON); True if it was new.
+
+        ``fragments=False`` for composite values (a whole URL, a URL path) whose pieces are
+        ordinary text (``https://``, ``/api/v1/``): only the whole value, and the tokens
+        registered separately, are replaced.
+        """
         if not isinstance(secret, str):
             if isinstance(secret, bytes):
                 secret = secret.decode("utf-8", "replace")
@@ -86,7 +91,8 @@ class Redactor:
                 if form in self._secrets:
                     continue
                 self._secrets.add(form)
-                self._fragments.update(self.fragments_of(form))
+                if fragments:
+                    self._fragments.update(self.fragments_of(form))
             self._ordered = tuple(sorted(self._secrets, key=len, reverse=True))
         return new
 
@@ -126,17 +132,20 @@ class Redactor:
         except ValueError:
             self.add(url)
             return [url]
-        found: list[str] = []
+        whole: list[str] = []  # replaced whole only: their pieces are route names
+        tokens: list[str] = []  # replaced whole and in fragments
         if parts.password:
-            found += [parts.password, unquote(parts.password)]
+            tokens += [parts.password, unquote(parts.password)]
         tail = parts.path.strip("/") + (f"?{parts.query}" if parts.query else "")
         if path_is_secret and tail:
             path_query = parts.path + (f"?{parts.query}" if parts.query else "")
-            found += [path_query, path_query.rstrip("/"), unquote(path_query)]
-            found += [t for t in _URL_TOKEN_SPLIT.split(unquote(tail)) if _looks_like_credential(t)]
-        for secret in found:
+            whole += [path_query, path_query.rstrip("/"), unquote(path_query)]
+            tokens += [t for t in _URL_TOKEN_SPLIT.split(unquote(tail)) if _looks_like_credential(t)]
+        for secret in whole:
+            self.add(secret, fragments=False)
+        for secret in tokens:
             self.add(secret)
-        return [s for s in dict.fromkeys(found) if len(s) >= MIN_SECRET_CHARS]
+        return [s for s in dict.fromkeys(whole + tokens) if len(s) >= MIN_SECRET_CHARS]
 
     def forget_all(self) -> None:
         """Drop every registered secret (tests; a new process starts empty anyway)."""

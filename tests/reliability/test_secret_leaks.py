@@ -468,3 +468,12 @@ def test_airflows_masker_hides_a_cut_token_too(cut_at, monkeypatch, echo_server)
     masked = redact(line)
     assert isinstance(masked, str) and "somebody logged Bearer" in masked
     assert_no_fragment(masked, TOKEN)
+
+
+def test_url_secrets_do_not_mangle_urls_and_route_names():
+    """A URL's path is replaced whole and its tokens in pieces, but not its route names or scheme."""
+    REDACTOR.add_url(f"https://hooks.example.com/api/v1/services/{URL_TOKEN}?team=T0123")
+    ordinary = "see https://docs.example.com/api/v1/services/ and http://localhost:8080"
+    assert REDACTOR.redact(ordinary) == ordinary
+    assert REDACTOR.redact(f"POST /api/v1/services/{URL_TOKEN}?team=T0123 failed") == "POST *** failed"
+    assert_no_fragment(REDACTOR.redact(f"POST /api/v1/services/{URL_TOKEN[:-4]}"), URL_TOKEN)
