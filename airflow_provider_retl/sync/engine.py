@@ -36,7 +36,7 @@ from airflow_provider_retl.sync.diff import (
     SnapshotDiff,
 )
 from airflow_provider_retl.sync.errors import ConfigurationError, EmptySourceError, RejectRatioExceeded
-from airflow_provider_retl.sync.logs import SyncLogger
+from airflow_provider_retl.sync.logs import SyncLogger, redacting
 from airflow_provider_retl.sync.plan import (
     SKIP_NOT_MIRROR,
     SKIP_UPDATE_MISSING,
@@ -74,7 +74,7 @@ def run_sync(
     (unpartitioned, or another partition count): an events sync counts what they sent as
     sent, so re-partitioning never sends an event twice.
     """
-    log = log or logging.getLogger("airflow_provider_retl.sync")
+    log = redacting(log or logging.getLogger("airflow_provider_retl.sync"))  # secrets never reach a log line
     started = clock()
     requests_at_start, retries_at_start = destination.request_count, destination.retry_count
     mode: Mode = config.mode  # type: ignore[assignment]
