@@ -276,7 +276,13 @@ def test_webhook_rejects_report_and_logs_hold_no_fragment(variant, echo_server, 
     for cut_at in range(1, len(variant.echoed), 7):
         echo_server.answer(422, variant.echo, cut_at)
         hook = variant.hook_for(monkeypatch, echo_server.url)
-        config = SyncConfig(sync_id=f"leak-{uuid.uuid4().hex[:6]}", object="users", primary_key="id", mode="upsert")
+        config = SyncConfig(
+            sync_id=f"leak-{uuid.uuid4().hex[:6]}",
+            object="users",
+            primary_key="id",
+            mode="upsert",
+            max_reject_ratio=1.0,
+        )
         store = FileCheckpointStore(tmp_path / f"{cut_at}.parquet")
         report = run_sync(
             [pd.DataFrame({"id": ["a", "b"], "plan": ["pro", "free"]})], hook, store, config, on_reject=rejects.append
