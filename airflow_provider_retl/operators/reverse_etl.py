@@ -40,6 +40,13 @@ def partitions(n: int) -> list[str]:
     return [f"{i}/{n}" for i in range(n)]
 
 
+def _names_a_file(checkpoint: Any) -> bool:
+    """True when ``checkpoint`` is a file path with ``{sync_id}`` in it (the sync name becomes a file name)."""
+    import os
+
+    return isinstance(checkpoint, (str, os.PathLike)) and "{sync_id}" in os.fspath(checkpoint)
+
+
 class ReverseETLOperator(BaseOperator):
     """Sync the result of a SQL query into a business app, sending only what changed.
 
@@ -143,6 +150,9 @@ class ReverseETLOperator(BaseOperator):
         partition: str | tuple[int, int] | Sequence[int] | None = None,
         **kwargs: Any,
     ) -> None:
+        # One active try of this sync per DAG: overlapping DagRuns queue instead of both planning
+        # from the same checkpoint (the store's lease still guards what this cannot see).
+        kwargs.setdefault("max_active_tis_per_dag", 1)
         super().__init__(**kwargs)
         self.conn_id = conn_id
         self.sql = sql
@@ -170,6 +180,10 @@ class ReverseETLOperator(BaseOperator):
         self.allow_empty_source = allow_empty_source
         self.rejects_table = check_table_name(rejects_table) if rejects_table else None
         self.partition = parse_partition(partition)
+        if isinstance(sync_name, str) and "{{" not in sync_name and _names_a_file(checkpoint):
+            from airflow_provider_retl.checkpoints.spec import check_path_component
+
+            check_path_component(sync_name)  # a static name that would leave its folder fails at parse time
         # Check the sync definition at DAG parse time, unless templated values are still to be rendered.
         if not any(isinstance(v, str) and "{{" in v for v in (self.object, self.mapping)):
             self._config("parse-check", destination_identity="")

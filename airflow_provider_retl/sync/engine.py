@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 import numpy as np
 import pandas as pd
 
-from airflow_provider_retl.sync.checkpoint import CheckpointStore
+from airflow_provider_retl.sync.checkpoint import CheckpointStore, holding_lease
 from airflow_provider_retl.sync.config import SyncConfig
 from airflow_provider_retl.sync.destination import Destination
 from airflow_provider_retl.sync.diff import DEST_ID, KIND, SnapshotDiff
@@ -43,6 +43,7 @@ from airflow_provider_retl.sync.records import PENDING, Mode, Reject, SyncReport
 __all__ = ["SyncConfig", "run_sync"]
 
 
+@holding_lease  # one run of a sync at a time: the store's lease, held for the whole run
 def run_sync(
     chunks: Iterable[pd.DataFrame],
     destination: Destination,
