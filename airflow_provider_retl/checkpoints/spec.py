@@ -109,10 +109,11 @@ def lease_label(context: Any = None) -> str:
     ti = context.get("ti") if hasattr(context, "get") else None
     if ti is None:
         return default_lease_label()
-    where = f"{ti.dag_id}.{ti.task_id}"
+    where = f"{getattr(ti, 'dag_id', '?')}.{getattr(ti, 'task_id', '?')}"
     if getattr(ti, "map_index", -1) not in (None, -1):
         where += f"[{ti.map_index}]"
-    return f"{where} run {ti.run_id!r} try {getattr(ti, 'try_number', '?')}, {default_lease_label()}"
+    run_id = getattr(ti, "run_id", None) or (context.get("run_id") if hasattr(context, "get") else None)
+    return f"{where} run {run_id!r} try {getattr(ti, 'try_number', '?')}, {default_lease_label()}"
 
 
 def with_lease_label(store: CheckpointStore, context: Any = None) -> CheckpointStore:
