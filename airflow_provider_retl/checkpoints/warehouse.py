@@ -203,14 +203,14 @@ class LeasedWarehouseCheckpointStore(WarehouseCheckpointStore, LeasingMixin):
     def _ensure_lease_table(self) -> None:
         if self._lease_created:
             return
-        self._run_lease(
-            [
-                self._lease_sql(
-                    f"CREATE TABLE IF NOT EXISTS {self._lease_table} (sync_id VARCHAR(200) NOT NULL PRIMARY KEY, "
-                    f"owner VARCHAR(64) NOT NULL, label VARCHAR(500), expires_at DOUBLE PRECISION NOT NULL)"
-                )
-            ]
+        create = self._lease_sql(
+            f"CREATE TABLE IF NOT EXISTS {self._lease_table} (sync_id VARCHAR(200) NOT NULL PRIMARY KEY, "
+            f"owner VARCHAR(64) NOT NULL, label VARCHAR(500), expires_at DOUBLE PRECISION NOT NULL)"
         )
+        try:
+            self._run_lease([create])
+        except Exception:  # noqa: BLE001 - PostgreSQL: two racing CREATE IF NOT EXISTS, one fails; now it exists
+            self._run_lease([create])
         self._lease_created = True
 
     def _live_holders(self, now: float) -> list[LeaseHolder]:

@@ -117,7 +117,7 @@ def test_two_runs_started_together_send_everything_once(scenario_name, store_kin
     scenario, rows = make_scenario(), make_rows()
     with start_emulator(scenario.emulator, **scenario.emulator_options) as running:
         # Slow enough that the first run is still pushing when the second one plans.
-        running.emulator.faults.update(latency=0.02)
+        running.emulator.faults.update(latency=0.05)
         spec = scenario.spec(running.url, tmp_path / "ck.parquet", rows)
         job: dict[str, Any] = {"spec": json.loads(spec.to_json()), "lease_wait": 120}
         if store_kind != "file":
