@@ -119,7 +119,7 @@ def lease_label(context: Any = None) -> str:
 def with_lease_label(store: CheckpointStore, context: Any = None) -> CheckpointStore:
     """Name the current Airflow try as the owner of ``store``'s lease (stores without a lease: unchanged)."""
     if hasattr(store, "lease_label") and not getattr(store, "lease_label", ""):
-        store.lease_label = lease_label(context)  # type: ignore[attr-defined]
+        store.lease_label = lease_label(context)
     return store
 
 

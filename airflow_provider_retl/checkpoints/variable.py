@@ -171,7 +171,7 @@ class VariableLeaseBackend:
 
     def _claims(self, now: float) -> dict[str, dict[str, Any]]:
         """Live claims by owner; dead ones (expired or unreadable) are deleted on the way."""
-        claims = {}
+        claims: dict[str, dict[str, Any]] = {}
         for key in Variable.keys(prefix=self.lease_prefix):
             if not key.startswith(self.lease_prefix):  # prefix= is a LIKE: "_" matches anything
                 continue
@@ -181,11 +181,11 @@ class VariableLeaseBackend:
             except orjson.JSONDecodeError:
                 claim = None
             holder = LeaseHolder.from_json(claim)
-            if holder is None or holder.expires_at <= now:
+            if holder is None or not isinstance(claim, dict) or holder.expires_at <= now:
                 if raw is not None:
                     Variable.delete(key)
                 continue
-            claims[holder.owner] = claim  # type: ignore[assignment]
+            claims[holder.owner] = claim
         return claims
 
     def _write_claim(self, holder: LeaseHolder, *, ticket: int, choosing: bool) -> None:

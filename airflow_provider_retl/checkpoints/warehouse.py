@@ -248,7 +248,7 @@ class LeasedWarehouseCheckpointStore(WarehouseCheckpointStore, LeasingMixin):
                     ),
                 ]
             )
-        except Exception:  # noqa: BLE001 - the primary key refused a second holder (any driver's error type)
+        except Exception:  # the primary key refused a second holder (any driver's error type)
             live = [h for h in self._live_holders(now) if h.owner != holder.owner]
             if live:
                 return live[0]

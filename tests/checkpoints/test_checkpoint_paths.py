@@ -31,7 +31,9 @@ ESCAPING = [
 
 
 @pytest.mark.parametrize("name", ESCAPING)
-@pytest.mark.parametrize("spec", ["file:///{folder}/{{sync_id}}.parquet", "{folder}/{{sync_id}}.parquet", "{folder}/{{sync_id}}/ck.parquet"])
+@pytest.mark.parametrize(
+    "spec", ["file:///{folder}/{{sync_id}}.parquet", "{folder}/{{sync_id}}.parquet", "{folder}/{{sync_id}}/ck.parquet"]
+)
 def test_a_sync_name_that_would_leave_the_folder_is_refused(tmp_path, spec, name):
     text = spec.format(folder=str(tmp_path).lstrip("/") if spec.startswith("file:") else tmp_path)
     with pytest.raises(ConfigurationError, match="cannot name a file checkpoint"):

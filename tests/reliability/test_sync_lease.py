@@ -91,11 +91,20 @@ def _run_together(jobs: list[dict[str, Any]], tmp_path: Path) -> list[dict[str, 
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
     procs = []
     for i, job in enumerate(jobs):
-        job = {**job, "me": i, "parties": len(jobs), "barrier": str(tmp_path / "barrier"), "result": str(tmp_path / f"r{i}.json")}
+        job = {
+            **job,
+            "me": i,
+            "parties": len(jobs),
+            "barrier": str(tmp_path / "barrier"),
+            "result": str(tmp_path / f"r{i}.json"),
+        }
         path = tmp_path / f"job{i}.json"
         path.write_text(json.dumps(job))
         procs.append(
-            (subprocess.Popen([sys.executable, "-m", "tests.reliability.lease_child", str(path)], cwd=ROOT, env=env), job)
+            (
+                subprocess.Popen([sys.executable, "-m", "tests.reliability.lease_child", str(path)], cwd=ROOT, env=env),
+                job,
+            )
         )
     outcomes = []
     for proc, job in procs:
