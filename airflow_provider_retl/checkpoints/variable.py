@@ -181,7 +181,7 @@ class VariableLeaseBackend:
             except orjson.JSONDecodeError:
                 claim = None
             holder = LeaseHolder.from_json(claim)
-            if holder is None or not isinstance(claim, dict) or holder.expires_at <= now:
+            if holder is None or not isinstance(claim, dict) or holder.is_over(now):
                 if raw is not None:
                     Variable.delete(key)
                 continue

@@ -205,7 +205,8 @@ class LeasedWarehouseCheckpointStore(WarehouseCheckpointStore, LeasingMixin):
             return
         create = self._lease_sql(
             f"CREATE TABLE IF NOT EXISTS {self._lease_table} (sync_id VARCHAR(200) NOT NULL PRIMARY KEY, "
-            f"owner VARCHAR(64) NOT NULL, label VARCHAR(500), expires_at DOUBLE PRECISION NOT NULL)"
+            f"owner VARCHAR(64) NOT NULL, label VARCHAR(500), expires_at DOUBLE PRECISION NOT NULL, "
+            f"host VARCHAR(300), pid INTEGER)"
         )
         try:
             self._run_lease([create])
@@ -217,7 +218,7 @@ class LeasedWarehouseCheckpointStore(WarehouseCheckpointStore, LeasingMixin):
         frames = list(
             self.runner.read(
                 self._lease_sql(
-                    f"SELECT owner, label, expires_at FROM {self._lease_table} "
+                    f"SELECT owner, label, expires_at, host, pid FROM {self._lease_table} "
                     f"WHERE {self._where_sync()} AND expires_at > {now!r}"
                 )
             )
@@ -225,7 +226,7 @@ class LeasedWarehouseCheckpointStore(WarehouseCheckpointStore, LeasingMixin):
         rows = pd.concat(frames) if frames else pd.DataFrame()
         holders = []
         for _, row in rows.iterrows():
-            record = {str(k).lower(): v for k, v in row.items()}
+            record = {str(k).lower(): (None if pd.isna(v) else v) for k, v in row.items()}
             holder = LeaseHolder.from_json(record)
             if holder is not None:
                 holders.append(holder)
@@ -234,6 +235,9 @@ class LeasedWarehouseCheckpointStore(WarehouseCheckpointStore, LeasingMixin):
     def _lease_try_acquire(self, holder: LeaseHolder, now: float) -> LeaseHolder | None:
         self._ensure_lease_table()
         me = self._text(holder.owner)
+        for dead in self._live_holders(now):
+            if dead.owner != holder.owner and dead.is_over(now):  # its process is gone from this host
+                self._lease_release(dead.owner)
         try:
             self._run_lease(
                 [
@@ -242,9 +246,9 @@ class LeasedWarehouseCheckpointStore(WarehouseCheckpointStore, LeasingMixin):
                         f"AND (expires_at <= {now!r} OR owner = {me})"
                     ),
                     self._lease_sql(
-                        f"INSERT INTO {self._lease_table} (sync_id, owner, label, expires_at) VALUES "
+                        f"INSERT INTO {self._lease_table} (sync_id, owner, label, expires_at, host, pid) VALUES "
                         f"({self._text(self._lease_sync_id)}, {me}, {self._text(holder.label[:500])}, "
-                        f"{holder.expires_at!r})"
+                        f"{holder.expires_at!r}, {self._text(holder.host[:300])}, {int(holder.pid)})"
                     ),
                 ]
             )

@@ -275,27 +275,72 @@ class LeaseLost(SyncLeaseError):
 
 @dataclass(frozen=True)
 class LeaseHolder:
-    """Who holds a lease and until when (``expires_at``: seconds since the epoch, wall clock)."""
+    """Who holds a lease and until when (``expires_at``: seconds since the epoch, wall clock).
+
+    ``host`` and ``pid`` name the holder's process: a lease whose process is gone from this
+    very host (a killed try) is over at once, without waiting for its expiry (``is_over``).
+    """
 
     owner: str
     label: str
     expires_at: float
+    host: str = ""
+    pid: int = 0
+
+    def is_over(self, now: float) -> bool:
+        """Expired, or held by a process of this host that no longer exists (killed, crashed)."""
+        if self.expires_at <= now:
+            return True
+        if not self.pid or self.host != _HOST or self.pid == os.getpid():
+            return False
+        try:
+            os.kill(self.pid, 0)  # signal 0: only asks whether the process exists
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False  # exists, owned by another user
+        return False
 
     def describe(self) -> str:
         until = dt.datetime.fromtimestamp(self.expires_at, dt.UTC).isoformat(timespec="seconds")
         return f"{self.label or 'another run'} (lease {self.owner[:8]}, expires {until} unless renewed)"
 
     def to_json(self) -> dict[str, Any]:
-        return {"owner": self.owner, "label": self.label, "expires_at": self.expires_at}
+        return {
+            "owner": self.owner,
+            "label": self.label,
+            "expires_at": self.expires_at,
+            "host": self.host,
+            "pid": self.pid,
+        }
 
     @classmethod
     def from_json(cls, data: Any) -> LeaseHolder | None:
         if not isinstance(data, dict):
             return None
         try:
-            return cls(str(data["owner"]), str(data.get("label", "")), float(data["expires_at"]))
+            return cls(
+                str(data["owner"]),
+                str(data.get("label") or ""),
+                float(data["expires_at"]),
+                str(data.get("host") or ""),
+                int(data.get("pid") or 0),
+            )
         except (KeyError, TypeError, ValueError):
             return None
+
+
+#: This machine, as lease holders record it: the host name plus the boot id, so two machines (or
+#: two boots) never mistake each other's process ids for their own.
+def _this_host() -> str:
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        boot = ""
+    return f"{socket.gethostname()}/{boot}"
+
+
+_HOST = _this_host()
 
 
 def default_lease_label() -> str:
@@ -363,7 +408,7 @@ class Lease:
         self._lock = threading.Lock()
 
     def _me(self) -> LeaseHolder:
-        return LeaseHolder(self.owner, self.label, self.clock() + self.ttl)
+        return LeaseHolder(self.owner, self.label, self.clock() + self.ttl, _HOST, os.getpid())
 
     def acquire(self) -> None:
         """Take the lease, waiting up to ``wait`` seconds for another holder; raise ``LeaseHeld``."""
@@ -620,7 +665,7 @@ class MemoryCheckpointStore(JournalingStore):
     def _lease_try_acquire(self, holder: LeaseHolder, now: float) -> LeaseHolder | None:
         with self._memory_lease_lock:
             current = self.holder
-            if current is None or current.owner == holder.owner or current.expires_at <= now:
+            if current is None or current.owner == holder.owner or current.is_over(now):
                 self.holder = holder
                 return None
             return current
@@ -705,7 +750,7 @@ class FileCheckpointStore(JournalingStore):
     def _lease_try_acquire(self, holder: LeaseHolder, now: float) -> LeaseHolder | None:
         with self._guarded():
             current = self._read_lease()
-            if current is not None and current.owner != holder.owner and current.expires_at > now:
+            if current is not None and current.owner != holder.owner and not current.is_over(now):
                 return current
             self._write_lease(holder)
             return None

@@ -287,10 +287,17 @@ def test_a_killed_try_blocks_its_retry_until_the_lease_expires(fork_server, tmp_
         v2 = scenario.spec(running.url, store_path, scenario.v2)
         killed = fork_server.run(v2, KillPoint("after_request", 3), str(tmp_path / "killed.json"))
         assert killed.killed, killed
-        left = json.loads((tmp_path / "ck.parquet.lease").read_text())
+        lease_file = tmp_path / "ck.parquet.lease"
+        left = json.loads(lease_file.read_text())
         assert "pid" in left["label"] and left["expires_at"] > time.time()
 
-        # A retry at once: the dead try's lease still lives.
+        # On this host the dead try's process is gone, so its lease is over at once ...
+        probe = FileCheckpointStore(store_path)
+        probe.lease_wait = 0
+        probe.acquire_lease()
+        probe.release_lease()
+        # ... but seen from another host (the process cannot be checked) it lives until it expires.
+        lease_file.write_text(json.dumps({**left, "host": "another-worker/boot"}))
         early = FileCheckpointStore(store_path)
         early.lease_wait = 0
         with pytest.raises(LeaseHeld, match="pid"):
