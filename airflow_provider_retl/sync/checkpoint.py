@@ -434,15 +434,18 @@ class Lease:
             self._thread.start()
 
     def _renew(self) -> bool:
-        with self._lock:
-            if self.lost:
-                return False
-            started = self.monotonic()
-            if self.backend._lease_renew(self._me(), self.clock()):
-                self._confirmed = started
-                return True
-            self.lost = "its lease expired or was taken over by another run"
+        if self.lost:
             return False
+        started = self.monotonic()
+        # No lock of ours is held during the store call: the file store takes its flock inside, and a
+        # commit holds that flock while it checks the lease (lock order would invert).
+        renewed = self.backend._lease_renew(self._me(), self.clock())
+        with self._lock:
+            if renewed:
+                self._confirmed = max(self._confirmed, started)
+            elif not self.lost:
+                self.lost = "its lease expired or was taken over by another run"
+        return renewed
 
     def _beat(self) -> None:
         while not self._stop.wait(self.ttl / 4):

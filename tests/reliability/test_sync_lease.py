@@ -321,3 +321,26 @@ def test_a_killed_try_blocks_its_retry_until_the_lease_expires(fork_server, tmp_
         assert set(found) == source, "destination keys differ from the source"
         assert all(len(v) == 1 for v in found.values()), "duplicate companies"
         assert len(checkpoint_of(store_path)) == len(source)
+
+
+def test_the_heartbeat_and_the_commits_share_the_file_lock(tmp_path):
+    """Renewals run in the heartbeat thread while commits hold the file's flock: they must not deadlock."""
+    import threading
+
+    store = FileCheckpointStore(tmp_path / "ck.parquet")
+    store.lease_ttl = 1.0  # a heartbeat every 0.25 s, during the commits below
+    store.acquire_lease()
+    done: list[int] = []
+
+    def commit_many() -> None:
+        for i in range(400):
+            store.commit(JournalEntry.puts([i], [i], [f"id-{i}"]), target_fingerprint="t", payload_fingerprint="p")
+            done.append(i)
+
+    worker = threading.Thread(target=commit_many, daemon=True)
+    worker.start()
+    worker.join(120)
+    assert not worker.is_alive(), f"commits stuck after {len(done)} of 400 (lock order between heartbeat and commit)"
+    assert len(store._read_journal()) == 400
+    store.release_lease()
+    assert not store.lease_path.exists()
