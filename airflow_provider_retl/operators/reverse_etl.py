@@ -161,6 +161,12 @@ class ReverseETLOperator(BaseOperator):
         resend_events: bool = False,
         **kwargs: Any,
     ) -> None:
+        # One active try of this sync per DAG: overlapping DagRuns queue instead of both planning
+        # from the same checkpoint (the store's lease still guards what this cannot see).
+        if "max_active_tis_per_dag" not in kwargs and "max_active_tis_per_dag" not in (
+            kwargs.get("default_args") or {}
+        ):
+            kwargs["max_active_tis_per_dag"] = 1
         super().__init__(**kwargs)
         self.conn_id = conn_id
         self.sql = sql

@@ -23,7 +23,13 @@ import numpy as np
 import pandas as pd
 
 from airflow_provider_retl.sync import fingerprint as fp
-from airflow_provider_retl.sync.checkpoint import HASH_ALGORITHM, Checkpoint, CheckpointStore, JournalEntry
+from airflow_provider_retl.sync.checkpoint import (
+    HASH_ALGORITHM,
+    Checkpoint,
+    CheckpointStore,
+    JournalEntry,
+    holding_lease,
+)
 from airflow_provider_retl.sync.config import IDENTITY_CHANGE_MIN_KEYS, IDENTITY_CHANGE_RATIO, SyncConfig
 from airflow_provider_retl.sync.destination import Destination
 from airflow_provider_retl.sync.diff import (
@@ -53,6 +59,7 @@ from airflow_provider_retl.sync.records import PENDING, ChangeKind, Mode, Reject
 __all__ = ["SyncConfig", "run_sync"]
 
 
+@holding_lease  # one run of a sync at a time: the store's lease, held for the whole run
 def run_sync(
     chunks: Iterable[pd.DataFrame],
     destination: Destination,
