@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import sqlite3
 import sys
-from collections.abc import Iterator
+
+from airflow_provider_retl.sync.errors import exception_chain
 
 __all__ = ["permanent_sql_error"]
 
@@ -59,22 +60,10 @@ _BIGQUERY_PERMANENT = ("BadRequest", "NotFound")
 
 def permanent_sql_error(exc: BaseException) -> BaseException | None:
     """The driver error in ``exc`` (or in what it wraps) that a retry cannot fix, else None."""
-    for error in _chain(exc):
+    for error in exception_chain(exc):
         if _is_permanent(error):
             return error
     return None
-
-
-def _chain(exc: BaseException) -> Iterator[BaseException]:
-    seen: set[int] = set()
-    queue: list[object] = [exc]
-    while queue:
-        item = queue.pop(0)
-        if not isinstance(item, BaseException) or id(item) in seen:
-            continue
-        seen.add(id(item))
-        yield item
-        queue.extend((getattr(item, "orig", None), item.__cause__, item.__context__))
 
 
 def _is_permanent(error: BaseException) -> bool:

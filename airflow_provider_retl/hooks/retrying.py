@@ -35,6 +35,7 @@ from airflow_provider_retl.sync.errors import (
     FatalDestinationError,
     OutcomeUnknownError,
     RetryableDestinationError,
+    exception_chain,
 )
 
 __all__ = [
@@ -182,20 +183,6 @@ def parse_retry_after(value: str | None, *, now: Callable[[], float] = time.time
     return max(0.0, when.timestamp() - now())
 
 
-def _causes(exc: BaseException) -> list[BaseException]:
-    """The exception, what it wraps (args, reason, __cause__, __context__), breadth first."""
-    seen: list[BaseException] = []
-    queue: list[Any] = [exc]
-    while queue:
-        item = queue.pop(0)
-        if not isinstance(item, BaseException) or any(item is s for s in seen):
-            continue
-        seen.append(item)
-        queue.extend(item.args)
-        queue.extend([getattr(item, "reason", None), item.__cause__, item.__context__])
-    return seen
-
-
 def request_surely_not_sent(exc: BaseException) -> bool:
     """True when the request cannot have reached the server (nothing was sent).
 
@@ -205,7 +192,7 @@ def request_surely_not_sent(exc: BaseException) -> bool:
     """
     if isinstance(exc, requests.exceptions.ConnectTimeout):
         return True
-    for cause in _causes(exc):
+    for cause in exception_chain(exc):
         # NewConnectionError (refused, DNS) subclasses ConnectTimeoutError in urllib3.
         if isinstance(cause, urllib3.exceptions.ConnectTimeoutError | ConnectionRefusedError):
             return True
@@ -213,7 +200,7 @@ def request_surely_not_sent(exc: BaseException) -> bool:
 
 
 def _certificate_problem(exc: BaseException) -> bool:
-    return any(isinstance(c, ssl.SSLCertVerificationError) for c in _causes(exc))
+    return any(isinstance(c, ssl.SSLCertVerificationError) for c in exception_chain(exc))
 
 
 def error_from_exception(

@@ -81,3 +81,23 @@ class RejectRatioExceeded(FatalSyncError):
     def __init__(self, message: str, report: Any):
         super().__init__(message)
         self.report = report
+
+
+def exception_chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and every exception it wraps, breadth first, each once.
+
+    Follows what drivers and HTTP libraries use to wrap: exception arguments, ``__cause__``,
+    ``__context__``, urllib3's ``reason``, SQLAlchemy's ``orig`` and the members of exception groups.
+    Error classification (what a retry can fix) and secret scrubbing both need the whole chain.
+    """
+    seen: list[BaseException] = []
+    queue: list[Any] = [exc]
+    while queue:
+        item = queue.pop(0)
+        if not isinstance(item, BaseException) or any(item is s for s in seen):
+            continue
+        seen.append(item)
+        queue.extend(a for a in item.args if isinstance(a, BaseException))
+        queue.extend([item.__cause__, item.__context__, getattr(item, "reason", None), getattr(item, "orig", None)])
+        queue.extend(getattr(item, "exceptions", ()) or ())
+    return seen

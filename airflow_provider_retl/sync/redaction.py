@@ -28,6 +28,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
+from airflow_provider_retl.sync.errors import exception_chain
+
 __all__ = [
     "FRAGMENT_CHARS",
     "FRAGMENT_MIN_SECRET",
@@ -207,7 +209,7 @@ class Redactor:
         """
         if self.empty:
             return True
-        chain = _chain(exc)
+        chain = exception_chain(exc)
         for item in chain:
             self._scrub_one(item)
         text = "".join(traceback.format_exception(exc))
@@ -303,21 +305,6 @@ def _replace_fragments(text: str, fragments: set[str]) -> str:
         position = end
     out.append(text[position:])
     return "".join(out)
-
-
-def _chain(exc: BaseException) -> list[BaseException]:
-    """``exc`` and every exception reachable from it (causes, contexts, args, groups)."""
-    seen: list[BaseException] = []
-    queue: list[Any] = [exc]
-    while queue:
-        item = queue.pop(0)
-        if not isinstance(item, BaseException) or any(item is s for s in seen):
-            continue
-        seen.append(item)
-        queue.extend(a for a in item.args if isinstance(a, BaseException))
-        queue.extend([item.__cause__, item.__context__, getattr(item, "reason", None)])
-        queue.extend(getattr(item, "exceptions", ()) or ())
-    return seen
 
 
 #: The process-wide redactor every hook registers with and everything we emit passes through.
