@@ -21,7 +21,7 @@ DISABLED = {r.strip() for r in os.environ.get("RETL_STATEFUL_DISABLE", "").split
 
 
 def enabled(name: str) -> Any:
-    return precondition(lambda self: name not in DISABLED)
+    return precondition(lambda self: name not in DISABLED and name not in self.disabled_rules)
 
 #: Errors a run may end with and still be correct: a guardrail or a lease that refused the run
 #: (nothing should have been sent), or too many rejects (successes committed, then the failure).
@@ -42,6 +42,8 @@ class SyncMachine(RuleBasedStateMachine):
     """A random history of one sync; ``world_factory`` builds a fresh World per example."""
 
     world_factory: Any = None  # set by the test
+    #: Rules a subclass cannot run (e.g. in-process kills through Airflow).
+    disabled_rules: frozenset[str] = frozenset()
 
     def __init__(self) -> None:
         super().__init__()
@@ -194,6 +196,7 @@ class SyncMachine(RuleBasedStateMachine):
     @rule(kind=st.sampled_from(["lost_response", "reset", "error", "timeout"]), after=st.integers(0, 5))
     def run_with_fault(self, kind: str, after: int) -> None:
         faults = self.world.running.faults
+        faults.update(slow_seconds=1.5)
         faults.fail_next(1, kind, after=after)
         try:
             results = self.world.run()

@@ -61,7 +61,8 @@ class Destination:
 
 
 def _extra(**kw: Any) -> dict[str, Any]:
-    return {"rate_limit": 0, "batch_size": 3, "max_retries": 2, **kw}
+    # A short read timeout: the "timeout" fault withholds an answer longer than this.
+    return {"rate_limit": 0, "batch_size": 3, "max_retries": 2, "timeout": [2.0, 1.0], **kw}
 
 
 DESTINATIONS = {
