@@ -157,6 +157,7 @@ class World:
         self.dest = dest
         self.store_kind = store_kind
         self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
         self.running = running
         self.pg = pg_schema
         self.rows: list[dict[str, Any]] = []
