@@ -20,6 +20,10 @@ from tests.stateful.world import World
 DISABLED = {r.strip() for r in os.environ.get("RETL_STATEFUL_DISABLE", "").split(",") if r.strip()}
 
 
+#: A file to append every run step to (``RETL_STATEFUL_TRACE``): progress of a long hunt.
+TRACE = os.environ.get("RETL_STATEFUL_TRACE", "")
+
+
 def enabled(name: str) -> Any:
     return precondition(lambda self: name not in DISABLED and name not in self.disabled_rules)
 
@@ -56,6 +60,9 @@ class SyncMachine(RuleBasedStateMachine):
 
     def _note(self, text: str) -> None:
         self.steps.append(text)
+        if TRACE:
+            with open(TRACE, "a") as fh:
+                fh.write(f"{type(self).__name__} {text}\n")
 
     def _new_row(self) -> dict[str, Any]:
         w = self.world
@@ -66,6 +73,7 @@ class SyncMachine(RuleBasedStateMachine):
 
     def _settle(self, results: list[Any], what: str) -> None:
         """After a run that may have failed: retry cleanly (like Airflow) until it succeeds, then check."""
+        self._note(f"{what}: {[_kind(r.error) or 'ok' for r in results]}")
         for attempt in range(3):
             self.results.extend(results)
             self.world.check_no_secret(results)
@@ -184,6 +192,12 @@ class SyncMachine(RuleBasedStateMachine):
     @enabled("run")
     @rule()
     def run(self) -> None:
+        self._settle(self.world.run(), "run")
+
+    @enabled("run")
+    @rule()
+    def run_again(self) -> None:
+        """The same as ``run``: a second rule makes plain runs likelier among the many changes."""
         self._settle(self.world.run(), "run")
 
     @enabled("run_killed_then_retry")

@@ -16,6 +16,7 @@ import pytest
 
 from airflow_provider_retl.hooks.zendesk import clear_job_gates
 from airflow_provider_retl.testing.emulators import start_emulator
+from tests.stateful.machine import is_refusal
 from tests.stateful.world import DESTINATIONS, World
 
 
@@ -61,6 +62,15 @@ def run_ok(w: World) -> list[Any]:
     results = w.run()
     w.check_no_secret(results)
     errors = [r.error for r in results if r.error is not None]
+    assert not errors, f"run failed: {errors[0]!r}"
+    return results
+
+
+def run_or_refuse(w: World) -> list[Any]:
+    """A run that may refuse on purpose (a guardrail naming what it would do), never fail otherwise."""
+    results = w.run()
+    w.check_no_secret(results)
+    errors = [r.error for r in results if r.error is not None and not is_refusal(r.error)]
     assert not errors, f"run failed: {errors[0]!r}"
     return results
 
@@ -115,3 +125,29 @@ def test_f1_overlapping_runs_create_no_duplicate_company(world, store):
     insert(w, 2)
     out_a, out_b = overlapping_runs(w, at="/batch/create")
     assert_overlap_is_safe(w, out_a, out_b)
+
+
+# F2 (class 3): moving an events sync from one partition to two sends every past event again.
+# Machine: insert, run, change_partitions, run -> events delivered twice.
+def test_f2_events_once_across_a_partition_change(world):
+    w = world("events")
+    insert(w, 4)
+    run_ok(w)
+    w.partitions = 2
+    run_or_refuse(w)
+    w.check_destination()
+
+
+# F3 (new class: a checkpoint reset drops mirror deletes): after 1 -> 2 partitions each slice
+# starts from an empty checkpoint, so a row deleted in the warehouse meanwhile is never deleted
+# in the destination, silently. Machine: insert, run, delete, change_partitions, run.
+def test_f3_mirror_deletes_survive_a_partition_change(world):
+    w = world("lookup")
+    insert(w, 2)
+    run_ok(w)
+    gone = w.rows.pop(0)
+    w.partitions = 2
+    results = run_or_refuse(w)
+    if any(r.error is not None for r in results):
+        w.orphans_allowed.add(gone["m"])  # refused on purpose: the delete waits for the user
+    w.check_destination()

@@ -358,8 +358,9 @@ class World:
         result.emitted = "\n".join(emitted)
         return result
 
-    def run(self, **kw: Any) -> list[RunResult]:
-        return [self.run_once(p, **kw) for p in self.partitions_now()]
+    def run(self, *, kill: tuple[str, int] | None = None) -> list[RunResult]:
+        """One run of every partition (the kill, if any, hits the first partition's run only)."""
+        return [self.run_once(p, kill=kill if i == 0 else None) for i, p in enumerate(self.partitions_now())]
 
     # ---- invariants ---------------------------------------------------------------------------
 
