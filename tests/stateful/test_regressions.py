@@ -151,3 +151,16 @@ def test_f3_mirror_deletes_survive_a_partition_change(world):
     if any(r.error is not None for r in results):
         w.orphans_allowed.add(gone["m"])  # refused on purpose: the delete waits for the user
     w.check_destination()
+
+
+# F4 (class 2, consequence class 3): with checkpoint="warehouse", retyping the key column from
+# bigint to numeric(12,2) makes every key look new: every past event is sent again.
+# Machine (events, DuckDB): insert 2, run, retype_key(decimal), run -> events delivered twice.
+@pytest.mark.parametrize("store", ["duckdb", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_f4_events_once_after_key_retyped_to_numeric_in_warehouse(world, store):
+    w = world("events", store)
+    insert(w, 2)
+    run_ok(w)
+    w.key_type = "decimal"
+    run_or_refuse(w)
+    w.check_destination()
