@@ -164,3 +164,30 @@ def test_f4_events_once_after_key_retyped_to_numeric_in_warehouse(world, store):
     w.key_type = "decimal"
     run_or_refuse(w)
     w.check_destination()
+
+
+# F5 (class 3): the key timestamp going from naive to time-zone aware (same instants, UTC) sends
+# every past event again. Machine (events, file): ..., timestamps_aware, run -> delivered twice.
+@pytest.mark.parametrize("store", ["file", "duckdb"])
+def test_f5_events_once_after_key_timestamp_becomes_aware(world, store):
+    w = world("events", store)
+    insert(w, 2)
+    run_ok(w)
+    w.aware = True
+    run_or_refuse(w)
+    w.check_destination()
+
+
+# F6 (class 1): a row re-keyed (new primary key, same email/domain) in mirror mode: the new key
+# is upserted/looked up onto the existing record, then the old key's id - the same record - is
+# deleted. The live row is gone from the destination. Machine (upsert, file): insert, run,
+# rekey, run -> LOSS.
+@pytest.mark.parametrize("dest", ["upsert", "lookup", "jobs"])
+def test_f6_mirror_keeps_the_record_of_a_rekeyed_row(world, dest):
+    w = world(dest)
+    insert(w, 2)
+    run_ok(w)
+    w.rows[0]["k"] = w.next_id
+    w.next_id += 1
+    run_or_refuse(w)
+    w.check_destination()
