@@ -56,6 +56,9 @@ class SyncMachine(RuleBasedStateMachine):
         self.results: list[Any] = []
         self.steps: list[str] = []
 
+    def teardown(self) -> None:
+        self.world.proxy.stop()
+
     # ---- helpers --------------------------------------------------------------------------------
 
     def _note(self, text: str) -> None:
@@ -217,6 +220,17 @@ class SyncMachine(RuleBasedStateMachine):
         finally:
             faults.clear()
         self._settle(results, f"fault {kind} after {after}")
+
+    @enabled("echoing_server_error")
+    @rule(pad=st.integers(0, 600), n=st.integers(1, 4))
+    def echoing_server_error(self, pad: int, n: int) -> None:
+        """The next ``n`` answers are 500s echoing the Authorization header after ``pad`` characters."""
+        self.world.proxy.arm(pad, n)
+        try:
+            results = self.world.run()
+        finally:
+            self.world.proxy.clear()
+        self._settle(results, f"echoing 500 x{n} pad {pad}")
 
     @enabled("concurrent_runs")
     @rule()

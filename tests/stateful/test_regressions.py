@@ -191,3 +191,4 @@ def test_f6_mirror_keeps_the_record_of_a_rekeyed_row(world, dest):
     w.next_id += 1
     run_or_refuse(w)
     w.check_destination()
+

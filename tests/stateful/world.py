@@ -166,7 +166,9 @@ class World:
         self.partitions = 1
         self.sync_id = f"st_{dest.name}_{uuid.uuid4().hex[:6]}"
         self.conn_id = f"st_dest_{uuid.uuid4().hex[:8]}"
-        os.environ[f"AIRFLOW_CONN_{self.conn_id.upper()}"] = json.dumps(dest.connection(running.url))
+        #: Every request goes through a real proxy that can echo the Authorization header in a 500.
+        self.proxy = EchoProxy(running.url)
+        os.environ[f"AIRFLOW_CONN_{self.conn_id.upper()}"] = json.dumps(dest.connection(self.proxy.url))
         # Two store slots of the configured kind's family: the switch rule moves between them.
         self.stores = [Store(store_kind, "a"), Store("file" if store_kind != "file" else "file", "b")]
         self.current = 0
@@ -456,3 +458,72 @@ def _instrument(hook: Any, store: Any, chunks: Iterator[pd.DataFrame], kill: tup
             yield chunk
 
     return reading()
+
+
+class EchoProxy:
+    """A real HTTP proxy in front of an emulator; when armed, its next answer is a 500 whose body
+    echoes the request's Authorization header after ``pad`` characters (a server that echoes
+    requests in errors, and a token that straddles any excerpt cut)."""
+
+    def __init__(self, upstream: str) -> None:
+        import http.server
+
+        import requests
+
+        self.upstream = upstream.rstrip("/")
+        self.armed: list[int] = []
+        self.lock = threading.Lock()
+        session = requests.Session()
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:  # quiet
+                pass
+
+            def _handle(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                with proxy.lock:
+                    pad = proxy.armed.pop(0) if proxy.armed else None
+                if pad is not None:
+                    echo = "x" * pad + " you sent Authorization: " + self.headers.get("Authorization", "")
+                    payload = json.dumps({"message": echo, "status": "error", "category": "INTERNAL"}).encode()
+                    self.send_response(500)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                    return
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
+                resp = session.request(self.command, proxy.upstream + self.path, data=body, headers=headers,
+                                       allow_redirects=False, timeout=30)
+                self.send_response(resp.status_code)
+                for k, v in resp.headers.items():
+                    if k.lower() not in ("content-length", "transfer-encoding", "connection", "content-encoding"):
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(resp.content)))
+                self.end_headers()
+                self.wfile.write(resp.content)
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def arm(self, pad: int, n: int = 1) -> None:
+        with self.lock:
+            self.armed.extend([pad] * n)
+
+    def clear(self) -> None:
+        with self.lock:
+            self.armed.clear()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
