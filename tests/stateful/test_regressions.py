@@ -192,3 +192,39 @@ def test_f6_mirror_keeps_the_record_of_a_rekeyed_row(world, dest):
     run_or_refuse(w)
     w.check_destination()
 
+
+
+# F8 (new class: an in-doubt create whose id is never learned): Zendesk's create job answer is
+# lost, the retry reconciles the record but the checkpoint never holds its id, so when the row is
+# deleted later, mirror never deletes the record. Machine (jobs, DuckDB): insert, run with a lost
+# response, ..., delete, run -> ZOMBIE.
+@pytest.mark.parametrize("store", ["file", "duckdb"])
+def test_f8_mirror_deletes_a_record_whose_create_answer_was_lost(world, store):
+    w = world("jobs", store)
+    insert(w, 1)
+    w.running.faults.fail_next(1, "lost_response")
+    results = w.run()
+    w.running.faults.clear()
+    w.check_no_secret(results)
+    if any(r.error is not None for r in results):
+        run_ok(w)  # the Airflow retry
+    w.check_destination()
+    w.rows.pop(0)
+    insert(w, 1)  # a live row, so the empty-source guardrail is not what stops the delete
+    run_ok(w)
+    w.check_destination()
+
+
+# F9 (class 1: identity follows the key, not the match value): two keys swap their rows and one
+# row changes; the destination id remembered for a key now belongs to another email, and the
+# change is silently lost (no reject, no error). Machine (upsert, file): insert, swap_keys,
+# update, run -> STALE.
+@pytest.mark.parametrize("dest", ["upsert", "jobs", "lookup"])
+def test_f9_key_swap_with_a_change_reaches_the_destination(world, dest):
+    w = world(dest)
+    insert(w, 3)
+    run_ok(w)
+    w.rows[0]["k"], w.rows[1]["k"] = w.rows[1]["k"], w.rows[0]["k"]
+    w.rows[0]["v"] = "changed"
+    run_or_refuse(w)
+    w.check_destination()
