@@ -23,11 +23,24 @@ _COMMON = {
 }
 # CI: no shrinking (a failing history is printed as generated; the regression tests are the
 # minimal ones), so a red run costs no more time than a green one.
-settings.register_profile("ci", max_examples=int(os.environ.get("RETL_STATEFUL_EXAMPLES", "3")),
-                          stateful_step_count=12, derandomize=True, database=None, print_blob=True,
-                          phases=[Phase.explicit, Phase.reuse, Phase.generate], **_COMMON)
-settings.register_profile("soak", max_examples=int(os.environ.get("RETL_STATEFUL_EXAMPLES", "500")),
-                          stateful_step_count=30, derandomize=False, print_blob=True, **_COMMON)
+settings.register_profile(
+    "ci",
+    max_examples=int(os.environ.get("RETL_STATEFUL_EXAMPLES", "3")),
+    stateful_step_count=12,
+    derandomize=True,
+    database=None,
+    print_blob=True,
+    phases=[Phase.explicit, Phase.reuse, Phase.generate],
+    **_COMMON,
+)
+settings.register_profile(
+    "soak",
+    max_examples=int(os.environ.get("RETL_STATEFUL_EXAMPLES", "500")),
+    stateful_step_count=30,
+    derandomize=False,
+    print_blob=True,
+    **_COMMON,
+)
 
 
 def profile() -> settings:

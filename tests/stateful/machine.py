@@ -27,6 +27,7 @@ TRACE = os.environ.get("RETL_STATEFUL_TRACE", "")
 def enabled(name: str) -> Any:
     return precondition(lambda self: name not in DISABLED and name not in self.disabled_rules)
 
+
 #: Errors a run may end with and still be correct: a guardrail or a lease that refused the run
 #: (nothing should have been sent), or too many rejects (successes committed, then the failure).
 REFUSALS = ("Lease", "Identity", "Guardrail", "Refused", "Reset", "Concurrent", "EmptySource")
@@ -260,7 +261,9 @@ class SyncMachine(RuleBasedStateMachine):
 
         # A store that never saw (or saw an old state of) this sync may leave records the
         # destination already holds: mirror cannot delete what its checkpoint never knew.
-        self.world.orphans_allowed |= {str(m).lower() for m, _ in read_back(self.world.dest, self.world.running.emulator)}
+        self.world.orphans_allowed |= {
+            str(m).lower() for m, _ in read_back(self.world.dest, self.world.running.emulator)
+        }
         self.world.current = 1 - self.world.current
 
     @invariant()

@@ -43,7 +43,9 @@ def test_random_histories_in_airflow(dest_name, checkpoint, dag_runner, tmp_path
             workdir = tmp_path_factory.mktemp(f"af-{dest_name}-{checkpoint}-{next(counter)}")
             return AirflowWorld(dest, checkpoint, workdir, running, dag_runner)
 
-        machine = type(f"AirflowMachine_{dest_name}_{checkpoint}", (AirflowMachine,), {"world_factory": staticmethod(world)})
+        machine = type(
+            f"AirflowMachine_{dest_name}_{checkpoint}", (AirflowMachine,), {"world_factory": staticmethod(world)}
+        )
         base = profile()
         run_state_machine_as_test(
             machine, settings=settings(base, max_examples=max(1, base.max_examples // 10), stateful_step_count=8)

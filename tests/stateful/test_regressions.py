@@ -193,7 +193,6 @@ def test_f6_mirror_keeps_the_record_of_a_rekeyed_row(world, dest):
     w.check_destination()
 
 
-
 # F8 (new class: an in-doubt create whose id is never learned): Zendesk's create job answer is
 # lost, the retry reconciles the record but the checkpoint never holds its id, so when the row is
 # deleted later, mirror never deletes the record. Machine (jobs, DuckDB): insert, run with a lost
