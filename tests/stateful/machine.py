@@ -56,9 +56,17 @@ class SyncMachine(RuleBasedStateMachine):
         self.graveyard: list[dict[str, Any]] = []
         self.results: list[Any] = []
         self.steps: list[str] = []
+        self.failing = False
+
+    #: Runs once more when the history ends (the Airflow machine: every history has a run).
+    final_run = False
 
     def teardown(self) -> None:
-        self.world.proxy.stop()
+        try:
+            if self.final_run and not self.failing:
+                self._settle(self.world.run(), "final run")
+        finally:
+            self.world.proxy.stop()
 
     # ---- helpers --------------------------------------------------------------------------------
 
@@ -78,6 +86,7 @@ class SyncMachine(RuleBasedStateMachine):
     def _settle(self, results: list[Any], what: str) -> None:
         """After a run that may have failed: retry cleanly (like Airflow) until it succeeds, then check."""
         self._note(f"{what}: {[_kind(r.error) or 'ok' for r in results]}")
+        self.failing = True  # until the checks below pass: teardown must not mask their error
         for attempt in range(3):
             self.results.extend(results)
             self.world.check_no_secret(results)
@@ -87,12 +96,14 @@ class SyncMachine(RuleBasedStateMachine):
             if all(is_refusal(r.error) for r in failed):
                 if len(failed) < len(results) and what == "concurrent runs":
                     break  # one run refused (a lease), the other one ran: compare
+                self.failing = False
                 return  # a deliberate refusal (guardrail): nothing to compare until the user acts
             results = self.world.run()
         else:
             failed = [r for r in results if r.error is not None and _kind(r.error) not in AFTER_COMMIT]
             assert not failed, f"CRASH: {what}: the retried run still fails: {failed[0].error!r}"
         self.world.check_destination()
+        self.failing = False
 
     # ---- source changes ---------------------------------------------------------------------------
 

@@ -24,7 +24,10 @@ class AirflowMachine(SyncMachine):
     """The engine machine without in-process kills and concurrency (each needs a second Airflow
     process: the crash suites do that) and store switches (one store per DAG)."""
 
-    disabled_rules = frozenset({"run_killed_then_retry", "concurrent_runs", "switch_store"})
+    disabled_rules = frozenset(
+        {"run_killed_then_retry", "concurrent_runs", "switch_store", "echoing_server_error", "fix_bad_keys"}
+    )
+    final_run = True
 
 
 @pytest.mark.parametrize(

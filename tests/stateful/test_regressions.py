@@ -197,11 +197,14 @@ def test_f6_mirror_keeps_the_record_of_a_rekeyed_row(world, dest):
 # lost, the retry reconciles the record but the checkpoint never holds its id, so when the row is
 # deleted later, mirror never deletes the record. Machine (jobs, DuckDB): insert, run with a lost
 # response, ..., delete, run -> ZOMBIE.
-@pytest.mark.parametrize("store", ["file", "duckdb"])
-def test_f8_mirror_deletes_a_record_whose_create_answer_was_lost(world, store):
+@pytest.mark.parametrize(
+    ("store", "fault"), [("file", "lost_response"), ("duckdb", "lost_response"), ("file", "timeout")]
+)
+def test_f8_mirror_deletes_a_record_whose_create_answer_was_lost(world, store, fault):
     w = world("jobs", store)
     insert(w, 1)
-    w.running.faults.fail_next(1, "lost_response")
+    w.running.faults.update(slow_seconds=1.5)  # "timeout": applied, answered after the client gave up
+    w.running.faults.fail_next(1, fault)
     results = w.run()
     w.running.faults.clear()
     w.check_no_secret(results)
