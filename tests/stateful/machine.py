@@ -261,11 +261,13 @@ class SyncMachine(RuleBasedStateMachine):
         self._settle(out[0] + out[1], "concurrent runs")
 
     @enabled("change_partitions")
+    @precondition(lambda self: self.world.stores[self.world.current].kind == "file")  # warehouse: one slice
     @rule()
     def change_partitions(self) -> None:
         self.world.partitions = 2 if self.world.partitions == 1 else 1
 
     @enabled("switch_store")
+    @precondition(lambda self: self.world.partitions == 1)  # the warehouse store diffs the whole query
     @rule()
     def switch_store(self) -> None:
         from tests.stateful.world import read_back
