@@ -197,18 +197,26 @@ def test_f6_mirror_keeps_the_record_of_a_rekeyed_row(world, dest):
     w.check_destination()
 
 
-# F8 (new class: an in-doubt create whose id is never learned): Zendesk's create job answer is
-# lost, the retry reconciles the record but the checkpoint never holds its id, so when the row is
-# deleted later, mirror never deletes the record. Machine (jobs, DuckDB): insert, run with a lost
-# response, ..., delete, run -> ZOMBIE.
-@pytest.mark.parametrize(
-    ("store", "fault"), [("file", "lost_response"), ("duckdb", "lost_response"), ("file", "timeout")]
-)
-def test_f8_mirror_deletes_a_record_whose_create_answer_was_lost(world, store, fault):
+# F8 (class 1 / new: mirror deletes silently skipped on an asynchronous-jobs destination):
+# Zendesk users synced with create_or_update_many jobs in mirror mode; a row deleted from the
+# source is planned as "removed" but no destroy job is ever sent and the run ends green (the
+# checkpoint holds no Zendesk id for the key). The machine first found it behind a lost job
+# answer and behind kills after a request; the minimal history needs neither.
+# Machine (jobs, DuckDB/SQLite/file): insert, run, delete, insert, run -> ZOMBIE.
+@pytest.mark.parametrize("store", ["file", "duckdb"])
+def test_f8_mirror_deletes_a_removed_row_on_an_async_jobs_destination(world, store):
     w = world("jobs", store)
+    insert(w, 2)
+    run_ok(w)
+    w.rows.pop(0)
+    run_ok(w)
+    w.check_destination()
+
+
+def test_f8b_mirror_deletes_a_record_whose_create_answer_was_lost(world):
+    w = world("jobs")
     insert(w, 1)
-    w.running.faults.update(slow_seconds=1.5)  # "timeout": applied, answered after the client gave up
-    w.running.faults.fail_next(1, fault)
+    w.running.faults.fail_next(1, "lost_response")
     results = w.run()
     w.running.faults.clear()
     w.check_no_secret(results)
