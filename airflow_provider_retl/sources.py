@@ -98,8 +98,13 @@ def read_query(
     *,
     chunksize: int = 50_000,
     column_types: Mapping[str, str] | None = None,
+    strict_column_types: bool = True,
 ) -> Iterator[pd.DataFrame]:
-    """Stream the result of ``sql`` on ``hook`` (a common.sql DbApiHook) as DataFrames of ``chunksize`` rows."""
+    """Stream the result of ``sql`` on ``hook`` (a common.sql DbApiHook) as DataFrames of ``chunksize`` rows.
+
+    ``strict_column_types=False``: ``column_types`` naming columns this result lacks are ignored (the
+    warehouse diff reads statements of its own with the sync's ``column_types``) instead of an error.
+    """
     if chunksize < 1:
         raise ValueError(f"chunksize must be a positive integer; got {chunksize!r}")
     declared = _check_column_types(column_types)
@@ -107,7 +112,7 @@ def read_query(
     conn = hook.get_conn()
     if kind == "duckdb" and hasattr(conn, "sql"):
         try:
-            yield from _read_duckdb(conn, sql, parameters, chunksize, declared)
+            yield from _read_duckdb(conn, sql, parameters, chunksize, declared, strict_column_types)
         finally:
             _close_quietly(conn)
         return
@@ -121,7 +126,7 @@ def read_query(
             if kind in ("postgres", "redshift"):
                 cursor.itersize = chunksize  # psycopg2 fetches this many per round trip when iterated
             description = cursor.description or []
-            spec = _ColumnSpec.from_description(description, kind, declared)
+            spec = _ColumnSpec.from_description(description, kind, declared, strict=strict_column_types)
             while True:
                 rows = cursor.fetchmany(chunksize)
                 if not rows:
@@ -137,7 +142,7 @@ def read_query(
 
 
 def _read_duckdb(
-    conn: Any, sql: str, parameters: Any, chunksize: int, declared: Mapping[str, str]
+    conn: Any, sql: str, parameters: Any, chunksize: int, declared: Mapping[str, str], strict: bool = True
 ) -> Iterator[pd.DataFrame]:
     """DuckDB materialises a DB-API result before ``fetchmany``; a relation's Arrow reader streams."""
     import pyarrow as pa
@@ -146,7 +151,7 @@ def _read_duckdb(
     if relation is None:  # not a query
         return
     description = [(name, type_) for name, type_ in zip(relation.columns, relation.types, strict=True)]
-    spec = _ColumnSpec.from_description(description, "duckdb", declared)
+    spec = _ColumnSpec.from_description(description, "duckdb", declared, strict=strict)
     to_reader = getattr(relation, "to_arrow_reader", None) or relation.record_batch  # duckdb 2.x | 1.x
     pending: list[Any] = []
     buffered = 0
@@ -323,7 +328,9 @@ class _ColumnSpec:
         self.conversions = conversions
 
     @classmethod
-    def from_description(cls, description: Sequence[Any], kind: str, declared: Mapping[str, str]) -> _ColumnSpec:
+    def from_description(
+        cls, description: Sequence[Any], kind: str, declared: Mapping[str, str], *, strict: bool = True
+    ) -> _ColumnSpec:
         names, conversions = [], []
         for column in description:
             name = str(column[0])
@@ -333,7 +340,7 @@ class _ColumnSpec:
             conversion = declared.get(name.lower()) or _detected_type(column, kind)
             conversions.append(conversion)
         unknown = set(declared) - {n.lower() for n in names}
-        if unknown:
+        if unknown and strict:
             raise ValueError(
                 f"column_types names {sorted(unknown)}, which the query does not return; columns are: {names}"
             )
@@ -429,6 +436,11 @@ def _datetime_column(values: np.ndarray) -> pd.Series:
         return pd.Series(pd.to_datetime(list(values))).astype("datetime64[us]")
     except (ValueError, OverflowError, pd.errors.OutOfBoundsDatetime):
         return pd.Series(values, dtype=object)
+
+
+def convert_value(value: Any, conversion: str, name: str = "") -> Any:
+    """One driver value read as a ``column_types`` type, exactly as ``read_query`` reads it."""
+    return _convert(value, conversion, name)
 
 
 def _convert(value: Any, conversion: str, name: str) -> Any:

@@ -412,6 +412,7 @@ class HubSpotHook(DestinationHook):
                 by_key[norm(item["properties"][match_field])] = n
 
         unplaced_errors: list[Mapping[str, Any]] = []
+        unknown: dict[int, set[str]] = {}  # input -> properties HubSpot does not have
         for error in body.get("errors") or []:
             context = error.get("context") or {}
             targets = [slot[t] for t in _listed(context.get("objectWriteTraceId")) if t in slot]
@@ -421,8 +422,17 @@ class HubSpotHook(DestinationHook):
                 targets = [by_key[k] for k in keys if k in by_key]
             for n in targets:
                 outcomes[n] = self._error_outcome(error)
+                unknown.setdefault(n, set()).update(_unknown_properties(error))
             if not targets:
                 unplaced_errors.append(error)
+        everywhere = set.intersection(*unknown.values()) if len(unknown) == len(part) else set()
+        if everywhere:
+            # A property no input of the batch could write is the mapping's fault, not the data's:
+            # every later batch and every retry would fail the same way.
+            raise FatalDestinationError(
+                f"HubSpot {object} has no property {', '.join(map(repr, sorted(everywhere)))}: fix the mapping "
+                "or create the property in HubSpot; a retry cannot fix this"
+            )
 
         leftovers: list[Mapping[str, Any]] = []
         for result in body.get("results") or []:
@@ -531,6 +541,16 @@ class HubSpotHook(DestinationHook):
             if isinstance(body, Mapping) and _CALL_LEVEL.search(str(body.get("message") or "")):
                 # About the call (unknown object, non-unique idProperty), not one input: no retry, no bisect.
                 return FatalDestinationError(error.args[0], status=400, response=response, request=response.request)
+            unknown = _unknown_properties(body)
+            if unknown:
+                # Every record carries the mapped fields, so an unknown property fails them all, on every try.
+                return FatalDestinationError(
+                    f"{error.args[0]} (HubSpot has no property {', '.join(map(repr, unknown))}: "
+                    "fix the mapping or create the property; a retry cannot fix this)",
+                    status=400,
+                    response=response,
+                    request=response.request,
+                )
         if response.status_code == 429 and isinstance(error, RetryableDestinationError):
             body = _json_or_none(response) or {}
             policy = str(body.get("policyName") or "") if isinstance(body, Mapping) else ""
@@ -543,3 +563,15 @@ class HubSpotHook(DestinationHook):
 
     def _test_call(self) -> None:
         self.request("GET", "/crm/v3/objects/contacts", params={"limit": 1}, retry=False)
+
+
+def _unknown_properties(body: Any) -> list[str]:
+    """Names in a 400's ``PROPERTY_DOESNT_EXIST`` details (HubSpot's "Property values were not valid")."""
+    if not isinstance(body, Mapping):
+        return []
+    names = [
+        str(detail.get("in") or "?")
+        for detail in body.get("errors") or []
+        if isinstance(detail, Mapping) and detail.get("code") == "PROPERTY_DOESNT_EXIST"
+    ]
+    return list(dict.fromkeys(names))

@@ -29,7 +29,7 @@ import orjson
 import requests
 
 from airflow_provider_retl.hooks.destination import DestinationHook, _json_default, chunked, excerpt
-from airflow_provider_retl.sync.errors import BatchRejectedError
+from airflow_provider_retl.sync.errors import BatchRejectedError, FatalDestinationError
 from airflow_provider_retl.sync.records import Outcome, Record
 
 if TYPE_CHECKING:
@@ -40,6 +40,8 @@ __all__ = ["WebhookHook", "sign"]
 SIGNATURE_HEADER = "X-Retl-Signature"
 TIMESTAMP_HEADER = "X-Retl-Timestamp"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+#: Answers about the endpoint, not the records: no URL path there, no POST there, gone.
+WRONG_ENDPOINT_STATUSES = (404, 405, 410)
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:
@@ -175,6 +177,15 @@ class WebhookHook(DestinationHook):
         try:
             response = self.request("POST", "", json=body, headers={IDEMPOTENCY_HEADER: key}, idempotent=True)
         except BatchRejectedError as err:
+            if err.status in WRONG_ENDPOINT_STATUSES:
+                # The URL (or its method) is wrong, not the records: every batch and every retry would fail.
+                raise FatalDestinationError(
+                    f"{err} (the webhook URL does not take POSTs: check the host of connection "
+                    f"{self.destination_conn_id!r}; a retry cannot fix this)",
+                    status=err.status,
+                    response=err.response,
+                    request=err.request,
+                ) from err
             text = err.response.text if err.response is not None else ""
             reason = f"webhook receiver answered {err.status}: {excerpt(text)}"
             return self.reject_all(len(items), self.redact(reason), str(err.status))

@@ -8,14 +8,18 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import BaseHook, BaseOperator
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowFailException, AirflowNotFoundException
 
+from airflow_provider_retl.checkpoints.spec import is_warehouse_spec
 from airflow_provider_retl.operators.lineage import DestinationLink
-from airflow_provider_retl.operators.rejects_table import check_table_name, write_rejects
+from airflow_provider_retl.operators.parameters import check_parameters, is_templated
+from airflow_provider_retl.operators.rejects_table import write_rejects
+from airflow_provider_retl.sql_errors import permanent_sql_error
 from airflow_provider_retl.sync.config import parse_partition, partition_suffix
 from airflow_provider_retl.sync.engine import SyncConfig, run_sync
-from airflow_provider_retl.sync.errors import FatalSyncError, RejectRatioExceeded
+from airflow_provider_retl.sync.errors import ConfigurationError, FatalSyncError, RejectRatioExceeded
 from airflow_provider_retl.sync.records import Mode, Reject
+from airflow_provider_retl.sync.sqlnames import warehouse_checkpoint_table
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -152,6 +156,8 @@ class ReverseETLOperator(BaseOperator):
         self.mapping = mapping
         self.mode = Mode.parse(mode).value  # fail at parse time, not at 3 a.m.
         self.checkpoint = checkpoint
+        if is_warehouse_spec(checkpoint):
+            warehouse_checkpoint_table(checkpoint)  # a bad table name is a DAG import error, not a failed run
         self.batch_size = batch_size
         # Kept as plan_only: an attribute named dry_run would shadow BaseOperator.dry_run() (renders the templates).
         self.plan_only = dry_run
@@ -162,17 +168,31 @@ class ReverseETLOperator(BaseOperator):
         self.parameters = parameters
         self.chunksize = chunksize
         self.sync_name = sync_name
+        if destination_params is not None and not isinstance(destination_params, Mapping):
+            raise ConfigurationError(
+                f"ReverseETLOperator {self.task_id!r}: destination_params must be a dict; got {destination_params!r}"
+            )
         self.destination_params = dict(destination_params or {})
         self.progress_interval = progress_interval
         self.event_name = event_name
         self.event_time_field = event_time_field
-        self.column_types = dict(column_types or {})
+        self.column_types = column_types if column_types is not None else {}
         self.allow_empty_source = allow_empty_source
-        self.rejects_table = check_table_name(rejects_table) if rejects_table else None
+        self.rejects_table = rejects_table or None  # checked with the others in _check_at_parse_time
         self.partition = parse_partition(partition)
-        # Check the sync definition at DAG parse time, unless templated values are still to be rendered.
-        if not any(isinstance(v, str) and "{{" in v for v in (self.object, self.mapping)):
-            self._config("parse-check", destination_identity="")
+        self._check_at_parse_time()
+
+    def _check_at_parse_time(self) -> None:
+        """Fail the DAG import on a parameter that cannot work; templated values wait for rendering."""
+        try:
+            named = self.sync_name is None or (isinstance(self.sync_name, str) and not is_templated(self.sync_name))
+            sync_id = self._sync_id() if named else None  # else: a template, or a wrong type check_parameters names
+            check_parameters(self, sync_id)
+            if not any(is_templated(v) for v in (self.object, self.mapping, self.primary_key)):
+                self._config("parse-check", destination_identity="")
+        except ConfigurationError as exc:
+            # The import error names the task as well as the parameter.
+            raise ConfigurationError(f"ReverseETLOperator {self.task_id!r}: {exc}") from None
 
     # ------------------------------------------------------------------ hooks
     @cached_property
@@ -180,7 +200,7 @@ class ReverseETLOperator(BaseOperator):
         """The warehouse hook of ``conn_id``; must be a common.sql DbApiHook."""
         from airflow.providers.common.sql.hooks.sql import DbApiHook
 
-        hook = BaseHook.get_connection(self.conn_id).get_hook()
+        hook = _connection(self.conn_id, "conn_id").get_hook()
         if not isinstance(hook, DbApiHook):
             raise AirflowFailException(
                 f"conn_id {self.conn_id!r} gives a {type(hook).__name__}, which is not a common.sql DbApiHook; "
@@ -194,7 +214,7 @@ class ReverseETLOperator(BaseOperator):
         """The destination hook of ``destination_conn_id`` (its connection type picks the class)."""
         from airflow_provider_retl.hooks.destination import DestinationHook
 
-        connection = BaseHook.get_connection(self.destination_conn_id)
+        connection = _connection(self.destination_conn_id, "destination_conn_id")
         hook = connection.get_hook(hook_params=self.destination_params or None)
         if not isinstance(hook, DestinationHook):
             raise AirflowFailException(
@@ -240,7 +260,7 @@ class ReverseETLOperator(BaseOperator):
         )
 
     def _checkpoint_store(self, sync_id: str, context: Context) -> CheckpointStore:
-        from airflow_provider_retl.checkpoints.spec import checkpoint_store_from_spec, is_warehouse_spec
+        from airflow_provider_retl.checkpoints.spec import checkpoint_store_from_spec
 
         if is_warehouse_spec(self.checkpoint):
             from airflow_provider_retl.checkpoints.warehouse import warehouse_store
@@ -271,6 +291,29 @@ class ReverseETLOperator(BaseOperator):
         self.log.info("Wrote %d rejected rows to %s", written, self.rejects_table)
 
     def execute(self, context: Context) -> dict[str, Any]:
+        """Run the sync; errors that no retry can fix fail the task without Airflow retries."""
+        try:
+            return self._execute(context)
+        except AirflowFailException:
+            raise
+        except FatalSyncError as exc:
+            # ConfigurationError (also after rendering), refused auth, unknown object or field, ...
+            raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
+        except NotImplementedError as exc:
+            # The destination lacks a capability this sync needs: the same on every try.
+            raise AirflowFailException(f"{type(exc).__name__}: {exc}; a retry cannot fix this") from exc
+        except Exception as exc:
+            cause = permanent_sql_error(exc)
+            if cause is None:
+                raise  # transient (or unknown): Airflow's retries apply
+            raise AirflowFailException(
+                f"the query on conn_id {self.conn_id!r} failed with an error a retry cannot fix (fix the SQL, "
+                f"the table or the grants): {type(cause).__name__}: {_first_lines(cause)}"
+            ) from exc
+
+    def _execute(self, context: Context) -> dict[str, Any]:
+        # Rendered templates are checked like parse-time values were (fatal: no retry fixes them).
+        check_parameters(self, self._sync_id(context))
         sync_id = self._sync_id(context)
         destination = self.destination_hook
         destination.get_conn()  # resolves the base URL; fails fast on a bad connection
@@ -306,6 +349,21 @@ class ReverseETLOperator(BaseOperator):
             context["ti"].xcom_push(key=REPORT_XCOM_KEY, value=exc.report.to_dict())
             # Retrying cannot fix bad data: fail without retries, keep the report.
             raise AirflowFailException(str(exc)) from exc
-        except FatalSyncError as exc:
-            raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
         return report.to_dict()
+
+
+def _connection(conn_id: str, parameter: str) -> Any:
+    """The Connection ``conn_id``; a missing one fails the task for good (no retry defines it)."""
+    try:
+        return BaseHook.get_connection(conn_id)
+    except AirflowNotFoundException as exc:
+        raise AirflowFailException(
+            f"{parameter} {conn_id!r} is not defined: add the connection (UI, AIRFLOW_CONN_{conn_id.upper()} "
+            f"or a secrets backend), then clear the task; {exc}"
+        ) from exc
+
+
+def _first_lines(error: BaseException, limit: int = 5) -> str:
+    # Driver messages can carry a long query echo and a caret line; the gist is at the top.
+    lines = str(error).strip().splitlines()
+    return "\n".join(lines[:limit]) + (" ..." if len(lines) > limit else "")

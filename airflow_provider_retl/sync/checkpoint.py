@@ -34,7 +34,8 @@ from airflow_provider_retl.sync.errors import CheckpointError
 
 FORMAT_VERSION = 1
 #: Canonical value encoding + pandas' SipHash-2-4 (fixed key) combined per column.
-HASH_ALGORITHM = "canon2-siphash64"  # canon2: decimals keep every digit (canon1 rounded to 28)
+# canon2: decimals keep every digit (canon1 rounded to 28); canon3: naive timestamps are UTC (+00:00 suffix)
+HASH_ALGORITHM = "canon3-siphash64"
 
 _EMPTY_U64 = np.empty(0, dtype=np.uint64)
 

@@ -1,9 +1,16 @@
 """Stable, vectorised row and key hashing.
 
 Every value is first put in a canonical text form that does not depend on which
-warehouse or driver produced it (``5``, ``5.0``, ``Decimal("5")`` and ``"5"`` are the
-same value; a tz-aware timestamp is written in UTC; NULL, NaN and NaT are one NULL
-distinct from the empty string). Columns are then hashed with pandas' SipHash-2-4
+warehouse or driver produced it, nor on the column's type: the same logical value has
+one text. Integers: digits, no ``+``, no ``.0``. Decimals: plain notation, no trailing zeros,
+every digit kept (``numeric(12,2)`` 1.00 is ``1``, as is integer 1). Floats: integral ones
+below 2**53 are integers (``5.0`` is ``5``, so an int -> float retype changes nothing);
+others are Python's shortest round-trip ``repr`` (``0.1``, ``1e-05``, ``inf``); NaN is NULL.
+Booleans: ``true``/``false``. Timestamps: UTC, microseconds, ``YYYY-MM-DDTHH:MM:SS.ffffff+00:00``;
+naive timestamps are taken as UTC (so naive -> aware retypes under UTC change nothing). Dates:
+``YYYY-MM-DD``. Text: as it is (the text ``"5"`` equals the integer 5: a key retyped to its
+text keeps its identity). NULL, NaN and NaT are one NULL distinct from the empty string.
+The warehouse diff computes the same text in SQL (``sync.sqlcompose.canonical_expression``). Columns are then hashed with pandas' SipHash-2-4
 (fixed key, so hashes are identical across processes and machines) and combined per
 row. The algorithm name is stored in checkpoints: changing anything here must change
 ``HASH_ALGORITHM`` in ``checkpoint.py`` so old checkpoints are re-planned, never misread.
@@ -26,6 +33,8 @@ import pandas as pd
 #: Canonical text of NULL; cannot collide with real text because of the NUL byte.
 NULL = "\x00N"
 _KEY_SEPARATOR = "\x1f"
+#: Every timestamp's canonical text ends in UTC's offset (naive ones are taken as UTC).
+_UTC = "+00:00"
 _SAFE_FLOAT_INT = 2**53
 #: What str.strip() removes in ASCII (str.isspace), for the vectorised fold_case.
 _ASCII_WHITESPACE = " \t\n\x0b\x0c\r\x1c\x1d\x1e\x1f"
@@ -34,10 +43,11 @@ _DISTINCT_SAMPLE = 2048
 
 
 def _canon_timestamp(value: dt.datetime) -> str:
+    # Naive timestamps are taken as UTC: a column retyped timestamp -> timestamptz keeps its values' text.
     if value.tzinfo is not None:
-        value = value.astimezone(dt.UTC)
-        return value.strftime("%Y-%m-%dT%H:%M:%S.%f") + "+00:00"
-    return value.strftime("%Y-%m-%dT%H:%M:%S.%f")
+        value = value.astimezone(dt.UTC).replace(tzinfo=None)
+    # numpy's ISO text, as the column path (_iso_micros) writes it: zero-padded years, microseconds.
+    return str(np.datetime_as_string(np.datetime64(value.replace(tzinfo=None), "us"), unit="us")) + _UTC
 
 
 def _canon_float(value: float) -> str:
@@ -172,9 +182,9 @@ def canonical_column(series: pd.Series) -> np.ndarray:
         rest = ~integral
         values[rest] = _float_reprs(safe[rest])
     elif isinstance(dtype, pd.DatetimeTZDtype):
-        values = _iso_micros(series.dt.tz_convert("UTC").dt.tz_localize(None), "+00:00")
+        values = _iso_micros(series.dt.tz_convert("UTC").dt.tz_localize(None), _UTC)
     elif pd.api.types.is_datetime64_dtype(dtype):
-        values = _iso_micros(series, "")
+        values = _iso_micros(series, _UTC)  # naive means UTC
     else:
         values = series.to_numpy(dtype=object)
         if pd.api.types.infer_dtype(values, skipna=True) != "string":

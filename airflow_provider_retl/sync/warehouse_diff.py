@@ -7,30 +7,33 @@ warehouse for the difference: the query's rows are hashed in SQL, joined with th
 and only new, changed, duplicated or bad-key rows (with their payloads) and removed keys
 (hash and destination id) leave the warehouse. A no-op run moves two numbers.
 
-Hashes are the first 64 bits of an MD5 of a canonical text built in SQL (every column cast to
-text, length-prefixed so columns cannot run into each other; NULL is its own token). They
+Hashes are the first 64 bits of an MD5 of a canonical text built in SQL (every column in the
+canonical form of ``sync.sqlcompose.canonical_expression``, the text Python's ``canonical_value``
+gives for the same value, so a retyped column or another session TimeZone changes no hash;
+length-prefixed so columns cannot run into each other; NULL is its own token). They
 are comparable only within one warehouse, which is the only place they are ever compared;
 the hash algorithm recorded with the checkpoint names the dialect, so moving the table to
 another warehouse re-plans safely instead of trusting foreign hashes.
 
 SQL is written once (PostgreSQL syntax) and transpiled with sqlglot to the warehouse's
-dialect; the user's query is inserted verbatim as a subquery, never transpiled.
+dialect; the user's query is inserted verbatim as a subquery on lines of its own, never
+transpiled, at a placeholder found by token (``sync.sqlcompose.render``).
 Progress is written back per committed batch (the same journal entries the other stores
 append), so a killed try resumes from the table.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
-import sqlglot
 from sqlglot import exp
 
 from airflow_provider_retl.sync import fingerprint as fp
+from airflow_provider_retl.sync import sqlcompose
 from airflow_provider_retl.sync.checkpoint import FORMAT_VERSION, Checkpoint, JournalEntry
 from airflow_provider_retl.sync.config import SyncConfig
 from airflow_provider_retl.sync.destination import Destination
@@ -47,9 +50,10 @@ from airflow_provider_retl.sync.diff import (
 from airflow_provider_retl.sync.errors import CheckpointError, ConfigurationError
 from airflow_provider_retl.sync.progress import Progress
 from airflow_provider_retl.sync.records import PENDING, ChangeKind, Reject, SyncReport
+from airflow_provider_retl.sync.sqlnames import DEFAULT_TABLE, table_parts
 
 #: The placeholder table name the generated SQL uses for the user's query.
-_QUERY = "__retl_query__"
+_QUERY = sqlcompose.QUERY
 #: PostgreSQL text cannot hold the engine's NUL-prefixed pending mark; this is its stored form.
 _STORED_PENDING = "__retl_pending__"
 _ZERO_HASH = "0" * 16
@@ -63,7 +67,6 @@ DIALECTS = {
     "bigquery": "bigquery",
     "mysql": "mysql",
 }
-DEFAULT_TABLE = "retl_checkpoints"
 
 
 class SqlRunner(Protocol):
@@ -75,8 +78,9 @@ class SqlRunner(Protocol):
         """Stream the rows of ``sql``; ``query_uses`` = how often the user's query (and so its
         parameters) occurs in it."""
 
-    def columns(self, sql: str, *, query_uses: int = 0) -> list[tuple[str, str]]:
-        """(name in SQL, name in the frames ``read`` gives) of each column ``sql`` returns (run with LIMIT 0)."""
+    def columns(self, sql: str, *, query_uses: int = 0) -> Sequence[tuple[Any, ...]]:
+        """(name in SQL, name in the frames ``read`` gives[, DB-API type code]) of each column ``sql`` returns
+        (run with LIMIT 0). Without the type code a column's canonical text is a plain text cast."""
 
     def execute(self, statements: Sequence[str], *, query_uses: Sequence[int] = ()) -> None:
         """Run ``statements`` in one transaction and commit (``query_uses`` per statement, default 0)."""
@@ -84,19 +88,15 @@ class SqlRunner(Protocol):
 
 @dataclass(frozen=True)
 class _Sql:
-    """SQL text builders for one dialect and one sync."""
+    """SQL text builders for one dialect and one sync (composition rules: ``sync.sqlcompose``)."""
 
     dialect: str
-    table: str
+    table_name: str
     sync_id: str
 
-    def render(self, template: str, query: str | None = None) -> str:
-        """Transpile a PostgreSQL-syntax template; then put the user's query in verbatim."""
-        out = sqlglot.transpile(template, read="postgres", write=self.dialect)
-        text = ";\n".join(out)
-        if query is not None:
-            text = text.replace(_QUERY, f"({query})")
-        return text
+    def render(self, template: str, query: str | None = None, expressions: Mapping[str, str] | None = None) -> str:
+        """Transpile a PostgreSQL-syntax template; then put the user's query and ``expressions`` in, by token."""
+        return sqlcompose.render(template, self.dialect, query=query, expressions=expressions)
 
     def ident(self, name: str) -> str:
         return exp.to_identifier(name, quoted=True).sql("postgres")
@@ -105,8 +105,17 @@ class _Sql:
         return exp.Literal.string(value).sql("postgres")
 
     @property
+    def _parts(self) -> list[str]:
+        return table_parts(self.table_name)
+
+    @property
+    def table(self) -> str:
+        return sqlcompose.quoted_table(self._parts, self.dialect)
+
+    @property
     def meta_table(self) -> str:
-        return f"{self.table}_meta"
+        parts = self._parts
+        return sqlcompose.quoted_table([*parts[:-1], f"{parts[-1]}_meta"], self.dialect)
 
     @property
     def sync_filter(self) -> str:
@@ -131,21 +140,17 @@ class WarehouseCheckpointStore:
             raise ConfigurationError(
                 f"checkpoint='warehouse' supports {sorted(DIALECTS)} warehouses; this one is {runner.dialect!r}"
             )
-        try:
-            parsed = exp.to_table(table, dialect="postgres")
-        except Exception as exc:
-            raise ConfigurationError(f"checkpoint table {table!r} is not a [schema.]table name") from exc
-        if not parsed.name or any(ch in table for ch in " ;'\"()"):
-            raise ConfigurationError(f"checkpoint table {table!r} is not a [schema.]table name")
+        table = str(table).strip()
+        table_parts(table)  # a bad name fails here, with the rule (the operator checks it at DAG parse)
         self.runner = runner
-        self.query = query.strip().rstrip(";").strip()
+        self.query = sqlcompose.query_body(query, runner.dialect)
         self.sql = _Sql(runner.dialect, table, sync_id)
         self.algorithm = algorithm_for(runner.dialect)
         self._created = False
 
     @property
     def description(self) -> str:
-        return f"warehouse table {self.sql.table} (sync {self.sql.sync_id!r}, diffed in SQL)"
+        return f"warehouse table {self.sql.table_name} (sync {self.sql.sync_id!r}, diffed in SQL)"
 
     # ------------------------------------------------------------------ tables
     def ensure_tables(self) -> None:
@@ -296,6 +301,10 @@ class WarehouseDiff(SnapshotDiff):
         self.removed_ids = np.empty(0, dtype=object)
         #: frame column name -> the identifier SQL must quote (Snowflake: "email" -> "EMAIL").
         self.sql_names: dict[str, str] = {}
+        #: frame column name -> DB-API type code of the query's column (decides its canonical SQL).
+        self.sql_types: dict[str, Any] = {}
+        #: placeholder -> canonical-text SQL of one column, put into the transpiled statements by token.
+        self.expressions: dict[str, str] = {}
 
     # ------------------------------------------------------------------ checkpoint trust
     def _adopt_checkpoint(self, payload_fingerprint: str) -> None:
@@ -337,14 +346,33 @@ class WarehouseDiff(SnapshotDiff):
         return self.store.sql.ident(self.sql_names.get(column, column))
 
     def _text(self, column: str) -> str:
-        return f"CAST({self._ident(column)} AS TEXT)"
+        """The column's canonical text (``sync.sqlcompose.canonical_expression``): the same for the same value
+        whatever the column's type or the session's settings; NULL for NULL (and NaN)."""
+        dialect = self.store.sql.dialect
+        if not sqlcompose.native_canonical(dialect):
+            return f"CAST({self._ident(column)} AS TEXT)"
+        declared = {
+            str(k).lower(): str(v).lower() for k, v in (getattr(self.store.runner, "column_types", None) or {}).items()
+        }
+        sql = sqlcompose.canonical_expression(
+            dialect,
+            exp.to_identifier(self.sql_names.get(column, column), quoted=True).sql(dialect),
+            sqlcompose.column_kind(dialect, self.sql_types.get(column)),
+            declared.get(str(column).lower()),
+        )
+        for name, known in self.expressions.items():
+            if known == sql:
+                return name
+        name = f"{sqlcompose.EXPRESSION_PREFIX}{len(self.expressions)}__"
+        self.expressions[name] = sql
+        return name
 
     def _key_text(self) -> str:
         """The key's canonical text; NULL when any part is NULL or blank (those rows are rejected)."""
         parts = [self._text(c) for c in self.key_columns]
         if self.fold_keys:
             parts = [f"LOWER(TRIM({parts[0]}))"]
-        bad = " OR ".join(f"{self._ident(c)} IS NULL OR TRIM({self._text(c)}) = ''" for c in self.key_columns)
+        bad = " OR ".join(f"{self._text(c)} IS NULL OR TRIM({self._text(c)}) = ''" for c in self.key_columns)
         joined = (
             parts[0]
             if len(parts) == 1
@@ -389,7 +417,16 @@ class WarehouseDiff(SnapshotDiff):
             f"WHERE ({kt}) IS NOT NULL GROUP BY {self._hash(kt)}) AS k ON k.key_hash = s.__retl_key_hash "
             f"WHERE s.__retl_key_text IS NULL OR k.copies > 1 OR {changed}"
         )
-        return self.store.sql.render(template, self.store.query)
+        return self.store.sql.render(template, self.store.query, self.expressions)
+
+    def canonical_sql(self) -> str:
+        """The key text and each mapped field's canonical text of every row (to inspect what the hashes see)."""
+        assert self.field_sources is not None
+        fields = ", ".join(
+            f"{self._text(src)} AS {self.store.sql.ident(dest)}" for dest, src in sorted(self.field_sources.items())
+        )
+        template = f"SELECT {self._key_text()} AS __retl_key_text, {fields} FROM {_QUERY} AS q"
+        return self.store.sql.render(template, self.store.query, self.expressions)
 
     def removed_sql(self) -> str:
         """Checkpointed keys the query no longer returns, plus the number of rows read."""
@@ -400,7 +437,7 @@ class WarehouseDiff(SnapshotDiff):
             f"WHERE {self._hash(kt)} = c.key_hash) "
             f"UNION ALL SELECT NULL, NULL, COUNT(*) FROM {_QUERY} AS q"
         )
-        return self.store.sql.render(template, self.store.query)
+        return self.store.sql.render(template, self.store.query, self.expressions)
 
     def rebaseline_statements(self) -> list[str]:
         s = self.store.sql
@@ -415,20 +452,26 @@ class WarehouseDiff(SnapshotDiff):
         )
         return [
             s.render(f"DELETE FROM {s.table} WHERE sync_id = {staging}"),
-            s.render(insert, self.store.query),
+            s.render(insert, self.store.query, self.expressions),
             s.render(f"DELETE FROM {s.table} WHERE {s.sync_filter}"),
             s.render(f"UPDATE {s.table} SET sync_id = {s.literal(s.sync_id)} WHERE sync_id = {staging}"),
         ]
 
     # ------------------------------------------------------------------ reading
-    def read_in_warehouse(self) -> None:
-        """Ask the warehouse for the difference; only changed rows come back."""
+    def describe_query(self) -> None:
+        """Learn the query's columns (names as SQL spells them, types) and resolve key and mapping on them."""
         probe = self.store.sql.render(f"SELECT * FROM {_QUERY} AS q LIMIT 0", self.store.query)
         named = self.store.runner.columns(probe, query_uses=1)
         if not named:
             raise ConfigurationError("the query returned no columns")
-        self.sql_names = {shown: in_sql for in_sql, shown in named}
-        self._setup_columns([shown for _, shown in named])
+        # A runner may also report each column's DB-API type code (HookSqlRunner does): it picks the canonical SQL.
+        self.sql_names = {str(shown): str(in_sql) for in_sql, shown, *_ in named}
+        self.sql_types = {str(col[1]): col[2] for col in named if len(col) > 2}
+        self._setup_columns([str(col[1]) for col in named])
+
+    def read_in_warehouse(self) -> None:
+        """Ask the warehouse for the difference; only changed rows come back."""
+        self.describe_query()
         assert self.field_sources is not None
         pending_parts: list[pd.DataFrame] = []
         bad_rows = dup_rows = 0
