@@ -339,6 +339,9 @@ class _ColumnSpec:
             names.append(name)
             conversion = declared.get(name.lower()) or _detected_type(column, kind)
             conversions.append(conversion)
+        from airflow_provider_retl.sync.diff import check_unique_columns
+
+        check_unique_columns(names)  # a frame keeps one column per name: the last one would win silently
         unknown = set(declared) - {n.lower() for n in names}
         if unknown and strict:
             raise ValueError(

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 __all__ = ["check_parameters", "is_templated"]
 
-_BOOLEANS = ("dry_run", "full_resync", "rebaseline", "allow_empty_source")
+_BOOLEANS = ("dry_run", "full_resync", "rebaseline", "allow_empty_source", "allow_identity_change", "resend_events")
 
 
 def is_templated(value: Any) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -15,9 +16,10 @@ from airflow_provider_retl.operators.lineage import DestinationLink
 from airflow_provider_retl.operators.parameters import check_parameters, is_templated
 from airflow_provider_retl.operators.rejects_table import write_rejects
 from airflow_provider_retl.sql_errors import permanent_sql_error
+from airflow_provider_retl.sync.checkpoint import Checkpoint
 from airflow_provider_retl.sync.config import parse_partition, partition_suffix
 from airflow_provider_retl.sync.engine import SyncConfig, run_sync
-from airflow_provider_retl.sync.errors import ConfigurationError, FatalSyncError, RejectRatioExceeded
+from airflow_provider_retl.sync.errors import CheckpointError, ConfigurationError, FatalSyncError, RejectRatioExceeded
 from airflow_provider_retl.sync.records import Mode, Reject
 from airflow_provider_retl.sync.sqlnames import warehouse_checkpoint_table
 
@@ -31,6 +33,8 @@ if TYPE_CHECKING:
 
 #: XCom key of the report when the task fails (the return value is only pushed on success).
 REPORT_XCOM_KEY = "sync_report"
+#: Partition counts probed for the other layouts of an events sync (see ``_sibling_checkpoints``).
+MAX_PARTITION_LAYOUTS = 32
 
 
 def partitions(n: int) -> list[str]:
@@ -73,6 +77,12 @@ class ReverseETLOperator(BaseOperator):
     :param dry_run: plan and report, send nothing, change no checkpoint.
     :param max_reject_ratio: fail the task when more than this fraction of rows is rejected
         (accepted rows are still synced and checkpointed, and the report is still pushed).
+        Default 0.5; 1.0 never fails.
+    :param allow_identity_change: a run that would remove and re-create most keys at once (a
+        retyped or renamed key column) stops before sending; set True to let it go ahead.
+    :param resend_events: an events sync whose checkpoint was reset (destination, key, match
+        field or hash algorithm changed) refuses to run; set True to send the events again.
+        (A new partition count is not a reset: what the other layouts sent counts as sent.)
     :param match_on: destination field used to find existing records when it differs from
         the source identity (``primary_key="customer_id", match_on="email"``).
     :param full_resync: ignore the checkpoint's row hashes for this run and send everything
@@ -145,6 +155,8 @@ class ReverseETLOperator(BaseOperator):
         allow_empty_source: bool = False,
         rejects_table: str | None = None,
         partition: str | tuple[int, int] | Sequence[int] | None = None,
+        allow_identity_change: bool = False,
+        resend_events: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -180,6 +192,8 @@ class ReverseETLOperator(BaseOperator):
         self.allow_empty_source = allow_empty_source
         self.rejects_table = rejects_table or None  # checked with the others in _check_at_parse_time
         self.partition = parse_partition(partition)
+        self.allow_identity_change = allow_identity_change
+        self.resend_events = resend_events
         self._check_at_parse_time()
 
     def _check_at_parse_time(self) -> None:
@@ -232,13 +246,52 @@ class ReverseETLOperator(BaseOperator):
 
     # ------------------------------------------------------------------ run
     def _sync_id(self, context: Context | None = None) -> str:
+        return self._base_sync_id(context) + partition_suffix(self.partition)
+
+    def _base_sync_id(self, context: Context | None = None) -> str:
+        """The sync id without the partition suffix (what every partition layout shares)."""
         if self.sync_name:
-            return self.sync_name + partition_suffix(self.partition)
+            return self.sync_name
         base = f"{self.dag_id}.{self.task_id}"
         map_index = context["ti"].map_index if context else -1
         if map_index is not None and map_index >= 0:
             base = f"{base}.{map_index}"
-        return base + partition_suffix(self.partition)
+        return base
+
+    def _sibling_checkpoints(self, context: Context) -> Iterator[Checkpoint]:
+        """Checkpoints of this sync under its other partition layouts (events count them as sent).
+
+        Probes the unpartitioned layout and 1..MAX_PARTITION_LAYOUTS partitions; a layout whose
+        partition 0 has no checkpoint never ran. The xcom and warehouse stores are per task or
+        unpartitioned, so they have no siblings to probe.
+        """
+        from airflow_provider_retl.checkpoints.spec import checkpoint_store_from_spec, is_warehouse_spec
+
+        spec = self.checkpoint
+        if not isinstance(spec, (str, os.PathLike)) or is_warehouse_spec(spec) or str(spec).strip().lower() == "xcom":
+            return
+        base = self._base_sync_id(context)
+        own = None if self.partition is None else self.partition[1]
+        for count in (None, *range(1, MAX_PARTITION_LAYOUTS + 1)):
+            if count == own:
+                continue
+            parts: list[tuple[int, int] | None] = [None] if count is None else [(i, count) for i in range(count)]
+            for index, part in enumerate(parts):
+                store = checkpoint_store_from_spec(
+                    spec, sync_id=base + partition_suffix(part), context=context, partition=part
+                )
+                try:
+                    loaded = store.load()
+                except CheckpointError as exc:
+                    self.log.warning(
+                        "Checkpoint %s of another partition layout is unreadable: %s", store.description, exc
+                    )
+                    continue
+                if loaded is None:
+                    if index == 0:
+                        break
+                    continue
+                yield loaded
 
     def _config(self, sync_id: str, *, destination_identity: str) -> SyncConfig:
         return SyncConfig(
@@ -257,6 +310,8 @@ class ReverseETLOperator(BaseOperator):
             progress_interval=self.progress_interval,
             allow_empty_source=self.allow_empty_source,
             partition=self.partition,
+            allow_identity_change=self.allow_identity_change,
+            resend_events=self.resend_events,
         )
 
     def _checkpoint_store(self, sync_id: str, context: Context) -> CheckpointStore:
@@ -342,6 +397,7 @@ class ReverseETLOperator(BaseOperator):
                 config,
                 log=self.log,
                 on_reject=rejects.append if self.rejects_table else None,
+                siblings=lambda: self._sibling_checkpoints(context),
             )
             self._write_rejects(rejects, sync_id, context)
         except RejectRatioExceeded as exc:

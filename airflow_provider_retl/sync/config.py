@@ -13,6 +13,13 @@ import orjson
 from airflow_provider_retl.sync.errors import ConfigurationError
 from airflow_provider_retl.sync.records import Mode
 
+#: Share of rows that may be rejected before the run fails (after committing what succeeded).
+DEFAULT_MAX_REJECT_RATIO = 0.5
+#: A run that would remove AND create more than this share of the checkpointed keys (and at
+#: least ``IDENTITY_CHANGE_MIN_KEYS`` of them) looks like a replaced key, not a change of data.
+IDENTITY_CHANGE_RATIO = 0.5
+IDENTITY_CHANGE_MIN_KEYS = 10
+
 
 @dataclass
 class SyncConfig:
@@ -28,6 +35,7 @@ class SyncConfig:
     dry_run: bool = False
     full_resync: bool = False
     rebaseline: bool = False
+    #: Fail the run when more than this share of rows is rejected (None: the default, 0.5; 1.0 never fails).
     max_reject_ratio: float | None = None
     #: Identifies the destination account (e.g. connection id + host): part of the checkpoint fingerprint.
     destination_identity: str = ""
@@ -38,6 +46,12 @@ class SyncConfig:
     allow_empty_source: bool = False
     #: ``(i, n)``: this run owns the keys whose key hash % n == i (also accepts ``"i/n"``).
     partition: tuple[int, int] | None = None
+    #: Let a run that would remove and re-create most keys at once (a retyped or renamed key
+    #: column) go ahead: mirror deletes the old records no new key is matched onto. Event streams are never stopped.
+    allow_identity_change: bool = False
+    #: Events: let a run whose checkpoint was reset (destination, key, match field or hash algorithm
+    #: changed, or an unreadable checkpoint discarded) send again every event it no longer knows as sent.
+    resend_events: bool = False
     primary_keys: list[str] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -52,7 +66,13 @@ class SyncConfig:
             self.mapping = dict(self.mapping)
         if self.batch_size is not None and (not isinstance(self.batch_size, int) or self.batch_size < 1):
             raise ConfigurationError(f"batch_size must be a positive integer; got {self.batch_size!r}")
-        if self.max_reject_ratio is not None and not 0 <= self.max_reject_ratio <= 1:
+        if self.max_reject_ratio is None:
+            self.max_reject_ratio = DEFAULT_MAX_REJECT_RATIO
+        if isinstance(self.max_reject_ratio, bool) or not isinstance(self.max_reject_ratio, (int, float)):
+            raise ConfigurationError(
+                f"max_reject_ratio must be a number between 0 and 1; got {self.max_reject_ratio!r}"
+            )
+        if not 0 <= self.max_reject_ratio <= 1:
             raise ConfigurationError(f"max_reject_ratio must be between 0 and 1; got {self.max_reject_ratio!r}")
         if self.rebaseline and (self.full_resync or self.dry_run):
             raise ConfigurationError("rebaseline cannot be combined with full_resync or dry_run")

@@ -48,6 +48,70 @@ def duplicate_key_reject(key: str, copies: int) -> Reject:
     return Reject(key, f"duplicate primary key: {copies} rows share it; none of them is synced", "source")
 
 
+def check_unique_columns(columns: Sequence[str]) -> None:
+    """Two result columns with one name (``select a as x, b as x``): which one is sent would be an accident.
+
+    Raises ConfigurationError naming them instead of letting the last one win.
+    """
+    counts: dict[str, int] = {}
+    for column in columns:
+        counts[str(column)] = counts.get(str(column), 0) + 1
+    duplicated = sorted(name for name, n in counts.items() if n > 1)
+    if duplicated:
+        raise ConfigurationError(
+            f"the query result has duplicate column names {duplicated}: only one of each could be sent, and "
+            f"which one would be an accident; give every column its own alias"
+        )
+
+
+class ReplacedIdentityError(ConfigurationError):
+    """A run would remove and re-create most keys at once: a replaced key, not a change of data."""
+
+
+class EventResendError(ConfigurationError):
+    """An events sync lost what it knew as sent (checkpoint reset); sending would repeat past events."""
+
+
+class LiveHolders:
+    """Destination id -> the live keys (key hash, key text or None) that hold it; moves made this run on top.
+
+    Built in C-speed steps (one dict from zipped lists) because it spans the whole
+    checkpoint, while each lookup (one per written record) is a dict hit.
+    """
+
+    def __init__(
+        self, ids: np.ndarray | None = None, key_hashes: np.ndarray | None = None, texts: np.ndarray | None = None
+    ) -> None:
+        self._key_hashes = np.empty(0, dtype=np.uint64) if key_hashes is None else key_hashes
+        self._texts = np.empty(0, dtype=object) if texts is None else texts
+        ids = np.empty(0, dtype=object) if ids is None else ids
+        texts_of_ids = ids.tolist()
+        self._first: dict[str, int] = dict(zip(texts_of_ids, range(len(ids)), strict=True))
+        self._many: dict[str, list[int]] = {}
+        if len(self._first) < len(ids):
+            # Two live keys on one id (a state older runs could leave): rare, so a Python pass is fine.
+            seen: dict[str, list[int]] = {}
+            for position, dest_id in enumerate(texts_of_ids):
+                seen.setdefault(dest_id, []).append(position)
+            self._many = {dest_id: positions for dest_id, positions in seen.items() if len(positions) > 1}
+        self._moved: dict[str, list[tuple[int, str | None]]] = {}
+
+    def get(self, dest_id: str) -> list[tuple[int, str | None]]:
+        if dest_id in self._moved:
+            return self._moved[dest_id]
+        positions = self._many.get(dest_id)
+        if positions is None:
+            position = self._first.get(dest_id)
+            positions = [] if position is None else [position]
+        return [(int(self._key_hashes[p]), self._texts[p]) for p in positions]
+
+    def set(self, dest_id: str, holders: list[tuple[int, str | None]]) -> None:
+        self._moved[dest_id] = holders
+
+    def holds(self, dest_id: str) -> bool:
+        return bool(self.get(dest_id))
+
+
 class SnapshotDiff:
     """Reads a query result against a checkpoint and keeps only what must be sent."""
 
@@ -79,6 +143,9 @@ class SnapshotDiff:
         #: other partitions in all (those plus NULL/empty keys, which partition 0 rejects).
         self.usable_elsewhere = 0
         self.rows_elsewhere = 0
+        #: Key text of every checkpointed key seen this run (by checkpoint position), so a match
+        #: collision can name the live key that holds a destination id even when it is unchanged.
+        self.live_key_texts: np.ndarray = np.empty(0, dtype=object)
 
     def load_checkpoint(self) -> None:
         try:
@@ -116,9 +183,11 @@ class SnapshotDiff:
         self.base = base
         self.ck_index = pd.Index(base.key_hashes, dtype=np.uint64)
         self.seen = np.zeros(len(base), dtype=bool)
+        self.live_key_texts = np.full(len(base), None, dtype=object)
 
     def _setup_columns(self, columns: Sequence[str]) -> None:
         cfg = self.config
+        check_unique_columns(columns)
         self.key_columns = [_resolve_column(k, columns, "primary key column") for k in cfg.primary_keys]
         if cfg.mapping is None:
             self.field_sources = {str(c): c for c in columns}
@@ -200,6 +269,7 @@ class SnapshotDiff:
         positions = self.ck_index.get_indexer(key_hashes)
         known = positions >= 0
         self.seen[positions[known]] = True
+        self.live_key_texts[positions[known]] = keys[known]
         safe_positions = np.where(known, positions, 0)
         if len(self.base):
             ck_rows = np.where(known, self.base.row_hashes[safe_positions], 0)
@@ -322,6 +392,20 @@ class SnapshotDiff:
         assert self.base is not None
         gone = ~self.seen
         return self.base.key_hashes[gone], self.base.dest_ids[gone]
+
+    def live_holders(self) -> LiveHolders:
+        """Destination id -> the live keys the checkpoint gives it (live: read this run).
+
+        A store that diffs elsewhere (the warehouse) keeps no ids here; its pending rows
+        still carry theirs.
+        """
+        if self.base is None or not len(self.base) or len(self.seen) != len(self.base):
+            return LiveHolders()
+        positions = np.flatnonzero(self.seen)
+        ids = self.base.dest_ids[positions]
+        usable = ~pd.isna(ids)
+        usable[usable] = (ids[usable] != PENDING) & (ids[usable] != "")
+        return LiveHolders(ids[usable], self.base.key_hashes[positions[usable]], self.live_key_texts[positions[usable]])
 
     def rebaseline(self) -> None:
         """Mark the whole current result as synced without sending anything."""

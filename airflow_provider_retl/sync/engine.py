@@ -17,14 +17,24 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from airflow_provider_retl.sync.checkpoint import CheckpointStore
-from airflow_provider_retl.sync.config import SyncConfig
+from airflow_provider_retl.sync import fingerprint as fp
+from airflow_provider_retl.sync.checkpoint import HASH_ALGORITHM, Checkpoint, CheckpointStore, JournalEntry
+from airflow_provider_retl.sync.config import IDENTITY_CHANGE_MIN_KEYS, IDENTITY_CHANGE_RATIO, SyncConfig
 from airflow_provider_retl.sync.destination import Destination
-from airflow_provider_retl.sync.diff import DEST_ID, KIND, SnapshotDiff
+from airflow_provider_retl.sync.diff import (
+    DEST_ID,
+    KEY,
+    KEY_HASH,
+    KIND,
+    EventResendError,
+    ReplacedIdentityError,
+    SnapshotDiff,
+)
 from airflow_provider_retl.sync.errors import ConfigurationError, EmptySourceError, RejectRatioExceeded
 from airflow_provider_retl.sync.logs import SyncLogger
 from airflow_provider_retl.sync.plan import (
@@ -38,7 +48,7 @@ from airflow_provider_retl.sync.plan import (
 )
 from airflow_provider_retl.sync.progress import Progress
 from airflow_provider_retl.sync.push import Pusher
-from airflow_provider_retl.sync.records import PENDING, Mode, Reject, SyncReport
+from airflow_provider_retl.sync.records import PENDING, ChangeKind, Mode, Reject, SyncReport
 
 __all__ = ["SyncConfig", "run_sync"]
 
@@ -52,13 +62,17 @@ def run_sync(
     log: SyncLogger | None = None,
     clock: Callable[[], float] = time.monotonic,
     on_reject: Callable[[Reject], None] | None = None,
+    siblings: Callable[[], Iterable[Checkpoint]] | None = None,
 ) -> SyncReport:
     """Sync a query result (an iterable of DataFrame chunks) into ``destination``; return the report.
 
     Raises ``RejectRatioExceeded`` (after committing every accepted record) when more rows
     were rejected than ``config.max_reject_ratio`` allows, and re-raises destination errors
     after committing the batches that completed, so a retry resumes from there.
-    ``on_reject`` sees every rejected row (the report keeps the first ones and counts all).
+    ``on_reject`` sees every rejected row (the report keeps examples and counts all).
+    ``siblings`` yields the checkpoints of this sync under its other partition layouts
+    (unpartitioned, or another partition count): an events sync counts what they sent as
+    sent, so re-partitioning never sends an event twice.
     """
     log = log or logging.getLogger("airflow_provider_retl.sync")
     started = clock()
@@ -121,6 +135,17 @@ def run_sync(
             f"all {report.planned['removed']} synced records; nothing was sent. If the source is really "
             f"empty, run with allow_empty_source=True"
         )
+    events = destination.supports_events(obj)
+    sent_elsewhere = JournalEntry()
+    if events and siblings is not None and not config.resend_events:
+        sent_elsewhere = _adopt_sent_elsewhere(pending, report, siblings)
+    if not config.rebaseline and not config.dry_run:
+        # Guards that stop a run before it sends anything.
+        if events:
+            _check_events_reset(report, config, pending)
+        else:
+            # Not for events: an events query over a moving window replaces its keys every run.
+            _check_identity_change(report, config)
     if config.rebaseline:
         diff.rebaseline()
         return finish()
@@ -129,7 +154,6 @@ def run_sync(
     assert diff.base is not None
     kinds = pending[KIND].to_numpy(dtype=object)
     ids = pending[DEST_ID].to_numpy(dtype=object)
-    events = destination.supports_events(obj)
     if events:
         if mode not in (Mode.UPSERT, Mode.INSERT):
             raise ConfigurationError(f"{obj!r} is an event stream: events are only ever inserted; use mode='insert'")
@@ -156,6 +180,8 @@ def run_sync(
     pusher = Pusher(
         destination, store, config, report, diff.base, diff.match_field, log=log, clock=clock, progress=progress
     )
+    if len(sent_elsewhere) and not config.dry_run:
+        pusher.commit(sent_elsewhere)  # known here from now on, whatever the layout of the next run
     if config.dry_run:
         # Validate what would be sent, so a dry run also reports the rejects; send nothing.
         for action in (Action.UPSERT, Action.UPDATE, Action.CREATE, Action.LOOKUP, Action.SEND_EVENT):
@@ -166,10 +192,25 @@ def run_sync(
 
     # 3. Push, committing batch by batch.
     total = int(sum(len(plan.rows(a)) for a in Action))
-    jobs = _jobs(plan, pusher, pending, destination, obj, mode, events)
+    rematch = not events and diff.match_field is not None and destination.needs_lookup(obj)
+    if not events:
+        # Which live key holds which destination id: match collisions and mirror deletes check it.
+        pusher.holders = diff.live_holders()
+        if rematch and not destination.updates_by_match(obj):
+            pusher.refused_updates = []
+    # A match field that is the key itself cannot be shared by two live keys (they would be duplicates).
+    key_is_match = (
+        len(diff.key_columns) == 1
+        and diff.match_field is not None
+        and (diff.field_sources or {}).get(diff.match_field) == diff.key_columns[0]
+    )
+    jobs = _jobs(plan, pusher, pending, destination, obj, mode, events, check_shared=not key_is_match)
     pusher.run_pool(jobs, pending, total)
-    if mode is Mode.MIRROR:
-        pusher.delete_removed(*diff.removed())
+    pusher.rematch_refused_updates()
+    removed_keys, removed_ids = diff.removed()
+    if len(removed_keys) and not events:
+        live_ids = {i for i in pending[DEST_ID].to_numpy(dtype=object) if isinstance(i, str)}
+        pusher.settle_removed(removed_keys, removed_ids, delete=mode is Mode.MIRROR, live_ids=live_ids)
     pusher.log_progress(total, total, force=True)
     if pusher.entries or diff.base_differs_from_store():
         pusher.finalize()
@@ -185,6 +226,8 @@ def _jobs(
     obj: str,
     mode: Mode,
     events: bool,
+    *,
+    check_shared: bool = True,
 ) -> list[tuple[Action, np.ndarray]]:
     """The write batches of a plan; lookups and event reconciliation happen here, before writing."""
     size = pusher.write_batch_size()
@@ -193,17 +236,25 @@ def _jobs(
         if len(plan.rows(Action.RECONCILE)):
             send = np.concatenate([send, pusher.reconcile_events(pending, plan.rows(Action.RECONCILE))])
         return [(Action.SEND_EVENT, b) for b in pusher.batches(send, size)]
-    upserts = plan.rows(Action.UPSERT)
+    # Two live keys must never end up on one destination record (a silent merge, and mirror
+    # would later delete the record of the one that "left"): reject both sides before sending.
+    matched = np.concatenate([plan.rows(Action.UPSERT), plan.rows(Action.LOOKUP)])
+    if check_shared and destination.needs_lookup(obj):
+        matched = pusher.reject_shared_match_values(pending, matched)
+    upserts = np.intersect1d(plan.rows(Action.UPSERT), matched)
+    updates = pusher.reject_held_ids(pending, plan.rows(Action.UPDATE), found=False)
     threshold = destination.bulk_threshold(obj)
     if threshold is not None and len(upserts) >= threshold:
         # Large syncs: one bulk job per bulk_batch_size records instead of thousands of calls.
         jobs = [(Action.BULK_UPSERT, b) for b in pusher.batches(upserts, max(1, int(destination.bulk_batch_size)))]
     else:
         jobs = [(Action.UPSERT, b) for b in pusher.batches(upserts, size)]
-    jobs += [(a, b) for a in (Action.UPDATE, Action.CREATE) for b in pusher.batches(plan.rows(a), size)]
-    lookup_rows = plan.rows(Action.LOOKUP)
+    jobs += [(Action.UPDATE, b) for b in pusher.batches(updates, size)]
+    jobs += [(Action.CREATE, b) for b in pusher.batches(plan.rows(Action.CREATE), size)]
+    lookup_rows = np.intersect1d(plan.rows(Action.LOOKUP), matched)
     if len(lookup_rows):
         found, missing = pusher.lookup_rows(pending, lookup_rows)
+        found = pusher.reject_held_ids(pending, found, found=True)
         on_found, on_missing = after_lookup(mode)
         if on_found is None:
             pusher.remember_existing(pending, found)
@@ -215,6 +266,86 @@ def _jobs(
         else:
             jobs += [(on_missing, b) for b in pusher.batches(missing, size)]
     return jobs
+
+
+def _adopt_sent_elsewhere(
+    pending: pd.DataFrame, report: SyncReport, siblings: Callable[[], Iterable[Checkpoint]]
+) -> JournalEntry:
+    """New event keys that another partition layout of this sync already sent (or has in doubt).
+
+    A key's partition is its hash modulo the partition count, so after re-partitioning an
+    event sent by one layout arrives as "new" in another's checkpoint. Such rows become
+    "changed" (never re-sent; in-doubt ones are reconciled), and the returned entry records
+    them in this layout's checkpoint.
+    """
+    new = np.flatnonzero(pending[KIND].to_numpy(dtype=object) == ChangeKind.NEW.value)
+    if not len(new):
+        return JournalEntry()
+    key_hashes = pending[KEY_HASH].to_numpy(dtype=np.uint64)
+    wanted = pd.Index(key_hashes[new])
+    adopted: dict[int, tuple[int, Any]] = {}  # pending row -> (row hash, id)
+    for checkpoint in siblings():
+        if checkpoint.hash_algorithm != HASH_ALGORITHM or not len(checkpoint):
+            continue
+        positions = pd.Index(checkpoint.key_hashes).get_indexer(wanted)
+        for row, position in zip(new[positions >= 0].tolist(), positions[positions >= 0].tolist(), strict=True):
+            dest_id = checkpoint.dest_ids[position]
+            # A sent event wins over an in-doubt mark of another layout.
+            if row not in adopted or adopted[row][1] == PENDING:
+                adopted[row] = (int(checkpoint.row_hashes[position]), dest_id)
+    if not adopted:
+        return JournalEntry()
+    rows = np.fromiter(adopted, dtype=np.int64, count=len(adopted))
+    ids = np.array([adopted[r][1] for r in rows.tolist()], dtype=object)
+    kinds = pending[KIND].to_numpy(dtype=object).copy()
+    kinds[rows] = ChangeKind.CHANGED.value
+    pending[KIND] = kinds
+    dest_ids = pending[DEST_ID].to_numpy(dtype=object).copy()
+    dest_ids[rows] = ids
+    pending[DEST_ID] = dest_ids
+    report.planned["new"] -= len(rows)
+    report.planned["changed"] += len(rows)
+    # In-doubt marks are carried over as they are (the row hash they were sent with), so the
+    # reconciliation sees whether the row changed since.
+    return JournalEntry.puts(key_hashes[rows], np.array([adopted[r][0] for r in rows.tolist()], dtype=np.uint64), ids)
+
+
+def _check_identity_change(report: SyncReport, config: SyncConfig) -> None:
+    """Most checkpointed keys removed and as many new ones: the key was replaced, not the data.
+
+    A retyped key column, a renamed or re-generated key, or a changed key expression would
+    otherwise make mirror delete every record and re-create them all (and, without lookups,
+    duplicate them). Stop before anything is sent.
+    """
+    if config.allow_identity_change:
+        return
+    removed, new = report.planned["removed"], report.planned["new"]
+    checkpointed = removed + report.planned["changed"] + report.unchanged
+    if checkpointed < IDENTITY_CHANGE_MIN_KEYS or removed < IDENTITY_CHANGE_MIN_KEYS:
+        return
+    if removed > IDENTITY_CHANGE_RATIO * checkpointed and new > IDENTITY_CHANGE_RATIO * checkpointed:
+        raise ReplacedIdentityError(
+            f"this run would remove {removed} of the {checkpointed} checkpointed keys and add {new} new keys at once: "
+            f"that looks like a replaced identity (the primary key column retyped, renamed or computed differently), "
+            f"not a change of data, so nothing was sent. If the source keys really changed, run once with "
+            f"allow_identity_change=True (mirror then deletes the old records that no new key is matched onto), or with rebaseline=True to adopt the current result as synced without sending"
+        )
+
+
+def _check_events_reset(report: SyncReport, config: SyncConfig, pending: pd.DataFrame) -> None:
+    """An events sync whose checkpoint was reset would send again every event it forgot."""
+    if not report.checkpoint_reset or config.resend_events:
+        return
+    new = pending[pending[KIND] == "new"]
+    if not len(new):
+        return
+    examples = ", ".join(repr(fp.display_key(k)) for k in new[KEY].to_numpy()[:5])
+    raise EventResendError(
+        f"the checkpoint of this events sync was reset ({report.checkpoint_reset}), so {len(new)} events that may "
+        f"have been sent before would be sent again (e.g. {examples}); nothing was sent. If that is what you want, "
+        f"run once with resend_events=True; otherwise restore the previous definition (partition count, key, "
+        f"match field, destination)"
+    )
 
 
 def _finish(report: SyncReport, config: SyncConfig, log: SyncLogger, seconds: float) -> SyncReport:

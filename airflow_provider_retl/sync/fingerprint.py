@@ -283,7 +283,7 @@ def _as_arrow(texts: np.ndarray):
 
 
 def fold_case(part: np.ndarray) -> np.ndarray:
-    """Key text trimmed and case-folded (NULLs stay NULL): the identity of an email key.
+    """Key text trimmed and lower-cased (NULLs stay NULL): the identity of an email key.
 
     Returns ``part`` itself when no value changes. Plain ASCII text without upper case and
     without whitespace at either end (nearly every email) is already folded; Arrow finds
@@ -309,7 +309,9 @@ def fold_case(part: np.ndarray) -> np.ndarray:
     for i in todo:
         value = out[i]
         if value != NULL:
-            new = value.strip().casefold()
+            # lower(), not casefold(): destinations compare emails by lower case, and casefold()
+            # would make "straße@x.com" and "strasse@x.com" one key (a wrong duplicate reject).
+            new = value.strip().lower()
             if new != value:
                 out[i] = new
                 changed = True

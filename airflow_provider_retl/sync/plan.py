@@ -40,6 +40,7 @@ class Action(str, enum.Enum):
 SKIP_INSERT_EXISTS = "insert mode: record already exists"
 SKIP_UPDATE_MISSING = "update mode: record not found in destination"
 SKIP_NOT_MIRROR = "removed from source (mode is not mirror)"
+SKIP_REMOVED_ADOPTED = "removed key's record is held by a live key (re-keyed): kept, not deleted"
 
 
 @dataclass

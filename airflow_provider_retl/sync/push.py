@@ -22,13 +22,16 @@ from airflow_provider_retl.sync import fingerprint as fp
 from airflow_provider_retl.sync.checkpoint import Checkpoint, CheckpointStore, JournalEntry
 from airflow_provider_retl.sync.config import SyncConfig
 from airflow_provider_retl.sync.destination import Destination
-from airflow_provider_retl.sync.diff import DEST_ID, INTERNAL, KEY, KEY_HASH, ROW_HASH
+from airflow_provider_retl.sync.diff import DEST_ID, INTERNAL, KEY, KEY_HASH, ROW_HASH, LiveHolders
 from airflow_provider_retl.sync.errors import BatchRejectedError, OutcomeUnknownError, RetryableSyncError, SyncError
 from airflow_provider_retl.sync.logs import SyncLogger
-from airflow_provider_retl.sync.plan import SKIP_INSERT_EXISTS, Action
+from airflow_provider_retl.sync.plan import SKIP_INSERT_EXISTS, SKIP_REMOVED_ADOPTED, Action
 from airflow_provider_retl.sync.progress import Progress
 from airflow_provider_retl.sync.records import EXISTS, PENDING, Outcome, Record, Reject, SyncReport
 from airflow_provider_retl.sync.values import column_to_wire, frame_to_wire
+
+#: ``Reject.code`` of two live keys that resolve to one destination record.
+MATCH_COLLISION = "MATCH_COLLISION"
 
 #: Rows of the pending frame turned into wire values at once. Per batch of 100, pandas'
 #: fixed costs (iloc, one Series per column) were most of the conversion time.
@@ -81,6 +84,15 @@ class Pusher:
         self.requests_at_start = destination.request_count
         self._wire_blocks: dict[int, _WireBlock] = {}
         self._wire_lock = threading.Lock()
+        #: Destination id -> live keys (key hash, shown key) the checkpoint gives it (set by the engine).
+        self.holders = LiveHolders()
+        #: Destination id -> (key hash, shown key) of the live key this run wrote it for.
+        self.written: dict[str, tuple[int, str]] = {}
+        #: Ids that lookups of live rows found this run (even if their write was then refused).
+        self.found_ids: set[str] = set()
+        #: Updates by checkpointed id the destination refused, held back for ``rematch_refused_updates``
+        #: (only when the engine turns it on: destinations that look records up by a match field).
+        self.refused_updates: list[tuple[Record, Outcome]] | None = None
 
     def wire_batch(self, pending: pd.DataFrame, rows: np.ndarray, action: Action) -> tuple[list[Record], list[Reject]]:
         """Records ready to send for ``rows`` of ``pending`` and the rows that fail local checks."""
@@ -267,9 +279,15 @@ class Pusher:
         self.uncommitted = []
         self.last_commit = self.clock()
 
-    def event_id(self, key_hash: int) -> str:
-        """The same id for the same event on every try and run of this sync."""
-        return f"retl-{self.base.target_fingerprint[:12]}-{key_hash:016x}"
+    @staticmethod
+    def event_id(key_hash: int) -> str:
+        """The id of an event: its canonical key's hash alone.
+
+        So it is the same on every try and run, and across partition counts, renamed
+        connections, checkpoint stores and sync definitions (a target fingerprint in it
+        would let the destination's own dedupe miss a re-sent event).
+        """
+        return f"retl-{key_hash:016x}"
 
     def apply(
         self,
@@ -283,6 +301,9 @@ class Pusher:
             self.report.add_reject(reject)
         keys, rows, ids = [], [], []
         for record, outcome in zip(records, outcomes, strict=True):
+            if not outcome.ok and action is Action.UPDATE and self.refused_updates is not None:
+                self.refused_updates.append((record, outcome))
+                continue
             if not outcome.ok:
                 self.report.add_reject(
                     Reject(
@@ -290,9 +311,19 @@ class Pusher:
                     )
                 )
                 continue
+            dest_id = outcome.dest_id or record.dest_id or record.event_id
+            if action is not Action.SEND_EVENT and dest_id:
+                other = self.other_holder(str(dest_id), record.key_hash)
+                if other is not None:
+                    # The destination matched this row onto a record another live key holds (an
+                    # upsert or "already exists" on a shared match value): never checkpoint the
+                    # merge, or mirror would later delete a record a live row maps to.
+                    self.report.add_reject(self.collision_reject(record.key, other))
+                    continue
+                self.written[str(dest_id)] = (record.key_hash, record.key)
             keys.append(record.key_hash)
             rows.append(record.row_hash)
-            ids.append(outcome.dest_id or record.dest_id or record.event_id)
+            ids.append(dest_id)
             if action is Action.SEND_EVENT:
                 self.report.events += 1
                 continue
@@ -398,12 +429,37 @@ class Pusher:
         return np.asarray(found_rows, dtype=np.int64), np.asarray(missing_rows, dtype=np.int64)
 
     def reconcile_events(self, pending: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
-        """Ask the destination about events of an interrupted try; return the rows to send again."""
+        """Ask the destination about events of an interrupted try; return the rows to send again.
+
+        An in-doubt event whose row changed since it was sent stays in doubt: the destination
+        would be asked about (and sent) the new content, which is not what may have landed.
+        """
         resend = []
+        keys = pending[KEY_HASH].to_numpy(dtype=np.uint64)[rows]
+        now = pending[ROW_HASH].to_numpy(dtype=np.uint64)[rows]
+        changed: set[int] = set()
+        if not self.config.resend_events:
+            sent_with = self._pending_row_hashes(keys)
+            changed = {
+                int(k) for k, n, was in zip(keys, now, sent_with, strict=True) if was is not None and was != int(n)
+            }
         for batch in self.batches(rows, max(1, int(self.destination.max_batch_size))):
             records, rejects = self.wire_batch(pending, batch, Action.RECONCILE)
             for reject in rejects:
                 self.report.add_reject(reject)
+            doubtful = [r for r in records if r.key_hash in changed]
+            for record in doubtful:
+                self.report.add_reject(
+                    Reject(
+                        record.key,
+                        "event outcome unknown after an interrupted try, and its row changed since it was sent; "
+                        "not re-sent to avoid a duplicate (check the destination, then run with resend_events=True "
+                        "to send it)",
+                        "destination",
+                        code="OUTCOME_UNKNOWN",
+                    )
+                )
+            records = [r for r in records if r.key_hash not in changed]
             landed = self.destination.reconcile_events(self.config.object, records) if records else []
             by_key = dict(zip(pending[KEY_HASH].to_numpy(dtype=np.uint64)[batch].tolist(), batch.tolist(), strict=True))
             keys, row_hashes, ids = [], [], []
@@ -428,6 +484,17 @@ class Pusher:
             self.commit(JournalEntry.puts(keys, row_hashes, ids))
         return np.asarray(resend, dtype=np.int64)
 
+    def _pending_row_hashes(self, key_hashes: np.ndarray) -> list[int | None]:
+        """The row hash each key's in-doubt mark was written with (None: unknown, e.g. after full_resync)."""
+        if not len(self.base):
+            return [None] * len(key_hashes)
+        positions = pd.Index(self.base.key_hashes).get_indexer(key_hashes)
+        out: list[int | None] = []
+        for position in positions.tolist():
+            row_hash = int(self.base.row_hashes[position]) if position >= 0 else 0
+            out.append(row_hash or None)
+        return out
+
     def remember_existing(self, pending: pd.DataFrame, rows: np.ndarray) -> None:
         """Insert mode found these records in the destination: skip them, but keep their ids.
 
@@ -445,18 +512,35 @@ class Pusher:
             )
         )
 
-    def delete_removed(self, key_hashes: np.ndarray, ids: np.ndarray) -> None:
-        """Mirror mode: delete/archive the records of keys that left the query (by their ids)."""
-        has_id = np.array([isinstance(i, str) and i != "" for i in ids], dtype=bool)
+    def settle_removed(self, key_hashes: np.ndarray, ids: np.ndarray, *, delete: bool, live_ids: set[str]) -> None:
+        """Keys that left the query: their records are deleted (mirror, ``delete``) unless a live key holds them.
+
+        A record written this run, held by a live key in the checkpoint (``holders``), found
+        by a lookup of a live row, or carried by a pending row (``live_ids``) still belongs to
+        the source (a re-keyed row took it over): it is never deleted, and the removed key's
+        checkpoint entry is dropped in every mode, so a revived old key cannot take it back
+        without a lookup (which then sees the collision).
+        """
+        protected = set(self.written) | self.found_ids | live_ids
+        has_id = np.array([isinstance(i, str) and i != "" and i != PENDING for i in ids], dtype=bool)
+        adopted = has_id & np.array(
+            [i in protected or (has and self.holders.holds(i)) for i, has in zip(ids, has_id, strict=True)], dtype=bool
+        )
+        if adopted.any():
+            self.report.skip(SKIP_REMOVED_ADOPTED, int(adopted.sum()))
+            self.commit(JournalEntry.deletes(key_hashes[adopted]))
+        if not delete:
+            return
         for kh in key_hashes[~has_id]:
             self.report.add_reject(
                 Reject(f"#{int(kh):016x}", "cannot delete: no destination id was recorded for this key", "destination")
             )
+        doomed = has_id & ~adopted
         size = self.write_batch_size()
         obj = self.config.object
-        for start in range(0, int(has_id.sum()), size):
-            batch_keys = key_hashes[has_id][start : start + size]
-            batch_ids = [str(i) for i in ids[has_id][start : start + size]]
+        for start in range(0, int(doomed.sum()), size):
+            batch_keys = key_hashes[doomed][start : start + size]
+            batch_ids = [str(i) for i in ids[doomed][start : start + size]]
             outcomes = self.destination.delete(obj, batch_ids)
             done = []
             for kh, outcome in zip(batch_keys, outcomes, strict=True):
@@ -470,9 +554,171 @@ class Pusher:
             self.report.batches += 1
             self.commit(JournalEntry.deletes(done))
 
+    def rematch_refused_updates(self) -> None:
+        """Updates by id that the destination refused: did their match value move to another record?
+
+        Two rows that swap match values (F3: k1 now has k2's email and k2 has k1's) cannot be
+        updated by their old ids where the match field is unique: each update collides with
+        the other record. The records follow the match value, not the key: each refused row
+        is looked up by its match value, and takes the record found when no live key keeps
+        that record (its holder moves away in the same way, or nobody holds it). The rest are
+        rejected with the destination's reason, or as a match collision.
+        """
+        refused, self.refused_updates = self.refused_updates or [], None
+        if not refused:
+            return
+        assert self.match_field is not None
+        size = max(1, int(self.destination.lookup_batch_size))
+        found: list[str | None] = []
+        for start in range(0, len(refused), size):
+            part = refused[start : start + size]
+            found += self._lookup_ids([r.match_value if r.match_value not in (None, "") else None for r, _ in part])
+        moving = {
+            record.key_hash: dest_id
+            for (record, _), dest_id in zip(refused, found, strict=True)
+            if dest_id is not None and dest_id != record.dest_id
+        }
+        targets = list(moving.values())
+        movers: list[Record] = []
+        for record, outcome in refused:
+            target = moving.get(record.key_hash)
+            if target is None:
+                self.report.add_reject(
+                    Reject(
+                        record.key, outcome.reason or "rejected by the destination", "destination", code=outcome.code
+                    )
+                )
+                continue
+            stays = [
+                _shown(holder, text)
+                for holder, text in [
+                    *self.holders.get(target),
+                    *([self.written[target]] if target in self.written else []),
+                ]
+                if holder != record.key_hash and moving.get(holder, target) == target
+            ]
+            if stays or targets.count(target) > 1:
+                other = (
+                    stays[0]
+                    if stays
+                    else next(
+                        r.key for r, _ in refused if r.key_hash != record.key_hash and moving.get(r.key_hash) == target
+                    )
+                )
+                self.report.add_reject(self.collision_reject(record.key, other))
+                continue
+            movers.append(record)
+        if not movers:
+            return
+        # The movers leave their old records and take the ones their match values are on.
+        for record in movers:
+            old = record.dest_id
+            if old is not None:
+                self.holders.set(old, [h for h in self.holders.get(old) if h[0] != record.key_hash])
+                if self.written.get(old, (None,))[0] == record.key_hash:
+                    del self.written[old]
+            record.dest_id = moving[record.key_hash]
+            self.holders.set(record.dest_id, [*self.holders.get(record.dest_id), (record.key_hash, record.key)])
+        for start in range(0, len(movers), self.write_batch_size()):
+            batch = movers[start : start + self.write_batch_size()]
+            self.apply(Action.UPDATE, batch, [], self.destination.update(self.config.object, batch))
+        self.flush_commits()
+
+    # ------------------------------------------------------------------ match collisions
+    def other_holder(self, dest_id: str, key_hash: int) -> str | None:
+        """The shown key of another live key that holds ``dest_id`` (checkpoint or this run), if any."""
+        for holder_hash, text in self.holders.get(dest_id):
+            if holder_hash != key_hash:
+                return _shown(holder_hash, text)
+        written = self.written.get(dest_id)
+        if written is not None and written[0] != key_hash:
+            return written[1]
+        return None
+
+    def collision_reject(self, key: str, other: str, detail: str = "") -> Reject:
+        return Reject(
+            key,
+            f"match collision: keys {key!r} and {other!r} resolve to the same destination record{detail}; "
+            f"neither is merged into the other (make the match value unique per key)",
+            "destination",
+            field=self.match_field,
+            code=MATCH_COLLISION,
+        )
+
+    def match_texts(self, pending: pd.DataFrame, rows: np.ndarray) -> list[str | None]:
+        """The match value of ``rows`` as the destination compares it (None: no usable value)."""
+        assert self.match_field is not None
+        values, failures = column_to_wire(pending[self.match_field].iloc[rows])
+        fold = self.destination.match_ignores_case(self.config.object, self.match_field)
+        texts: list[str | None] = []
+        for i, value in enumerate(values):
+            if i in failures or value is None or value == "":
+                texts.append(None)
+            else:
+                text = str(value).strip()
+                texts.append(text.lower() if fold else text)
+        return texts
+
+    def reject_shared_match_values(self, pending: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
+        """Rows to be matched by value that share their match value with another such row are all
+        rejected (the destination would merge them into one record); returns the rows left."""
+        if self.match_field is None or not len(rows) or self.match_field not in pending.columns:
+            return rows
+        texts = self.match_texts(pending, rows)
+        groups: dict[str, list[int]] = {}
+        for i, text in enumerate(texts):
+            if text is not None:
+                groups.setdefault(text, []).append(i)
+        shared = [members for members in groups.values() if len(members) > 1]
+        if not shared:
+            return rows
+        keys = pending[KEY].to_numpy()
+        drop = set()
+        for members in shared:
+            shown = [fp.display_key(keys[rows[i]]) for i in members]
+            for j, i in enumerate(members):
+                other = shown[1] if j == 0 else shown[0]
+                detail = f" (both have {self.match_field} {texts[i]!r}" + (
+                    f", with {len(members) - 2} more keys)" if len(members) > 2 else ")"
+                )
+                self.report.add_reject(self.collision_reject(shown[j], other, detail))
+                drop.add(i)
+        return rows[[i for i in range(len(rows)) if i not in drop]]
+
+    def reject_held_ids(self, pending: pd.DataFrame, rows: np.ndarray, *, found: bool) -> np.ndarray:
+        """Rows whose destination id (from the checkpoint, or ``found`` by a lookup) another live key
+        holds: rejected as a match collision; the key that holds it in the checkpoint keeps it, and
+        ids found for several rows and held by none go to none of them. Returns the rows left."""
+        if not len(rows):
+            return rows
+        ids = pending[DEST_ID].to_numpy()[rows]
+        key_hashes = pending[KEY_HASH].to_numpy(dtype=np.uint64)[rows]
+        keys = pending[KEY].to_numpy()[rows]
+        by_id: dict[str, list[int]] = {}
+        for i, dest_id in enumerate(ids):
+            if isinstance(dest_id, str):
+                by_id.setdefault(dest_id, []).append(i)
+                if found:
+                    self.found_ids.add(dest_id)
+        keep = np.ones(len(rows), dtype=bool)
+        for dest_id, members in by_id.items():
+            for i in members:
+                other = self.other_holder(dest_id, int(key_hashes[i]))
+                if other is None and found and len(members) > 1:
+                    other = fp.display_key(keys[members[1] if i == members[0] else members[0]])
+                if other is not None:
+                    self.report.add_reject(self.collision_reject(fp.display_key(keys[i]), other))
+                    keep[i] = False
+        return rows[keep]
+
     def write_batch_size(self) -> int:
         limit = max(1, int(self.destination.max_batch_size))
         return min(self.config.batch_size or limit, limit)
 
     def finalize(self) -> None:
         self.store.finalize(self.base.apply(self.entries))
+
+
+def _shown(key_hash: int, text: str | None) -> str:
+    """A key as a reject names it: its text, or its hash where the text is not at hand."""
+    return fp.display_key(text) if isinstance(text, str) else f"#{key_hash:016x}"

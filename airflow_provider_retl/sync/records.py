@@ -8,6 +8,7 @@ Nothing here imports Airflow or an HTTP library: destinations (hooks) build
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -104,6 +105,16 @@ class Reject:
 
 #: Rejects kept in full in the report (the count is always exact).
 MAX_REJECTS_IN_REPORT = 1000
+#: Example rejects kept per reason: 1,001 identical rejects are one reason with a count, not a list.
+REJECT_EXAMPLES_PER_REASON = 10
+
+#: Quoted values and numbers in a reject reason: one reason per kind of problem, not per value.
+_REASON_VALUES = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|(?<![\w.])\d[\d,.]*(?![\w])")
+
+
+def reason_pattern(reason: str) -> str:
+    """``"invalid email 'a b': ..."`` -> ``"invalid email '…': ..."``: what rejects are grouped by."""
+    return _REASON_VALUES.sub(lambda m: "'…'" if m.group(0)[0] in "'\"" else "N", reason)
 
 
 @dataclass
@@ -132,7 +143,11 @@ class SyncReport:
     events: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
     rejected: int = 0
+    #: Example rejects: at most REJECT_EXAMPLES_PER_REASON per reason, MAX_REJECTS_IN_REPORT in all.
     rejects: list[Reject] = field(default_factory=list)
+    #: Every reject grouped by stage and reason (its values blanked, see ``reason_pattern``):
+    #: ``{"reason", "stage", "code", "count", "examples"}`` with a few example keys.
+    reject_reasons: list[dict[str, Any]] = field(default_factory=list)
     requests: int = 0
     retries: int = 0
     batches: int = 0
@@ -146,10 +161,27 @@ class SyncReport:
 
     def add_reject(self, reject: Reject) -> None:
         self.rejected += 1
-        if len(self.rejects) < MAX_REJECTS_IN_REPORT:
+        group = self._reject_group(reject)
+        group["count"] += 1
+        if len(group["examples"]) < REJECT_EXAMPLES_PER_REASON and len(self.rejects) < MAX_REJECTS_IN_REPORT:
+            group["examples"].append(reject.key)
             self.rejects.append(reject)
         if self.on_reject is not None:
             self.on_reject(reject)
+
+    def _reject_group(self, reject: Reject) -> dict[str, Any]:
+        # Rejects come from worker results applied on one thread; the index is rebuilt after from_dict.
+        index: dict[tuple[str, str], dict[str, Any]] | None = getattr(self, "_groups", None)
+        if index is None or len(index) != len(self.reject_reasons):
+            index = {(g["stage"], g["reason"]): g for g in self.reject_reasons}
+            object.__setattr__(self, "_groups", index)
+        reason = reason_pattern(reject.reason)
+        group = index.get((reject.stage, reason))
+        if group is None:
+            group = {"reason": reason, "stage": reject.stage, "code": reject.code, "count": 0, "examples": []}
+            self.reject_reasons.append(group)
+            index[(reject.stage, reason)] = group
+        return group
 
     def skip(self, reason: str, n: int = 1) -> None:
         self.skipped[reason] = self.skipped.get(reason, 0) + n
@@ -196,8 +228,13 @@ class SyncReport:
         ]
         if self.checkpoint_reset:
             lines.append(f"  checkpoint reset: {self.checkpoint_reset}")
-        for reject in self.rejects[:10]:
-            lines.append(f"  reject {reject.key!r} [{reject.stage}] {reject.reason}")
-        if self.rejected > 10:
-            lines.append(f"  ... and {self.rejected - 10} more rejects (see the report's 'rejects')")
+        # Grouped by reason, most frequent first: 1,001 identical rejects are one line.
+        groups = sorted(self.reject_reasons, key=lambda g: -g["count"])
+        for group in groups[:20]:
+            examples = ", ".join(repr(k) for k in group["examples"][:5])
+            more = "" if group["count"] <= len(group["examples"][:5]) else ", ..."
+            lines.append(f"  {group['count']} rejected [{group['stage']}] {group['reason']} (e.g. {examples}{more})")
+        if len(groups) > 20:
+            rest = sum(g["count"] for g in groups[20:])
+            lines.append(f"  ... and {rest} more rejects for {len(groups) - 20} other reasons (see 'reject_reasons')")
         return "\n".join(lines)

@@ -318,7 +318,10 @@ class WarehouseDiff(SnapshotDiff):
             reset = "destination, object, primary key or match field changed: destination ids discarded, every row re-planned"
         if reset:
             self.report.checkpoint_reset = reset
-            if cfg.dry_run:
+            # Events: the engine refuses to re-send what the old rows knew as sent (unless resend_events),
+            # so they are kept until it has decided; forgetting them first would lose that for good.
+            keep = self.destination.supports_events(cfg.object) and not cfg.resend_events
+            if cfg.dry_run or keep:
                 self.ignore_checkpoint = True
             else:
                 store.discard()  # nothing was sent yet; the old rows mean nothing for this definition

@@ -148,7 +148,8 @@ def test_rejects_are_reported_with_key_and_reason(dag_runner, braze, warehouse):
     add_users(warehouse, [("u1", "A", "free", "a@example.com"), ("u2", "B", "free", "broken@"),
                           (None, "C", "free", "c@example.com"), ("u3", "D", "free", "d@example.com"),
                           ("u3", "E", "free", "e@example.com")])
-    result, report = users_sync(dag_runner, warehouse).run()
+    # 4 of 5 rows are rejected on purpose: above the default max_reject_ratio (0.5).
+    result, report = users_sync(dag_runner, warehouse, max_reject_ratio=1.0).run()
     assert result.succeeded
     reasons = {(r["key"], r["stage"]) for r in report["rejects"]}
     assert ("u2", "validation") in reasons and ("NULL", "source") in reasons

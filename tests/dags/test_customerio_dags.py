@@ -118,7 +118,8 @@ def test_rejects_are_reported_with_keys_and_reasons(dag_runner, cio, connect, wa
     values = ", ".join("(" + ", ".join("null" if v is None else f"'{v}'" for v in row) + ")" for row in rows)
     warehouse.execute(f"insert into people values {values}")
     sync = Sync(dag_runner, warehouse, sql="select email, id, plan from people order by email",
-                object="people", primary_key="email", match_on="email")
+                object="people", primary_key="email", match_on="email",
+                max_reject_ratio=1.0)  # 6 of 8 rows are rejected on purpose: above the default (0.5)
     result, report = sync.run()
     assert result.succeeded, result
     rejects = {(r["key"], r["stage"]): r["reason"] for r in report["rejects"]}

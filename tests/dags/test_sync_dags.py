@@ -177,7 +177,8 @@ def test_rejects_are_reported_with_key_and_reason(dag_runner, hubspot, tmp_path,
     warehouse = make_warehouse("duckdb", tmp_path, set_connection)
     warehouse.create(customers(4))
     warehouse.insert([("broken@", "x", "y", "z"), (None, "no", "key", "here"), ("user1@example.com", "d", "u", "p")])
-    result, report = Sync(dag_runner, warehouse).run()
+    # 4 of 7 rows are rejected on purpose: above the default max_reject_ratio (0.5).
+    result, report = Sync(dag_runner, warehouse, max_reject_ratio=1.0).run()
     assert result.succeeded
     reasons = {(r["key"], r["stage"]) for r in report["rejects"]}
     assert ("broken@", "validation") in reasons and ("NULL", "source") in reasons

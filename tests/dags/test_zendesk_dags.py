@@ -141,7 +141,8 @@ def test_rejects_are_reported_with_key_and_reason(dag_runner, zendesk, warehouse
                 ("bad-tier", "T", "t@example.com", None, "basic", "platinum"),
                 ("cust-1", "Dup", "dup@example.com", None, "basic", "gold")]:
         warehouse.execute("insert into people values (?, ?, ?, ?, ?, ?)", list(row))
-    result, report = Sync(dag_runner, warehouse).run()
+    # 5 of 7 rows are rejected on purpose: above the default max_reject_ratio (0.5).
+    result, report = Sync(dag_runner, warehouse, max_reject_ratio=1.0).run()
     assert result.succeeded
     reasons = {r["key"]: r for r in report["rejects"]}
     assert "invalid email" in reasons["bad-email"]["reason"] and reasons["bad-email"]["stage"] == "validation"

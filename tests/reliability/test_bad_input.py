@@ -99,11 +99,13 @@ def test_bad_row_is_rejected_or_synced_canonically_and_good_rows_sync(hubspot, h
 
 
 def test_rejects_in_the_report_are_capped_but_counted(hubspot, hook, tmp_path):
-    from airflow_provider_retl.sync.records import MAX_REJECTS_IN_REPORT
+    from airflow_provider_retl.sync.records import MAX_REJECTS_IN_REPORT, REJECT_EXAMPLES_PER_REASON
 
     n = MAX_REJECTS_IN_REPORT + 25
-    report = sync(hook, tmp_path, [*GOOD, *({"email": f"bad{i}", "firstname": "x"} for i in range(n))])
-    assert report.rejected == n and len(report.rejects) == MAX_REJECTS_IN_REPORT
+    report = sync(hook, tmp_path, [*GOOD, *({"email": f"bad{i}", "firstname": "x"} for i in range(n))],
+                  max_reject_ratio=1.0)
+    assert report.rejected == n and len(report.rejects) == REJECT_EXAMPLES_PER_REASON < MAX_REJECTS_IN_REPORT
+    assert [g["count"] for g in report.reject_reasons] == [n]  # one reason: grouped, with a few example keys
     assert report.to_dict()["rejects_truncated"] and len(stored(hubspot)) == len(GOOD)
 
 
@@ -135,7 +137,8 @@ def test_empty_source_never_mirror_deletes_everything_unless_allowed(hubspot, ho
     with pytest.raises(EmptySourceError, match="allow_empty_source=True"):
         run_sync(empty, hook, store, SyncConfig(sync_id="bad", object="contacts", primary_key="email", mode="mirror"))
     assert len(stored(hubspot)) == 5, "an empty result deleted records"
-    config = SyncConfig(sync_id="bad", object="contacts", primary_key="email", mode="mirror", allow_empty_source=True)
+    config = SyncConfig(sync_id="bad", object="contacts", primary_key="email", mode="mirror", allow_empty_source=True,
+                        max_reject_ratio=1.0)  # the NULL key is rejected: all (1 of 1) rows, on purpose
     report = run_sync([pd.DataFrame(rows, columns=["email", "firstname"])], hook, store, config)
     assert report.deleted == 5 and stored(hubspot) == {}
 

@@ -96,7 +96,7 @@ def test_without_a_way_to_ask_unknown_events_are_reported_not_resent():
     dest.lose_response_on = {"send_events": 1}
     with pytest.raises(OutcomeUnknownError):
         run(events(10), dest, store)
-    report = run(events(10), dest, store)
+    report = run(events(10), dest, store, max_reject_ratio=1.0)  # every row is rejected on purpose
     assert len(dest.events) == 10 and max(delivered(dest).values()) == 1
     assert report.rejected == 10 and {r.code for r in report.rejects} == {"OUTCOME_UNKNOWN"}
 

@@ -148,7 +148,8 @@ def test_vectorised_text_and_float_paths_match_the_scalar_form():
 def test_fold_case_and_blank_match_python():
     texts = np.array(["a@x.com", "A@x.com", " a@x.com", "a@x.com\x1f", "a@x.com\x85", "ß@x.com", "İ", fp.NULL,
                       "", "   ", "\u3000", "\xa0", "a b"], dtype=object)
-    assert list(fp.fold_case(texts)) == [v if v == fp.NULL else v.strip().casefold() for v in texts]
+    # lower(), as destinations compare emails (casefold() would make "ß" and "ss" one key).
+    assert list(fp.fold_case(texts)) == [v if v == fp.NULL else v.strip().lower() for v in texts]
     assert list(fp.blank(texts)) == [v.strip() == "" for v in texts]
     folded = np.array(["a@x.com", "b@y.org"], dtype=object)
     assert fp.fold_case(folded) is folded  # nothing to fold: the same array, so the caller can reuse its hashes
