@@ -30,7 +30,7 @@ def enabled(name: str) -> Any:
 
 #: Errors a run may end with and still be correct: a guardrail or a lease that refused the run
 #: (nothing should have been sent), or too many rejects (successes committed, then the failure).
-REFUSALS = ("Lease", "Identity", "Guardrail", "Refused", "Reset", "Concurrent", "EmptySource")
+REFUSALS = ("Lease", "Identity", "Guardrail", "Refused", "Reset", "Resend", "Concurrent", "EmptySource")
 AFTER_COMMIT = ("RejectRatioExceeded",)
 
 
