@@ -215,6 +215,18 @@ class SyncMachine(RuleBasedStateMachine):
         """The same as ``run``: a second rule makes plain runs likelier among the many changes."""
         self._settle(self.world.run(), "run")
 
+    @enabled("acknowledged_run")
+    @precondition(lambda self: not self.world.dest.events)
+    @rule()
+    def acknowledged_run(self) -> None:
+        """The user reads a replaced-identity refusal and runs once with allow_identity_change=True."""
+        self.world.overrides = {"allow_identity_change": True}
+        try:
+            results = self.world.run()
+        finally:
+            self.world.overrides = {}
+        self._settle(results, "run with allow_identity_change")
+
     @enabled("run_killed_then_retry")
     @rule(where=st.sampled_from(["read", "request", "after_request", "after_commit"]), k=st.integers(0, 6))
     def run_killed_then_retry(self, where: str, k: int) -> None:

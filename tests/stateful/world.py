@@ -211,6 +211,8 @@ class World:
         self.history: list[str] = []
         self.next_id = 1
         self.next_m = 1
+        #: SyncConfig options of the next runs (the user acknowledging a guardrail).
+        self.overrides: dict[str, Any] = {}
 
     # ---- source model -------------------------------------------------------------------------
 
@@ -333,6 +335,7 @@ class World:
 
     def config(self, partition: tuple[int, int] | None) -> SyncConfig:
         return SyncConfig(
+            **self.overrides,
             sync_id=self.sync_id,
             destination_identity=self.conn_id,
             commit_interval=0.0,
