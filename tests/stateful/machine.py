@@ -265,11 +265,18 @@ class SyncMachine(RuleBasedStateMachine):
         def go(i: int) -> None:
             out[i] = self.world.run()
 
+        w = self.world
+        if w.stores[w.current].kind != "file":
+            w.write_source()  # once: two runs rewriting one table would race in the test, not the product
+        w.source_frozen = True
         threads = [threading.Thread(target=go, args=(i,)) for i in range(2)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        try:
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        finally:
+            w.source_frozen = False
         self._settle(out[0] + out[1], "concurrent runs")
 
     @enabled("change_partitions")

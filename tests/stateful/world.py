@@ -211,6 +211,8 @@ class World:
         self.history: list[str] = []
         self.next_id = 1
         self.next_m = 1
+        #: True while concurrent runs read one table written before they started.
+        self.source_frozen = False
         #: SyncConfig options of the next runs (the user acknowledging a guardrail).
         self.overrides: dict[str, Any] = {}
 
@@ -352,7 +354,7 @@ class World:
     ) -> RunResult:
         """One run of the sync (one partition); returns its report or error and every byte it emitted."""
         store_slot = self.stores[self.current if slot is None else slot]
-        if store_slot.kind in WAREHOUSES:
+        if store_slot.kind in WAREHOUSES and not self.source_frozen:
             self.write_source()
         store = self.make_store(store_slot, partition)
         hook = self.dest.hook(self.conn_id)
