@@ -3,6 +3,7 @@
 #   make demo    the demo DAG against the local emulators
 #   make airflow airflow standalone with the example DAGs, emulators and connections (UI on :8080)
 #   make ui-test the UI of `make airflow` in headless Chromium (installs chromium + playwright when missing)
+#   make soak    the stateful model-based tests (tests/stateful) with the long hypothesis profile
 #   make bench   benchmarks/run.py (BENCH_ARGS="--quick" or "--sizes 10k,100k,1m --scenarios 1,6")
 #   make lock    re-resolve the dependencies and rewrite constraints.txt
 #   make clean   remove .venv and everything generated
@@ -34,7 +35,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export PIP_NO_INPUT := 1
 export PIP_ROOT_USER_ACTION := ignore
 
-.PHONY: test lint demo airflow ui-test bench lock clean .venv
+.PHONY: test lint soak demo airflow ui-test bench lock clean .venv
 .venv: $(STAMP)
 
 # Rebuilt only when the project's metadata or the pins change.
@@ -77,6 +78,15 @@ test: $(STAMP) $(DBT_STAMP)
 	$(VENV_PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile -ra --strict-markers --durations=15 \
 		--junitxml=$(RESULTS)/junit.xml $(PYTEST_ARGS) || status=$$?; \
 	exit $$status
+
+# The stateful machines of tests/stateful with HYPOTHESIS_PROFILE=soak: 500 examples per
+# configuration (SOAK_EXAMPLES), random seeds, longer histories. `make test` runs the same
+# machines with the small derandomized "ci" profile.
+SOAK_EXAMPLES ?= 500
+soak: $(STAMP)
+	mkdir -p $(RESULTS)
+	HYPOTHESIS_PROFILE=soak RETL_STATEFUL_EXAMPLES=$(SOAK_EXAMPLES) CI=$${CI:-true} $(VENV_PY) -m pytest -ra \
+		--strict-markers -p no:logging --junitxml=$(RESULTS)/junit-soak.xml tests/stateful $(PYTEST_ARGS)
 
 demo: $(STAMP) $(DBT_STAMP)
 	$(VENV_PY) demo/run.py
