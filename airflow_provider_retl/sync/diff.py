@@ -18,6 +18,7 @@ from airflow_provider_retl.sync.checkpoint import HASH_ALGORITHM, Checkpoint, Ch
 from airflow_provider_retl.sync.config import SyncConfig, digest
 from airflow_provider_retl.sync.destination import Destination
 from airflow_provider_retl.sync.errors import CheckpointError, ConfigurationError
+from airflow_provider_retl.sync.legacy import LEGACY_CHECKPOINT_NOTE, LEGACY_HASH_ALGORITHM, legacy_key_hashes
 from airflow_provider_retl.sync.progress import Progress
 from airflow_provider_retl.sync.records import PENDING, ChangeKind, Reject, SyncReport
 
@@ -146,6 +147,8 @@ class SnapshotDiff:
         #: Key text of every checkpointed key seen this run (by checkpoint position), so a match
         #: collision can name the live key that holds a destination id even when it is unchanged.
         self.live_key_texts: np.ndarray = np.empty(0, dtype=object)
+        #: The loaded checkpoint is the previous release's: its entries are found by canon2 key hashes too.
+        self.legacy = False
 
     def load_checkpoint(self) -> None:
         try:
@@ -165,6 +168,19 @@ class SnapshotDiff:
         loaded = self.loaded
         if loaded is None:
             base = Checkpoint(target, payload_fingerprint)
+        elif loaded.hash_algorithm == LEGACY_HASH_ALGORITHM and loaded.target_fingerprint == target:
+            # The previous release's checkpoint: what it knows (ids, sent events, in-doubt marks) still
+            # holds, only some key texts changed. Keys are translated as rows are read (read_chunk);
+            # row hashes cannot be, so every row is re-planned by its id (no lookup, no event re-sent).
+            self.report.checkpoint_reset = LEGACY_CHECKPOINT_NOTE
+            base = Checkpoint(
+                target,
+                payload_fingerprint,
+                loaded.key_hashes.copy(),
+                np.zeros(len(loaded), dtype=np.uint64),
+                loaded.dest_ids,
+            )
+            self.legacy = True
         elif loaded.hash_algorithm != HASH_ALGORITHM:
             self.report.checkpoint_reset = "hash algorithm changed: every row is re-planned"
             base = Checkpoint(target, payload_fingerprint)
@@ -238,6 +254,9 @@ class SnapshotDiff:
         chunk = chunk.reset_index(drop=True)
         parts = fp.key_parts(chunk, self.key_columns)
         unfolded = parts[0]
+        legacy_hashes = (
+            legacy_key_hashes(chunk, self.key_columns, parts, fold_keys=self.fold_keys) if self.legacy else None
+        )
         if self.fold_keys:
             parts = [fp.fold_case(parts[0])]  # the same array when nothing needed folding
         bad, reasons = self.key_problems(parts)
@@ -254,6 +273,8 @@ class SnapshotDiff:
         payload = pd.DataFrame({dest: chunk[src] for dest, src in self.field_sources.items()})
         if bad.any():
             payload = payload[good]
+            if legacy_hashes is not None:
+                legacy_hashes = legacy_hashes[good]
         key_hashes = fp.key_hashes(keys)
         if partition is not None:
             # A key's partition is a function of its key hash, so duplicates share one partition.
@@ -261,12 +282,16 @@ class SnapshotDiff:
             self.usable_elsewhere += len(mine) - int(mine.sum())
             self.rows_elsewhere += len(mine) - int(mine.sum())
             keys, payload, key_hashes = keys[mine], payload[mine], key_hashes[mine]
+            if legacy_hashes is not None:
+                legacy_hashes = legacy_hashes[mine]
         # A single key column's text, unfolded, is also what the row hash hashes for that column: reuse it.
         key_column_hashes = None
         if len(parts) == 1 and parts[0] is unfolded:
             key_column_hashes = {d: key_hashes for d, src in self.field_sources.items() if src == self.key_columns[0]}
         row_hashes = fp.row_hashes(payload, key_column_hashes)
         positions = self.ck_index.get_indexer(key_hashes)
+        if legacy_hashes is not None:
+            positions = self._translate_legacy_keys(key_hashes, legacy_hashes, positions)
         known = positions >= 0
         self.seen[positions[known]] = True
         self.live_key_texts[positions[known]] = keys[known]
@@ -297,6 +322,35 @@ class SnapshotDiff:
             pending[KIND] = kinds[changed]
             self.pending_chunks.append(pending)
         self.progress("read %d rows", self.report.rows_read)
+
+    def _translate_legacy_keys(
+        self, key_hashes: np.ndarray, legacy_hashes: np.ndarray, positions: np.ndarray
+    ) -> np.ndarray:
+        """Move the checkpoint entries found by a row's canon2 key hash to its canon3 one; the rows' positions.
+
+        Only entries no row holds by its canon3 hash are moved, once each: a canon2 text two rows share
+        (``"Straße"`` and ``"strasse"`` casefold alike) stays with the row whose key text did not change.
+        """
+        assert self.base is not None
+        if not len(self.base):
+            return positions
+        legacy_positions = self.ck_index.get_indexer(legacy_hashes)
+        taken = np.zeros(len(self.base), dtype=bool)
+        taken[positions[positions >= 0]] = True
+        taken |= self.seen
+        move = (positions < 0) & (legacy_positions >= 0)
+        move[move] = ~taken[legacy_positions[move]]
+        if not move.any():
+            return positions
+        rows = np.flatnonzero(move)
+        # One row per entry (the first): two canon3 keys with one canon2 text cannot both own it.
+        _, first = np.unique(legacy_positions[rows], return_index=True)
+        rows = rows[np.sort(first)]
+        self.base.key_hashes[legacy_positions[rows]] = key_hashes[rows]
+        self.ck_index = pd.Index(self.base.key_hashes, dtype=np.uint64)
+        positions = positions.copy()
+        positions[rows] = legacy_positions[rows]
+        return positions
 
     def key_problems(self, parts: list[np.ndarray]) -> tuple[np.ndarray, dict[int, str]]:
         """Rows whose key has a NULL or blank part (canonical key parts), and why: the first such column."""
