@@ -11,8 +11,10 @@ nothing, and leave a canon3 checkpoint.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 from collections import Counter
+from decimal import Decimal
 from typing import Any
 
 import numpy as np
@@ -235,3 +237,83 @@ def test_a_mirror_checkpoint_of_the_previous_release_updates_by_id(hs_hook, hubs
     # Re-planned once: the next run is unchanged.
     again = run_mirror(hs_hook, store, frame)
     assert again.unchanged == 8 and again.pushed == 0 and again.checkpoint_reset is None
+
+
+# --- warehouse store (diffed in SQL): DuckDB and PostgreSQL ------------------------------------------
+
+
+@pytest.fixture(params=["duckdb", pytest.param("postgres", marks=pytest.mark.postgres)])
+def warehouse(request, tmp_path, set_connection):
+    from tests.checkpoints.test_warehouse_store import Source
+
+    pg = request.getfixturevalue("pg_schema") if request.param == "postgres" else None
+    source = Source(request.param, tmp_path, set_connection, pg)
+    source.orders = source.table.replace("people", "orders")
+    source.execute(f"create table {source.orders} (order_id numeric(12,2), email varchar(200), amount integer)")
+    return source
+
+
+def order_rows(n: int) -> list[tuple]:
+    # numeric(12,2): the previous release hashed CAST(... AS TEXT) = "12.50"; canon3 hashes "12.5".
+    return [(Decimal(f"{10 + i}.{(i * 10) % 100:02d}"), f"o{i}@example.com", i) for i in range(n)]
+
+
+def md5_64(text: str) -> str:
+    return hashlib.md5(text.encode()).hexdigest()[:16]
+
+
+def downgrade_warehouse_to_canon2(source, rows: list[tuple]) -> dict[str, str]:
+    """Rewrite the checkpoint table as the previous release wrote it: old key hashes, old algorithm name."""
+    ck, meta = source.ck_table, f"{source.ck_table}_meta"
+    new_to_old = {md5_64(fp.canonical_value(r[0])): md5_64(f"{r[0]:.2f}") for r in rows}
+    assert sorted(h for (h,) in source.execute(f"select key_hash from {ck}")) == sorted(new_to_old)
+    for new, old in new_to_old.items():
+        source.execute(f"update {ck} set key_hash = ?, row_hash = ? where key_hash = ?", [old, "1" * 16, new])
+    source.execute(f"update {meta} set hash_algorithm = ?", [f"sql-md5-64/{source.kind}"])
+    return new_to_old
+
+
+def warehouse_config(**kw: Any) -> SyncConfig:
+    return SyncConfig(**{"sync_id": "orders", "object": "contacts", "primary_key": "order_id", **kw})
+
+
+def checkpoint_table(source) -> dict[str, str | None]:
+    return dict(source.execute(f"select key_hash, dest_id from {source.ck_table}"))
+
+
+@pytest.mark.parametrize("mode", ["events", "mirror"])
+def test_a_warehouse_checkpoint_of_the_previous_release_is_migrated_in_sql(warehouse, mode):
+    from tests.unit.fakes import InMemoryDestination
+
+    events = mode == "events"
+    dest = InMemoryDestination(events=events, upsert=False, lookup=True, batch=50, concurrency=1)
+    config = warehouse_config(mode="insert" if events else "mirror", match_on=None if events else "email")
+    rows = order_rows(15)
+    warehouse.execute(f"insert into {warehouse.orders} values (?, ?, ?)", many=rows[:12])
+    sql = f"select * from {warehouse.orders}"
+    first = run_sync(iter(()), dest, warehouse.store(sync_id="orders", sql=sql), config)
+    assert (first.events if events else first.created) == 12
+    ids_before = checkpoint_table(warehouse)
+    new_to_old = downgrade_warehouse_to_canon2(warehouse, rows[:12])
+    assert all(new != old for new, old in new_to_old.items())  # every key's text changed
+
+    warehouse.execute(f"insert into {warehouse.orders} values (?, ?, ?)", many=rows[12:])
+    dest.calls.clear()
+    report = run_sync(iter(()), dest, warehouse.store(sync_id="orders", sql=sql), config)
+    assert report.checkpoint_reset == UPGRADE_NOTE
+    if events:
+        assert report.events == 3 and len(dest.events) == 15  # none of the 12 sent again
+    else:
+        # Known keys: updated by their ids; only the 3 new ones are looked up and created; nothing deleted.
+        assert report.updated == 12 and report.created == 3 and report.deleted == 0
+        assert dest.count("delete") == 0 and sum(n for k, n in dest.calls if k == "lookup") == 3
+        assert len(dest.records) == 15
+    after = checkpoint_table(warehouse)
+    assert {k: after[k] for k in ids_before} == ids_before  # same ids, under the canon3 key hashes
+    assert len(after) == 15
+    [(algorithm,)] = warehouse.execute(f"select hash_algorithm from {warehouse.ck_table}_meta")
+    assert algorithm == f"sql-canon3-md5-64/{warehouse.kind}"
+    again = run_sync(iter(()), dest, warehouse.store(sync_id="orders", sql=sql), config)
+    assert again.checkpoint_reset is None and again.pushed == 0 and again.events == 0
+    if not events:  # (a sent event's row is skipped, never re-sent, so its zeroed row hash stays)
+        assert again.unchanged == 15
