@@ -149,6 +149,8 @@ class SnapshotDiff:
         self.live_key_texts: np.ndarray = np.empty(0, dtype=object)
         #: The loaded checkpoint is the previous release's: its entries are found by canon2 key hashes too.
         self.legacy = False
+        #: Upgrade: checkpoint entries that are stale copies of a key stored anew (dropped once read).
+        self.superseded: np.ndarray = np.zeros(0, dtype=bool)
 
     def load_checkpoint(self) -> None:
         try:
@@ -199,6 +201,7 @@ class SnapshotDiff:
         self.base = base
         self.ck_index = pd.Index(base.key_hashes, dtype=np.uint64)
         self.seen = np.zeros(len(base), dtype=bool)
+        self.superseded = np.zeros(len(base), dtype=bool)
         self.live_key_texts = np.full(len(base), None, dtype=object)
 
     def _setup_columns(self, columns: Sequence[str]) -> None:
@@ -335,6 +338,12 @@ class SnapshotDiff:
         if not len(self.base):
             return positions
         legacy_positions = self.ck_index.get_indexer(legacy_hashes)
+        # A key found by its new hash AND by its old one at another entry: a failed upgrading try already
+        # stored it anew (journal); the old entry is a stale copy, not a removed key (mirror would delete it).
+        stale = (positions >= 0) & (legacy_positions >= 0) & (legacy_positions != positions)
+        if stale.any():
+            self.superseded[legacy_positions[stale]] = True
+            self.seen[legacy_positions[stale]] = True
         taken = np.zeros(len(self.base), dtype=bool)
         taken[positions[positions >= 0]] = True
         taken |= self.seen
@@ -375,6 +384,8 @@ class SnapshotDiff:
             self._adopt_identity_of_checkpoint()
             payload = self.loaded.payload_fingerprint if self.loaded else digest([])
             self._adopt_checkpoint(payload)
+        if self.superseded.any():
+            self._drop_superseded()
         all_keys = np.concatenate(self.key_hash_chunks) if self.key_hash_chunks else np.empty(0, dtype=np.uint64)
         uniques, inverse, counts = np.unique(all_keys, return_inverse=True, return_counts=True)
         duplicated = counts[inverse] > 1
@@ -408,6 +419,23 @@ class SnapshotDiff:
         self.report.planned["changed"] = int((pending[KIND] == ChangeKind.CHANGED.value).sum())
         self.report.planned["removed"] = int((~self.seen).sum())
         return pending
+
+    def _drop_superseded(self) -> None:
+        """Remove the stale copies found while upgrading (everything aligned with the base shrinks with it)."""
+        assert self.base is not None
+        keep = ~self.superseded
+        base = self.base
+        self.base = Checkpoint(
+            base.target_fingerprint,
+            base.payload_fingerprint,
+            base.key_hashes[keep],
+            base.row_hashes[keep],
+            base.dest_ids[keep],
+        )
+        self.ck_index = pd.Index(self.base.key_hashes, dtype=np.uint64)
+        self.seen = self.seen[keep]
+        self.live_key_texts = self.live_key_texts[keep]
+        self.superseded = np.zeros(len(self.base), dtype=bool)
 
     def _adopt_identity_of_checkpoint(self) -> None:
         """An empty result has no columns: take the match field and key folding the checkpoint was made with.

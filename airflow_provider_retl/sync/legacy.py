@@ -17,9 +17,9 @@ import numpy as np
 import pandas as pd
 
 from airflow_provider_retl.sync import fingerprint as fp
+from airflow_provider_retl.sync.checkpoint import LEGACY_HASH_ALGORITHM
 
-#: The hash algorithm name the previous release wrote into checkpoints.
-LEGACY_HASH_ALGORITHM = "canon2-siphash64"
+__all__ = ["LEGACY_CHECKPOINT_NOTE", "LEGACY_HASH_ALGORITHM", "legacy_key_hashes", "legacy_key_parts"]
 #: What the report says when such a checkpoint is adopted.
 LEGACY_CHECKPOINT_NOTE = "checkpoint of an older version: rows re-planned by key, ids kept"
 _UTC_SUFFIX = "+00:00"

@@ -27,6 +27,7 @@ from airflow_provider_retl.sync.checkpoint import (
     Checkpoint,
     CheckpointStore,
     FileCheckpointStore,
+    JournalEntry,
     MemoryCheckpointStore,
 )
 from airflow_provider_retl.sync.config import SyncConfig
@@ -153,6 +154,33 @@ def test_an_events_checkpoint_of_the_previous_release_sends_only_new_events(cio_
     # From now on it is an ordinary canon3 checkpoint: nothing to do, nothing reset.
     again = run_events(cio_hook, store, events_frame(keys))
     assert again.events == 0 and again.checkpoint_reset is None and received(customerio) == 15
+
+
+def test_a_failed_upgrading_run_is_retried_without_resending(cio_hook, customerio):
+    # The upgrading run sent two of the three new events and died: its journal (canon3) lies on the canon2 base.
+    store = MemoryCheckpointStore()
+    keys = naive_stamps(15)
+    run_events(cio_hook, store, events_frame(keys[:12]))
+    before_failure = store.load()
+    run_events(cio_hook, store, events_frame(keys[:14]))  # what the failed try sent: events 12 and 13
+    sent_by_failed_try = store.load()
+    assert before_failure is not None and sent_by_failed_try is not None
+    store.finalize(before_failure)
+    downgrade_to_canon2(store, events_frame(keys[:12]), "event_key")
+    new_hashes = canon3_key_hashes(events_frame(keys), "event_key", fold=False)[12:14]
+    positions = pd.Index(sent_by_failed_try.key_hashes).get_indexer(new_hashes)
+    store.commit(
+        JournalEntry.puts(new_hashes, sent_by_failed_try.row_hashes[positions], sent_by_failed_try.dest_ids[positions]),
+        target_fingerprint=sent_by_failed_try.target_fingerprint,
+        payload_fingerprint=sent_by_failed_try.payload_fingerprint,
+    )
+    assert received(customerio) == 14
+
+    report = run_events(cio_hook, store, events_frame(keys))
+    assert report.checkpoint_reset == UPGRADE_NOTE
+    assert report.events == 1 and received(customerio) == 15 and customerio.emulator.duplicate_events == 0
+    upgraded = store.load()
+    assert upgraded is not None and upgraded.hash_algorithm == HASH_ALGORITHM and len(upgraded) == 15
 
 
 # --- mirror (HubSpot contacts by email) ----------------------------------------------------------
@@ -317,3 +345,32 @@ def test_a_warehouse_checkpoint_of_the_previous_release_is_migrated_in_sql(wareh
     assert again.checkpoint_reset is None and again.pushed == 0 and again.events == 0
     if not events:  # (a sent event's row is skipped, never re-sent, so its zeroed row hash stays)
         assert again.unchanged == 15
+
+
+def test_a_failed_upgrading_mirror_run_deletes_nothing_on_retry(hs_hook, hubspot):
+    # The upgrading run updated three contacts by id (journal, canon3 hashes) and died; the retry folds
+    # that journal onto the canon2 base: the ß contact is then both a new entry and a stale old one.
+    store = MemoryCheckpointStore()
+    frame = contacts_frame()
+    run_mirror(hs_hook, store, frame)
+    current = store.load()
+    assert current is not None
+    old = downgrade_to_canon2(store, frame, "email", fold=True)
+    canon3 = canon3_key_hashes(frame, "email", fold=True)
+    done = canon3[-3:]  # the last three, ß among them
+    positions = pd.Index(current.key_hashes).get_indexer(done)
+    store.commit(
+        JournalEntry.puts(done, current.row_hashes[positions], current.dest_ids[positions]),
+        target_fingerprint=current.target_fingerprint,
+        payload_fingerprint=current.payload_fingerprint,
+    )
+    assert len(store.load()) == len(old) + 1  # the stale copy is there
+
+    report = run_mirror(hs_hook, store, frame)
+    assert report.checkpoint_reset == UPGRADE_NOTE
+    assert report.deleted == 0 and report.created == 0 and report.updated == 8
+    assert not any(r["archived"] for r in hubspot.emulator.records("contacts", include_archived=True))
+    upgraded = store.load()
+    assert upgraded is not None and upgraded.hash_algorithm == HASH_ALGORITHM
+    assert sorted(upgraded.key_hashes.tolist()) == sorted(canon3.tolist())
+    assert sorted(upgraded.dest_ids.tolist()) == sorted(current.dest_ids.tolist())
