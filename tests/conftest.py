@@ -202,3 +202,12 @@ def pg_schema(postgres_dsn: str) -> Iterator[PostgresSchema]:
     finally:
         with psycopg.connect(postgres_dsn, autocommit=True) as conn:
             conn.execute(f'drop schema if exists "{schema.name}" cascade')
+
+
+@pytest.fixture(autouse=True)
+def _forget_secrets() -> Iterator[None]:
+    """Each test starts and ends with an empty process-wide redactor (hooks register into it)."""
+    yield
+    from airflow_provider_retl.sync.redaction import REDACTOR  # imports no Airflow
+
+    REDACTOR.forget_all()

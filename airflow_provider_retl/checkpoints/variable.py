@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Any
 
@@ -9,11 +10,13 @@ import orjson
 from airflow.sdk import Variable
 
 from airflow_provider_retl.checkpoints.spec import warn_if_large
-from airflow_provider_retl.sync.checkpoint import JournalingStore
+from airflow_provider_retl.sync.checkpoint import JournalingStore, LeaseHolder
 from airflow_provider_retl.sync.errors import CheckpointError, ConfigurationError
 
 KEY_PREFIX = "retl_checkpoint__"
 JOURNAL_INFIX = "__journal__"
+#: Lease claims: one Variable per contending try, ``retl_lease__<name>__<owner token>``.
+LEASE_PREFIX = "retl_lease__"
 #: Variable.key is VARCHAR(250); leave room for the prefix, the journal infix and the batch number.
 MAX_SYNC_ID_LENGTH = 250 - len(KEY_PREFIX) - len(JOURNAL_INFIX) - 12
 _SYNC_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -29,7 +32,11 @@ class VariableCheckpointStore(JournalingStore):
     JSON text; they hold hashes and destination ids only.
 
     Works inside a running task only (``Variable.set`` needs the task's API channel).
-    Two tasks must not share a ``sync_id``.
+
+    One run per ``sync_id`` at a time: the sync lease is a set of claim Variables
+    ``retl_lease__<sync_id>__<owner>`` (see :class:`VariableLeaseBackend`), so two DagRuns,
+    a frozen try and its retry, or two tasks given the same ``sync_name`` take turns.
+    Leave ``[secrets] use_cache`` off: a cached Variable read would hide another run's claim.
     """
 
     def __init__(self, sync_id: str) -> None:
@@ -43,6 +50,7 @@ class VariableCheckpointStore(JournalingStore):
         self.journal_prefix = f"{self.key}{JOURNAL_INFIX}"
         _refuse_sensitive_name(self.key)
         self._next_index: int | None = None
+        self._lease_backend = VariableLeaseBackend(sync_id)
 
     @property
     def description(self) -> str:
@@ -50,6 +58,17 @@ class VariableCheckpointStore(JournalingStore):
 
     def journal_key(self, index: int) -> str:
         return f"{self.journal_prefix}{index}"
+
+    # Lease primitives (LeaseBackend), in claim Variables beside the checkpoint
+
+    def _lease_try_acquire(self, holder: LeaseHolder, now: float) -> LeaseHolder | None:
+        return self._lease_backend._lease_try_acquire(holder, now)
+
+    def _lease_renew(self, holder: LeaseHolder, now: float) -> bool:
+        return self._lease_backend._lease_renew(holder, now)
+
+    def _lease_release(self, owner: str) -> None:
+        self._lease_backend._lease_release(owner)
 
     # Store primitives
 
@@ -120,3 +139,87 @@ def _refuse_sensitive_name(key: str) -> None:
             "masked in every log line); choose a sync_id without words such as 'token', 'secret', "
             "'password', 'dsn' or 'proxy'"
         )
+
+
+class VariableLeaseBackend:
+    """A sync lease made of Airflow Variables, which have no compare-and-set: Lamport's bakery.
+
+    The task SDK can get, set, delete and list Variables, each one atomic, but cannot write
+    one *only if* it still holds an expected value. So every contending try writes only its
+    own claim Variable (``retl_lease__<name>__<owner>``: owner label, ticket number, expiry,
+    ``choosing`` flag) and reads everyone else's, which is exactly what the bakery algorithm
+    needs for mutual exclusion: a try takes a ticket one higher than every live claim it sees
+    (while flagged ``choosing``), then holds the lease once no live claim is choosing or holds a
+    lower (ticket, owner). A claim past its expiry is dead: it is ignored and deleted, and its
+    owner's next renewal finds it expired or gone, so a frozen try that wakes up stops.
+
+    Limits: correct as long as the metadata DB gives read-your-writes on single Variables (it
+    does; every call is a transaction through the API server) and hosts' clocks agree within a
+    fraction of the TTL; a renewal races the expiry only if a try freezes between reading and
+    rewriting its own claim with under a quarter of its TTL left, which the heartbeat avoids.
+    """
+
+    def __init__(self, name: str) -> None:
+        if not _SYNC_ID.fullmatch(name) or len(name) > MAX_SYNC_ID_LENGTH:
+            # Long or unusual names (dag.task ids) get a stable digest: the key must fit VARCHAR(250).
+            name = "h" + hashlib.sha256(name.encode()).hexdigest()[:40]
+        self.lease_prefix = f"{LEASE_PREFIX}{name}__"
+        self._ticket = 0
+
+    def _claim_key(self, owner: str) -> str:
+        return f"{self.lease_prefix}{owner}"
+
+    def _claims(self, now: float) -> dict[str, dict[str, Any]]:
+        """Live claims by owner; dead ones (expired or unreadable) are deleted on the way."""
+        claims: dict[str, dict[str, Any]] = {}
+        for key in Variable.keys(prefix=self.lease_prefix):
+            if not key.startswith(self.lease_prefix):  # prefix= is a LIKE: "_" matches anything
+                continue
+            raw = Variable.get(key, default=None)
+            try:
+                claim = orjson.loads(raw) if raw is not None else None
+            except orjson.JSONDecodeError:
+                claim = None
+            holder = LeaseHolder.from_json(claim)
+            if holder is None or not isinstance(claim, dict) or holder.is_over(now):
+                if raw is not None:
+                    Variable.delete(key)
+                continue
+            claims[holder.owner] = claim
+        return claims
+
+    def _write_claim(self, holder: LeaseHolder, *, ticket: int, choosing: bool) -> None:
+        claim = {**holder.to_json(), "ticket": ticket, "choosing": choosing}
+        Variable.set(self._claim_key(holder.owner), orjson.dumps(claim).decode())
+
+    def _lease_try_acquire(self, holder: LeaseHolder, now: float) -> LeaseHolder | None:
+        if not self._ticket:
+            # Doorway: announce, take a ticket above every live one, publish it.
+            self._write_claim(holder, ticket=0, choosing=True)
+            others = [c for o, c in self._claims(now).items() if o != holder.owner]
+            self._ticket = 1 + max((int(c.get("ticket") or 0) for c in others), default=0)
+            self._write_claim(holder, ticket=self._ticket, choosing=False)
+        else:
+            self._write_claim(holder, ticket=self._ticket, choosing=False)  # keep a waiting claim alive
+        mine = (self._ticket, holder.owner)
+        ahead = [
+            c
+            for o, c in self._claims(now).items()
+            if o != holder.owner and (c.get("choosing") or (int(c.get("ticket") or 0), o) < mine)
+        ]
+        if not ahead:
+            return None
+        first = min(ahead, key=lambda c: (bool(c.get("choosing")), int(c.get("ticket") or 0), str(c["owner"])))
+        return LeaseHolder.from_json(first)
+
+    def _lease_renew(self, holder: LeaseHolder, now: float) -> bool:
+        raw = Variable.get(self._claim_key(holder.owner), default=None)
+        current = LeaseHolder.from_json(orjson.loads(raw)) if raw is not None else None
+        if current is None or current.expires_at <= now:
+            return False
+        self._write_claim(holder, ticket=self._ticket, choosing=False)
+        return True
+
+    def _lease_release(self, owner: str) -> None:
+        Variable.delete(self._claim_key(owner))
+        self._ticket = 0

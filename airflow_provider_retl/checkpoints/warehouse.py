@@ -14,12 +14,16 @@ from contextlib import closing
 from typing import Any
 
 import pandas as pd
+import sqlglot
+from sqlglot import exp
 
+from airflow_provider_retl.checkpoints.spec import lease_label
 from airflow_provider_retl.sources import column_names, convert_value, read_query, source_kind
 from airflow_provider_retl.sync import fingerprint as fp
+from airflow_provider_retl.sync.checkpoint import Checkpoint, JournalEntry, LeaseHolder, LeasingMixin
 from airflow_provider_retl.sync.errors import ConfigurationError
 from airflow_provider_retl.sync.sqlcompose import SESSION_SETTINGS
-from airflow_provider_retl.sync.sqlnames import warehouse_checkpoint_table
+from airflow_provider_retl.sync.sqlnames import DEFAULT_TABLE, warehouse_checkpoint_table
 from airflow_provider_retl.sync.warehouse_diff import DIALECTS, WarehouseCheckpointStore
 
 
@@ -196,4 +200,169 @@ def warehouse_store(
     runner = HookSqlRunner(
         hook, parameters, chunksize=chunksize, column_types=column_types, repeat_parameters=not numbered
     )
-    return WarehouseCheckpointStore(runner, sql, sync_id=sync_id, table=table)
+    store = LeasedWarehouseCheckpointStore(runner, sql, sync_id=sync_id, table=table)
+    store.lease_label = lease_label()
+    return store
+
+
+# ----------------------------------------------------------------------------------------------
+# The sync lease in the warehouse: a row per sync in ``<table>_lease``, taken and renewed atomically
+
+#: Warehouses whose PRIMARY KEY is only informational: two INSERTs of one sync_id both succeed.
+_UNENFORCED_KEYS = {"snowflake", "bigquery", "redshift"}
+
+
+class LeasedWarehouseCheckpointStore(WarehouseCheckpointStore, LeasingMixin):
+    """The warehouse checkpoint plus the sync lease, one row per sync in ``<table>_lease``.
+
+    Taking the lease deletes an expired row (or this owner's) and inserts this try's row in one
+    transaction; the table's primary key on ``sync_id`` makes two concurrent takers conflict, and
+    the loser waits. Renewal is ``UPDATE ... WHERE owner = me AND expires_at > now`` (one row
+    or lost). Commits and finalize check the lease first, in their own statement just before
+    the commit's transaction (not inside it): the window between the two is milliseconds, and
+    the heartbeat keeps the lease far from expiry. Snowflake, BigQuery and Redshift do not
+    enforce primary keys: there, after inserting, a taker reads the live rows back and the
+    smallest owner token wins, which is best effort for takers that race within one round trip.
+    """
+
+    def __init__(self, runner: Any, query: str, *, sync_id: str, table: str = DEFAULT_TABLE) -> None:
+        super().__init__(runner, query, sync_id=sync_id, table=table)
+        self._lease_table = f"{table}_lease"
+        self._lease_sync_id = sync_id
+        self._lease_created = False
+
+    # -------------------------------------------------------------- lease SQL (PostgreSQL syntax, transpiled)
+    def _lease_sql(self, template: str) -> str:
+        return ";\n".join(sqlglot.transpile(template, read="postgres", write=self.runner.dialect))
+
+    @staticmethod
+    def _text(value: str) -> str:
+        return exp.Literal.string(value).sql("postgres")
+
+    def _where_sync(self) -> str:
+        return f"sync_id = {self._text(self._lease_sync_id)}"
+
+    def _run_lease(self, statements: Sequence[str]) -> list[int]:
+        """Run ``statements`` in one transaction; the row count of each."""
+        hook = getattr(self.runner, "hook", None)
+        if hook is None:  # a custom runner: no row counts; its execute() is all we have
+            self.runner.execute(list(statements))
+            return [-1] * len(statements)
+        counts = []
+        with closing(hook.get_conn()) as conn:
+            if getattr(self.runner, "kind", "") == "duckdb":
+                conn.execute("BEGIN TRANSACTION")
+            cursor = conn.cursor()
+            try:
+                for sql in statements:
+                    cursor.execute(sql)
+                    counts.append(getattr(cursor, "rowcount", -1))
+            except BaseException:
+                conn.rollback()
+                raise
+            conn.commit()
+        return counts
+
+    def _ensure_lease_table(self) -> None:
+        if self._lease_created:
+            return
+        create = self._lease_sql(
+            f"CREATE TABLE IF NOT EXISTS {self._lease_table} (sync_id VARCHAR(200) NOT NULL PRIMARY KEY, "
+            f"owner VARCHAR(64) NOT NULL, label VARCHAR(500), expires_at DOUBLE PRECISION NOT NULL, "
+            f"host VARCHAR(300), pid INTEGER)"
+        )
+        try:
+            self._run_lease([create])
+        except Exception:  # noqa: BLE001 - PostgreSQL: two racing CREATE IF NOT EXISTS, one fails; now it exists
+            self._run_lease([create])
+        self._lease_created = True
+
+    def _live_holders(self, now: float) -> list[LeaseHolder]:
+        frames = list(
+            self.runner.read(
+                self._lease_sql(
+                    f"SELECT owner, label, expires_at, host, pid FROM {self._lease_table} "
+                    f"WHERE {self._where_sync()} AND expires_at > {now!r}"
+                )
+            )
+        )
+        rows = pd.concat(frames) if frames else pd.DataFrame()
+        holders = []
+        for _, row in rows.iterrows():
+            record = {str(k).lower(): (None if pd.isna(v) else v) for k, v in row.items()}
+            holder = LeaseHolder.from_json(record)
+            if holder is not None:
+                holders.append(holder)
+        return sorted(holders, key=lambda h: h.owner)
+
+    def _lease_try_acquire(self, holder: LeaseHolder, now: float) -> LeaseHolder | None:
+        self._ensure_lease_table()
+        me = self._text(holder.owner)
+        for dead in self._live_holders(now):
+            if dead.owner != holder.owner and dead.is_over(now):  # its process is gone from this host
+                self._lease_release(dead.owner)
+        try:
+            self._run_lease(
+                [
+                    self._lease_sql(
+                        f"DELETE FROM {self._lease_table} WHERE {self._where_sync()} "
+                        f"AND (expires_at <= {now!r} OR owner = {me})"
+                    ),
+                    self._lease_sql(
+                        f"INSERT INTO {self._lease_table} (sync_id, owner, label, expires_at, host, pid) VALUES "
+                        f"({self._text(self._lease_sync_id)}, {me}, {self._text(holder.label[:500])}, "
+                        f"{holder.expires_at!r}, {self._text(holder.host[:300])}, {int(holder.pid)})"
+                    ),
+                ]
+            )
+        except Exception:  # the primary key refused a second holder (any driver's error type)
+            live = [h for h in self._live_holders(now) if h.owner != holder.owner]
+            if live:
+                return live[0]
+            raise  # no holder to blame: a real error
+        if self.runner.dialect in _UNENFORCED_KEYS:
+            live = self._live_holders(now)
+            if live and live[0].owner != holder.owner:
+                self._lease_release(holder.owner)
+                return live[0]
+        return None
+
+    def _lease_renew(self, holder: LeaseHolder, now: float) -> bool:
+        counts = self._run_lease(
+            [
+                self._lease_sql(
+                    f"UPDATE {self._lease_table} SET expires_at = {holder.expires_at!r} WHERE {self._where_sync()} "
+                    f"AND owner = {self._text(holder.owner)} AND expires_at > {now!r}"
+                )
+            ]
+        )
+        if counts[0] >= 0:
+            return counts[0] == 1
+        return any(h.owner == holder.owner for h in self._live_holders(now))  # driver without row counts
+
+    def _lease_release(self, owner: str) -> None:
+        self._ensure_lease_table()
+        self._run_lease(
+            [
+                self._lease_sql(
+                    f"DELETE FROM {self._lease_table} WHERE {self._where_sync()} AND owner = {self._text(owner)}"
+                )
+            ]
+        )
+
+    # -------------------------------------------------------------- every write checks the lease first
+    def commit(self, entry: JournalEntry, *, target_fingerprint: str, payload_fingerprint: str) -> None:
+        self.check_lease()
+        super().commit(entry, target_fingerprint=target_fingerprint, payload_fingerprint=payload_fingerprint)
+
+    def finalize(self, checkpoint: Checkpoint) -> None:
+        self.check_lease(confirm=True)
+        super().finalize(checkpoint)
+
+    def discard(self) -> None:
+        self.check_lease()
+        super().discard()
+
+    def forget_contents(self, target: str, payload: str) -> None:
+        self.check_lease()
+        super().forget_contents(target, payload)

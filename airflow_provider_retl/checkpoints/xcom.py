@@ -7,7 +7,8 @@ from typing import Any
 import orjson
 
 from airflow_provider_retl.checkpoints.spec import warn_if_large
-from airflow_provider_retl.sync.checkpoint import JournalingStore
+from airflow_provider_retl.checkpoints.variable import VariableLeaseBackend
+from airflow_provider_retl.sync.checkpoint import JournalingStore, LeaseHolder
 from airflow_provider_retl.sync.errors import CheckpointError, ConfigurationError
 
 XCOM_KEY = "retl_checkpoint"
@@ -32,6 +33,11 @@ class XComCheckpointStore(JournalingStore):
     task cleared after success resumes from it instead of re-sending the whole run. It
     expires with ``[state_store] default_retention_days``.
 
+    One run of this task at a time: XComs and ``task_state_store`` are private to a run, so
+    the sync lease lives in claim Variables ``retl_lease__xcom.<dag_id>.<task_id>[.<map_index>]__*``
+    (:class:`~airflow_provider_retl.checkpoints.variable.VariableLeaseBackend`), which every
+    run and try of the task sees.
+
     Limits: progress of a run that fails for good is not carried to the next run (use the
     ``variable`` store where that matters, e.g. non-idempotent events); "latest" means the
     latest logical date, so a backfill of an old date starts from the checkpoint before it.
@@ -49,6 +55,8 @@ class XComCheckpointStore(JournalingStore):
         self.key = key
         self._count: int | None = None
         self._finalized = False
+        name = f"xcom.{self.ti.dag_id}.{self.ti.task_id}" + ("" if self.map_index < 0 else f".{self.map_index}")
+        self._lease_backend = VariableLeaseBackend(name)
 
     @property
     def map_index(self) -> int:
@@ -59,6 +67,17 @@ class XComCheckpointStore(JournalingStore):
     def description(self) -> str:
         suffix = "" if self.map_index < 0 else f"[{self.map_index}]"
         return f"xcom:{self.ti.dag_id}.{self.ti.task_id}{suffix}:{self.key}"
+
+    # Lease primitives (LeaseBackend): claim Variables shared by every run of this task
+
+    def _lease_try_acquire(self, holder: LeaseHolder, now: float) -> LeaseHolder | None:
+        return self._lease_backend._lease_try_acquire(holder, now)
+
+    def _lease_renew(self, holder: LeaseHolder, now: float) -> bool:
+        return self._lease_backend._lease_renew(holder, now)
+
+    def _lease_release(self, owner: str) -> None:
+        self._lease_backend._lease_release(owner)
 
     # Store primitives
 

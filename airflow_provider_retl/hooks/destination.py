@@ -22,6 +22,8 @@ import base64
 import datetime
 import decimal
 import hashlib
+import logging
+import re
 import threading
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from functools import cached_property
@@ -50,6 +52,7 @@ from airflow_provider_retl.sync.errors import (
     RetryableDestinationError,
 )
 from airflow_provider_retl.sync.records import EXISTS, Outcome, Record
+from airflow_provider_retl.sync.redaction import REDACTOR, REPLACEMENT
 
 if TYPE_CHECKING:
     from airflow.sdk import Connection
@@ -66,6 +69,63 @@ _UNSET: Any = object()
 
 #: Characters of a response body quoted in error messages and reject reasons.
 BODY_EXCERPT_CHARS = 300
+
+#: Extras that hold credentials in our hooks, beyond the names Airflow itself treats as sensitive.
+SECRET_EXTRAS = frozenset(
+    {
+        "api_key",
+        "apikey",
+        "token",
+        "access_token",
+        "refresh_token",
+        "client_secret",
+        "consumer_secret",
+        "security_token",
+        "signing_secret",
+        "webhook_secret",
+        "private_key",
+        "app_secret",
+        "password",
+        "secret",
+    }
+)
+
+#: Substrings of an extra's name that mark its value as secret (Airflow's DEFAULT_SENSITIVE_FIELDS, normalised).
+_SENSITIVE_NAME_PARTS = (
+    "access_key",
+    "access_token",
+    "api_key",
+    "apikey",
+    "auth_header",
+    "authorization",
+    "bearer",
+    "connection_string",
+    "credential",
+    "dsn",
+    "passphrase",
+    "passwd",
+    "password",
+    "private_key",
+    "proxy",
+    "proxies",
+    "secret",
+    "service_account",
+    "service_key",
+    "token",
+    "keyfile_dict",
+    "webhook_url",
+)
+
+#: Header values that are never secret (registering them would only mangle messages).
+_PLAIN_HEADERS = frozenset({"accept", "accept-encoding", "accept-language", "content-type", "user-agent"})
+
+
+def is_secret_extra(name: str) -> bool:
+    """Whether the value of the extra ``name`` is a credential (Airflow's rule, plus our hooks' names)."""
+    normalized = re.sub(r"\W+", "_", str(name).strip().lower())
+    normalized = normalized.removeprefix("extra__").split("__")[-1]
+    return normalized in SECRET_EXTRAS or any(part in normalized for part in _SENSITIVE_NAME_PARTS)
+
 
 #: Connection extras every destination understands (the caller's keyword arguments of the same name win).
 EXTRA_KNOBS = (
@@ -249,6 +309,7 @@ class DestinationHook(BaseHook):
                 extra = dict(conn.extra_dejson)  # a copy: the Connection's extras stay untouched
                 session = requests.Session()
                 session.headers.update(self.default_headers)
+                self._register_connection_secrets(conn, extra)
                 self._configure_base_url(conn)
                 self._configure_auth(session, conn)
                 self._register_basic_auth(session)
@@ -286,9 +347,37 @@ class DestinationHook(BaseHook):
             session.headers["Authorization"] = f"Bearer {token}"
 
     def _register_secret(self, secret: str) -> None:
-        """Remember a secret so it is masked in Airflow logs and scrubbed from our messages."""
+        """Remember the connection's main secret (it keys the rate limit) and mask it everywhere."""
         self._secret = secret
-        mask_secret(secret)
+        register_secret(secret)
+
+    def _register_connection_secrets(self, conn: Connection, extra: Mapping[str, Any]) -> None:
+        """Every secret the Connection holds is masked and scrubbed, before anything can fail with it.
+
+        The password, extras whose name marks a credential (Airflow's sensitive names plus ours),
+        the values of a ``headers`` extra, and the password in any URL (host, proxies, Redis).
+        """
+        register_secret(conn.password)
+        for name, value in extra.items():
+            if is_secret_extra(name):
+                _register_nested(value)
+        headers = extra.get("headers")
+        if isinstance(headers, Mapping):
+            for name, value in headers.items():
+                if str(name).strip().lower() not in _PLAIN_HEADERS:
+                    _register_nested(value)
+        for header, value in (self._options.get("headers") or {}).items():
+            if str(header).strip().lower() not in _PLAIN_HEADERS:
+                register_secret(value)
+        if conn.host:
+            url = conn.host if "://" in conn.host else f"https://{conn.host}"
+            for secret in REDACTOR.add_url(url, path_is_secret=self.url_path_is_secret):
+                mask_secret(secret)  # Airflow's masker: log lines that are not ours
+            _redact_library_logs()
+
+    #: Whether the connection's URL path and query are a credential (webhook URLs); not for APIs
+    #: whose host holds a public base URL.
+    url_path_is_secret: ClassVar[bool] = False
 
     def _register_basic_auth(self, session: requests.Session) -> None:
         # A server that echoes the Authorization header in an error body would otherwise put
@@ -299,7 +388,7 @@ class DestinationHook(BaseHook):
             encoded = base64.b64encode(user + b":" + password).decode()
             if encoded not in self._wire_secrets:
                 self._wire_secrets.append(encoded)
-                mask_secret(encoded)
+                register_secret(encoded)
 
     def _configure_from_extra(self, session: requests.Session, extra: dict[str, Any]) -> None:
         """Transport settings (timeout, verify, proxies, headers) and destination knobs."""
@@ -525,6 +614,7 @@ class DestinationHook(BaseHook):
         if limiter is not None:
             limiter.acquire()
         self._stats.add_request()
+        transport_error: DestinationError | None = None
         try:
             # requests drops a header given as None (sessions.merge_setting: how a call leaves out a
             # session header, e.g. Salesforce's login without the stale token), but annotates str | bytes only.
@@ -538,10 +628,16 @@ class DestinationHook(BaseHook):
             )
         except requests.RequestException as exc:
             self._scrub(getattr(exc, "request", None))
-            raise error_from_exception(exc, idempotent=idempotent, what=what, redact=self.redact) from exc
+            error = error_from_exception(exc, idempotent=idempotent, what=what, redact=self.redact)
+            # requests' messages hold the URL (a webhook's secret path): scrub the chain we keep as the cause.
+            if REDACTOR.scrub_exception(exc):
+                raise error from exc
+            transport_error = error  # raised below, outside this block, so no leaking context is chained
         finally:
             if limiter is not None:
                 limiter.release()
+        if transport_error is not None:
+            raise transport_error
         self._scrub(response.request)
         if response.status_code < 400:
             self._check_body(response, idempotent=idempotent, what=what)
@@ -604,27 +700,27 @@ class DestinationHook(BaseHook):
             text = data.get("message") or data.get("error") or data.get("detail")
             if text:
                 category = data.get("category") or data.get("code")
-                return self.redact(f"{category}: {text}" if category else str(text))[:BODY_EXCERPT_CHARS]
-        return self.redact(excerpt(response.text))
+                return excerpt(self.redact(f"{category}: {text}" if category else str(text)))
+        return excerpt(self.redact(response.text or ""))
 
     def _log_retry(self, exc: BaseException, wait: float, attempt: int) -> None:
-        self.log.warning("%s; retry %d in %.2fs", exc, attempt, wait)
+        self.log.warning("%s; retry %d in %.2fs", self.redact(str(exc)), attempt, wait)
 
     def redact(self, text: str) -> str:
-        """Remove the connection's secret from text headed for a message or log."""
-        if self._secret and self._secret in text:
-            text = text.replace(self._secret, "***")
-        for encoded in self._wire_secrets:
-            if encoded in text:
-                text = text.replace(encoded, "***")
+        """Remove every registered secret (this connection's and any other's) from text headed out."""
+        text = REDACTOR.redact(text)
+        for secret in (self._secret, *self._wire_secrets):  # registered too; kept for subclasses' state
+            if secret and secret in text:
+                text = text.replace(secret, REPLACEMENT)
         return text
 
     @staticmethod
     def _scrub(request: Any) -> None:
-        # Errors keep .request (requests' convention); the token must not ride along with it.
+        # Errors keep .request (requests' convention); neither the token nor a secret URL rides along.
+        REDACTOR.scrub_request(request)
         headers = getattr(request, "headers", None)
         if headers is not None and "Authorization" in headers:
-            headers["Authorization"] = "***"
+            headers["Authorization"] = REPLACEMENT
 
     # ------------------------------------------------------------------ per-record helpers
 
@@ -780,16 +876,76 @@ class DestinationHook(BaseHook):
         )
 
 
+#: Libraries that log request URLs (urllib3: ``"POST /hooks/<token> HTTP/1.1" 200``); their records are
+#: redacted by a filter, since a logger's filters do not apply to its children, each logger by name.
+_URL_LOGGERS = ("urllib3.connectionpool", "urllib3.connection", "urllib3.util.retry", "requests")
+
+
+class _RedactingFilter(logging.Filter):
+    """Rewrites a library's log record with every registered secret redacted."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not REDACTOR.empty:
+            message = record.getMessage()
+            redacted = REDACTOR.redact(message)
+            if redacted != message:
+                record.msg, record.args = redacted, None
+        return True
+
+
+_REDACTING_FILTER = _RedactingFilter()
+
+
+def _redact_library_logs() -> None:
+    for name in _URL_LOGGERS:
+        logger = logging.getLogger(name)
+        if _REDACTING_FILTER not in logger.filters:
+            logger.addFilter(_REDACTING_FILTER)
+
+
+def register_secret(secret: Any) -> None:
+    """Mask ``secret`` in Airflow's logs and scrub it (and its long fragments) from all we emit."""
+    if isinstance(secret, str) and secret.strip() and REDACTOR.add(secret):
+        mask_secret(secret)
+        fragments: list[Any] = REDACTOR.fragments_of(secret.strip())
+        if fragments:
+            # Airflow's masker replaces whole patterns only: its fragments hide a cut token in log
+            # lines we do not write ourselves (each run of 8+ characters contains one).
+            mask_secret(fragments)
+        _redact_library_logs()
+
+
+def _register_nested(value: Any) -> None:
+    if isinstance(value, str) and "://" in value:
+        # A URL in a secret extra (webhook_url, a DSN, proxies): the whole of it, and the tokens
+        # in it; not its fragments, which would be "https://" and path names.
+        if REDACTOR.add(value, fragments=False):
+            mask_secret(value)
+        for secret in REDACTOR.add_url(value, path_is_secret=True):
+            mask_secret(secret)
+        _redact_library_logs()
+    elif isinstance(value, str):
+        register_secret(value)
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            _register_nested(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _register_nested(item)
+
+
 def _mask_url_password(url: str) -> None:
-    """A password in a URL (``redis://:secret@host``) never shows in the logs."""
-    password = urlsplit(url).password
-    if password:
-        mask_secret(password)
+    """A password in a URL (``redis://:secret@host``) never shows in the logs nor in what we emit."""
+    for secret in REDACTOR.add_url(url, path_is_secret=False):
+        mask_secret(secret)
 
 
 def excerpt(text: str | None, limit: int = BODY_EXCERPT_CHARS) -> str:
-    text = " ".join((text or "").split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    """At most ``limit`` characters of ``text``, every secret redacted BEFORE the cut.
+
+    Cutting first would leave the front of a token that no longer matches the whole secret.
+    """
+    return REDACTOR.excerpt(text, limit)
 
 
 def _json_or_none(response: requests.Response | None) -> Any:

@@ -76,6 +76,7 @@ from airflow_provider_retl.sync.errors import (
     RetryableSyncError,
 )
 from airflow_provider_retl.sync.records import Outcome, Record
+from airflow_provider_retl.sync.redaction import REDACTOR
 
 if TYPE_CHECKING:
     from airflow.sdk import Connection
@@ -285,6 +286,7 @@ class SalesforceHook(DestinationHook):
         if secret and secret not in self._secrets:
             self._secrets.append(secret)
             mask_secret(secret)
+            REDACTOR.add(secret)  # the process-wide redactor: reports, rejects and exceptions too
 
     def redact(self, text: str) -> str:
         text = super().redact(text)

@@ -8,8 +8,12 @@ The protocol (the emulator implements the receiving side):
   and ``Idempotency-Key: <string>``;
 * body ``{"sync", "object", "action": "upsert"|"delete"|"ping", "batch_id",
   "records": [{"key", "fields"}]}`` (delete: ``[{"key": null, "id"}]``);
-* a 2xx answer may carry ``{"results": [{"ok": true, "id": ...} | {"ok": false,
-  "error": ...}]}`` in request order; no body (or no results) means all ok, ids unknown.
+* a 2xx answer with an empty body means all ok, ids unknown; any other 2xx body must be
+  ``{"results": [{"ok": true, "id": ...} | {"ok": false, "error": ...}]}``, one entry per
+  record in request order. A body that breaks this contract (not JSON, no ``results``, not a
+  list, a different length, entries without a boolean ``ok``) leaves the outcome of the batch
+  UNKNOWN: ``OutcomeUnknownError``, nothing of it is checkpointed, and the next try re-sends it
+  under the same idempotency key (the receiver answers its stored result, it applies nothing twice).
 
 The idempotency key is a hash of the batch content, so a resend of the same
 batch (a retry after a timeout, or the next try of the task) carries the same
@@ -29,7 +33,7 @@ import orjson
 import requests
 
 from airflow_provider_retl.hooks.destination import DestinationHook, _json_default, chunked, excerpt
-from airflow_provider_retl.sync.errors import BatchRejectedError, FatalDestinationError
+from airflow_provider_retl.sync.errors import BatchRejectedError, FatalDestinationError, OutcomeUnknownError
 from airflow_provider_retl.sync.records import Outcome, Record
 
 if TYPE_CHECKING:
@@ -67,6 +71,8 @@ class WebhookHook(DestinationHook):
     api_lookup_limit: ClassVar[int] = 500
     default_max_batch: ClassVar[int] = 100
     default_max_concurrency: ClassVar[int] = 4
+    #: Webhook URLs carry their credential in the path or query (Slack, Zapier, Discord ...).
+    url_path_is_secret: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -187,9 +193,9 @@ class WebhookHook(DestinationHook):
                     request=err.request,
                 ) from err
             text = err.response.text if err.response is not None else ""
-            reason = f"webhook receiver answered {err.status}: {excerpt(text)}"
+            reason = f"webhook receiver answered {err.status}: {excerpt(self.redact(text))}"
             return self.reject_all(len(items), self.redact(reason), str(err.status))
-        return self._outcomes(response, items, action)
+        return self._outcomes(response, items, action, what=self._call_name("POST", self.base_url))
 
     def idempotency_key(self, object: str, action: str, items: Sequence[Mapping[str, Any]]) -> str:
         """A hash of the batch content: the same batch always gets the same key."""
@@ -203,29 +209,42 @@ class WebhookHook(DestinationHook):
         canonical = orjson.dumps(content, default=_json_default, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
         return hashlib.sha256(canonical).hexdigest()
 
-    def _outcomes(self, response: requests.Response, items: Sequence[Mapping[str, Any]], action: str) -> list[Outcome]:
-        data = self.response_json(response)
-        results = data.get("results") if isinstance(data, Mapping) else None
-        if not isinstance(results, list):
+    def _outcomes(
+        self, response: requests.Response, items: Sequence[Mapping[str, Any]], action: str, *, what: str = "Webhook"
+    ) -> list[Outcome]:
+        """Per-record outcomes from a 2xx answer; an answer outside the contract is an unknown outcome."""
+        if not response.content.strip():
+            # Documented: an empty 2xx means every record was applied (the receiver returns no ids).
             if action == "delete":
                 return [Outcome.success(str(item["id"])) for item in items]
             return [Outcome.success() for _ in items]
+        results = _results(self.response_json(response))
+        problem = _contract_problem(results, len(items))
+        if problem is not None:
+            # The receiver may have applied some, all or none of the batch: never count it as
+            # sent. The next try re-sends it under the same idempotency key (applied once).
+            raise OutcomeUnknownError(
+                self.redact(
+                    f"{what} -> {response.status_code} but {problem}; the outcome of the batch of {len(items)} "
+                    'records is unknown (the receiver must answer {"results": [{"ok": true, "id": ...} | '
+                    '{"ok": false, "error": ...}]}, one per record in order, or an empty body)'
+                ),
+                status=response.status_code,
+                response=response,
+                request=response.request,
+            )
+        assert results is not None  # checked by _contract_problem
         outcomes: list[Outcome] = []
-        for n, item in enumerate(items):
-            if n >= len(results) or not isinstance(results[n], Mapping):
-                reason = f"the receiver answered {len(results)} results for {len(items)} records"
-                outcomes.append(Outcome.failure(reason, "NO_RESULT"))
-                continue
-            result = results[n]
-            if result.get("ok", True):
+        for item, result in zip(items, results, strict=True):
+            if result["ok"]:
                 dest_id = result.get("id")
                 if dest_id is None and action == "delete":
                     dest_id = item.get("id")
                 outcomes.append(Outcome.success(str(dest_id) if dest_id is not None else None))
             else:
-                reason = str(result.get("error") or "rejected by the receiver")
+                reason = str(result.get("error") or "rejected by the receiver (no error given)")
                 code = result.get("code")
-                outcomes.append(Outcome.failure(self.redact(reason), str(code) if code is not None else None))
+                outcomes.append(Outcome.failure(excerpt(self.redact(reason)), str(code) if code is not None else None))
         return outcomes
 
     def _test_call(self) -> None:
@@ -236,3 +255,32 @@ class WebhookHook(DestinationHook):
         body = {"sync": self.sync_name, "object": "ping", "action": "ping", "batch_id": "ping", "records": []}
         key = f"ping-{int(self._clock())}"
         return self.request("POST", "", json=body, headers={IDEMPOTENCY_HEADER: key}, idempotent=True, retry=False)
+
+
+def _results(data: Any) -> Any:
+    return data.get("results", _MISSING) if isinstance(data, Mapping) else _NOT_AN_OBJECT
+
+
+_MISSING: Any = object()
+_NOT_AN_OBJECT: Any = object()
+
+
+def _contract_problem(results: Any, expected: int) -> str | None:
+    """What is wrong with a 2xx answer's ``results`` (None when it is the documented list)."""
+    if results is _NOT_AN_OBJECT:
+        return "the body is not a JSON object"
+    if results is _MISSING:
+        return "the body has no 'results'"
+    if not isinstance(results, list):
+        return f"'results' is a {type(results).__name__}, not a list"
+    if len(results) != expected:
+        return f"'results' has {len(results)} entries for {expected} records"
+    for n, result in enumerate(results):
+        if not isinstance(result, Mapping):
+            return f"results[{n}] is a {type(result).__name__}, not an object"
+        if not isinstance(result.get("ok"), bool):
+            return f"results[{n}] has no boolean 'ok'"
+        dest_id = result.get("id")
+        if result["ok"] and dest_id is not None and not isinstance(dest_id, str | int):
+            return f"results[{n}] has an 'id' that is not a string"
+    return None

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from airflow_provider_retl.sync.errors import ConfigurationError
 from airflow_provider_retl.sync.records import Reject
+from airflow_provider_retl.sync.redaction import REDACTOR
 
 if TYPE_CHECKING:
     from airflow.providers.common.sql.hooks.sql import DbApiHook
@@ -42,7 +43,15 @@ def write_rejects(hook: DbApiHook, table: str, rejects: Sequence[Reject], *, syn
     if not rejects:
         return 0
     now = dt.datetime.now(dt.UTC).isoformat()
-    rows = [(sync_id, run_id, now, r.key, r.stage, r.reason, r.field, r.code) for r in rejects]
+    # A reason may quote a destination's answer: scrub every registered secret before it is stored.
+    rows = [
+        tuple(REDACTOR.redact(v) if isinstance(v, str) else v for v in (sync_id, run_id, now, *_reject_values(r)))
+        for r in rejects
+    ]
     for start in range(0, len(rows), _BATCH):
         hook.insert_rows(table, rows[start : start + _BATCH], target_fields=list(COLUMNS), commit_every=_BATCH)
     return len(rows)
+
+
+def _reject_values(reject: Reject) -> tuple[str | None, ...]:
+    return (reject.key, reject.stage, reject.reason, reject.field, reject.code)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import traceback
 from collections.abc import Iterator, Mapping, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import BaseHook, BaseOperator
-from airflow.sdk.exceptions import AirflowFailException, AirflowNotFoundException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowNotFoundException
 
 from airflow_provider_retl.checkpoints.spec import is_warehouse_spec
 from airflow_provider_retl.operators.lineage import DestinationLink
@@ -21,6 +22,7 @@ from airflow_provider_retl.sync.config import parse_partition, partition_suffix
 from airflow_provider_retl.sync.engine import SyncConfig, run_sync
 from airflow_provider_retl.sync.errors import CheckpointError, ConfigurationError, FatalSyncError, RejectRatioExceeded
 from airflow_provider_retl.sync.records import Mode, Reject
+from airflow_provider_retl.sync.redaction import REDACTOR
 from airflow_provider_retl.sync.sqlnames import warehouse_checkpoint_table
 
 if TYPE_CHECKING:
@@ -159,6 +161,12 @@ class ReverseETLOperator(BaseOperator):
         resend_events: bool = False,
         **kwargs: Any,
     ) -> None:
+        # One active try of this sync per DAG: overlapping DagRuns queue instead of both planning
+        # from the same checkpoint (the store's lease still guards what this cannot see).
+        if "max_active_tis_per_dag" not in kwargs and "max_active_tis_per_dag" not in (
+            kwargs.get("default_args") or {}
+        ):
+            kwargs["max_active_tis_per_dag"] = 1
         super().__init__(**kwargs)
         self.conn_id = conn_id
         self.sql = sql
@@ -346,7 +354,19 @@ class ReverseETLOperator(BaseOperator):
         self.log.info("Wrote %d rejected rows to %s", written, self.rejects_table)
 
     def execute(self, context: Context) -> dict[str, Any]:
-        """Run the sync; errors that no retry can fix fail the task without Airflow retries."""
+        """Run the sync; the report (XCom) and any exception leave scrubbed of every registered secret."""
+        try:
+            return REDACTOR.redact_value(self._execute_failing_fast(context))
+        except Exception as exc:
+            if REDACTOR.scrub_exception(exc):
+                raise
+            # Its text is built from state we cannot rewrite: raise a clean copy, chained to nothing.
+            kind = AirflowFailException if isinstance(exc, AirflowFailException) else AirflowException
+            clean = kind(REDACTOR.redact("".join(traceback.format_exception_only(exc)).strip()))
+        raise clean
+
+    def _execute_failing_fast(self, context: Context) -> dict[str, Any]:
+        """Errors that no retry can fix fail the task without Airflow retries."""
         try:
             return self._execute(context)
         except AirflowFailException:
@@ -402,7 +422,7 @@ class ReverseETLOperator(BaseOperator):
             self._write_rejects(rejects, sync_id, context)
         except RejectRatioExceeded as exc:
             self._write_rejects(rejects, sync_id, context)
-            context["ti"].xcom_push(key=REPORT_XCOM_KEY, value=exc.report.to_dict())
+            context["ti"].xcom_push(key=REPORT_XCOM_KEY, value=REDACTOR.redact_value(exc.report.to_dict()))
             # Retrying cannot fix bad data: fail without retries, keep the report.
             raise AirflowFailException(str(exc)) from exc
         return report.to_dict()

@@ -13,24 +13,40 @@ Stores persist a *base* plus an append-only *journal* of this run's committed
 outcomes, so committing progress after a batch costs in proportion to the batch.
 ``finalize`` folds everything into a new base; ``load`` folds a journal a killed or
 failed try left behind, which is how a retry resumes where it stopped.
+
+One run of a sync at a time: a store that supports it keeps a *lease* (owner, expiry)
+beside the checkpoint. ``run_sync`` takes it before it loads (waiting up to ``lease_wait``
+seconds for another holder), a heartbeat thread renews it, every commit and ``finalize``
+checks it first (a try whose lease was lost or taken over stops without committing), and
+it is released when the run ends. See :class:`Lease`.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
+import datetime as dt
+import fcntl
+import functools
+import inspect
+import logging
 import os
+import socket
 import tempfile
+import threading
+import time
+import uuid
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
 import orjson
 
-from airflow_provider_retl.sync.errors import CheckpointError
+from airflow_provider_retl.sync.errors import CheckpointError, RetryableSyncError
 
 FORMAT_VERSION = 1
 #: Canonical value encoding + pandas' SipHash-2-4 (fixed key) combined per column.
@@ -237,6 +253,294 @@ def _check_format(version: Any, algorithm: Any) -> None:
         raise CheckpointError(f"checkpoint format {version} has no upgrade path")
 
 
+# ---------------------------------------------------------------------------------------------
+# Lease: one run of a sync at a time
+
+#: Seconds a lease lives without renewal. A killed (or frozen) try blocks its sync this long at most.
+LEASE_TTL = 120.0
+#: Seconds a run waits for another holder's lease before it fails. Longer than ``LEASE_TTL``, so the
+#: lease of a killed try always expires while its retry waits.
+LEASE_WAIT = 150.0
+
+log = logging.getLogger(__name__)
+
+
+class SyncLeaseError(CheckpointError, RetryableSyncError):
+    """Another run holds (or took over) this sync's lease; retrying later is the fix."""
+
+
+class LeaseHeld(SyncLeaseError):
+    """The lease is held by another run and did not free up within the wait."""
+
+    def __init__(self, message: str, holder: LeaseHolder) -> None:
+        super().__init__(message)
+        self.holder = holder
+
+
+class LeaseLost(SyncLeaseError):
+    """This try's lease expired or was taken over: it must not commit or send anything more."""
+
+
+@dataclass(frozen=True)
+class LeaseHolder:
+    """Who holds a lease and until when (``expires_at``: seconds since the epoch, wall clock).
+
+    ``host`` and ``pid`` name the holder's process: a lease whose process is gone from this
+    very host (a killed try) is over at once, without waiting for its expiry (``is_over``).
+    """
+
+    owner: str
+    label: str
+    expires_at: float
+    host: str = ""
+    pid: int = 0
+
+    def is_over(self, now: float) -> bool:
+        """Expired, or held by a process of this host that no longer exists (killed, crashed)."""
+        if self.expires_at <= now:
+            return True
+        if not self.pid or self.host != _HOST or self.pid == os.getpid():
+            return False
+        try:
+            os.kill(self.pid, 0)  # signal 0: only asks whether the process exists
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False  # exists, owned by another user
+        return False
+
+    def describe(self) -> str:
+        until = dt.datetime.fromtimestamp(self.expires_at, dt.UTC).isoformat(timespec="seconds")
+        return f"{self.label or 'another run'} (lease {self.owner[:8]}, expires {until} unless renewed)"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "owner": self.owner,
+            "label": self.label,
+            "expires_at": self.expires_at,
+            "host": self.host,
+            "pid": self.pid,
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> LeaseHolder | None:
+        if not isinstance(data, dict):
+            return None
+        try:
+            return cls(
+                str(data["owner"]),
+                str(data.get("label") or ""),
+                float(data["expires_at"]),
+                str(data.get("host") or ""),
+                int(data.get("pid") or 0),
+            )
+        except (KeyError, TypeError, ValueError):
+            return None
+
+
+#: This machine, as lease holders record it: the host name plus the boot id, so two machines (or
+#: two boots) never mistake each other's process ids for their own.
+def _this_host() -> str:
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        boot = ""
+    return f"{socket.gethostname()}/{boot}"
+
+
+_HOST = _this_host()
+
+
+def default_lease_label() -> str:
+    """The process part of an owner label: host and pid (the run part comes from Airflow's context)."""
+    return f"pid {os.getpid()} on {socket.gethostname()}"
+
+
+class LeaseBackend(Protocol):
+    """The three lease primitives a store implements (atomic in the store's own way)."""
+
+    def _lease_try_acquire(self, holder: LeaseHolder, now: float) -> LeaseHolder | None:
+        """Take the lease for ``holder`` if it is free, expired or already its own; else return the holder."""
+
+    def _lease_renew(self, holder: LeaseHolder, now: float) -> bool:
+        """Extend ``holder``'s lease to ``holder.expires_at``; False when it is no longer held by it
+        (expired at ``now`` or taken over): an expired lease is lost even if nobody took it yet."""
+
+    def _lease_release(self, owner: str) -> None:
+        """Drop the lease of ``owner`` if it still holds it (never another owner's)."""
+
+
+class Lease:
+    """One try's hold on a sync's lease: acquire (waiting), heartbeat renewal, checks, release.
+
+    The owner is a random token per try (never reused), shown with ``label`` (the Airflow run
+    and try, host and pid). The expiry is wall-clock time written into the store, so hosts
+    that share a store must have clocks that agree to well within ``ttl`` (NTP).
+
+    ``check()`` runs before every commit: it fails once the heartbeat found the lease lost, and
+    confirms the lease with the store itself (renewing it) when the last confirmation is older
+    than ``ttl / 4`` by this process's monotonic clock, which keeps counting while a process is
+    frozen, so a try that wakes up after a long pause asks the store before it writes.
+    """
+
+    def __init__(
+        self,
+        backend: LeaseBackend,
+        *,
+        label: str = "",
+        ttl: float = LEASE_TTL,
+        wait: float = LEASE_WAIT,
+        poll: float | None = None,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+        heartbeat: bool = True,
+    ) -> None:
+        if ttl <= 0 or wait < 0:
+            raise ValueError(f"lease ttl must be > 0 and wait >= 0; got ttl={ttl}, wait={wait}")
+        self.backend = backend
+        self.owner = uuid.uuid4().hex
+        self.label = label or default_lease_label()
+        self.ttl = float(ttl)
+        self.wait = float(wait)
+        self.poll = poll if poll is not None else min(2.0, max(0.05, self.ttl / 20))
+        self.clock = clock
+        self.monotonic = monotonic
+        self.sleep = sleep
+        self.held = False
+        self.lost: str | None = None
+        self._confirmed = 0.0
+        self._heartbeat = heartbeat
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def _me(self) -> LeaseHolder:
+        return LeaseHolder(self.owner, self.label, self.clock() + self.ttl, _HOST, os.getpid())
+
+    def acquire(self) -> None:
+        """Take the lease, waiting up to ``wait`` seconds for another holder; raise ``LeaseHeld``."""
+        deadline = self.monotonic() + self.wait
+        while True:
+            holder = self.backend._lease_try_acquire(self._me(), self.clock())
+            if holder is None:
+                break
+            if self.monotonic() >= deadline:
+                with contextlib.suppress(Exception):  # withdraw a waiting claim; it would expire anyway
+                    self.backend._lease_release(self.owner)
+                raise LeaseHeld(
+                    f"another run of this sync is in progress: {holder.describe()}. Waited {self.wait:.0f} s; "
+                    f"a crashed run's lease expires by itself, so a retry after that goes on",
+                    holder,
+                )
+            self.sleep(self.poll)
+        self.held = True
+        self.lost = None
+        self._confirmed = self.monotonic()
+        if self._heartbeat:
+            self._thread = threading.Thread(target=self._beat, name="retl-lease-heartbeat", daemon=True)
+            self._thread.start()
+
+    def _renew(self) -> bool:
+        if self.lost:
+            return False
+        started = self.monotonic()
+        # No lock of ours is held during the store call: the file store takes its flock inside, and a
+        # commit holds that flock while it checks the lease (lock order would invert).
+        renewed = self.backend._lease_renew(self._me(), self.clock())
+        with self._lock:
+            if renewed:
+                self._confirmed = max(self._confirmed, started)
+            elif not self.lost:
+                self.lost = "its lease expired or was taken over by another run"
+        return renewed
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.ttl / 4):
+            try:
+                if not self._renew():
+                    log.error("sync lease lost: %s; this try stops before its next commit", self.lost)
+                    return
+            except Exception as exc:  # noqa: BLE001 - a store hiccup; the next beat (or check) tries again
+                log.warning("could not renew the sync lease (%s); retrying", type(exc).__name__)
+                if self.monotonic() - self._confirmed > self.ttl:
+                    self.lost = "its lease could not be renewed before it expired"
+                    return
+
+    def check(self, *, confirm: bool = False) -> None:
+        """Raise ``LeaseLost`` unless this try still holds the lease (ask the store when due or ``confirm``)."""
+        if not self.held:
+            return
+        if not self.lost and (confirm or self.monotonic() - self._confirmed > self.ttl / 4):
+            self._renew()
+        if self.lost:
+            raise LeaseLost(f"this try must not commit: {self.lost} (owner {self.label})")
+
+    def release(self) -> None:
+        """Stop renewing and drop the lease (a lost lease is left to its new holder)."""
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=max(1.0, self.ttl))
+        if self.held and not self.lost:
+            try:
+                self.backend._lease_release(self.owner)
+            except Exception as exc:  # noqa: BLE001 - it expires by itself
+                log.warning("could not release the sync lease (%s); it expires in %.0f s", type(exc).__name__, self.ttl)
+        self.held = False
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def holding_lease(run: _F) -> _F:
+    """Decorate ``run_sync``: hold the store's lease (if it has one) for the whole run, dry runs excepted."""
+    signature = inspect.signature(run)
+
+    @functools.wraps(run)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        bound = signature.bind(*args, **kwargs)
+        store = bound.arguments.get("store")
+        config = bound.arguments.get("config")
+        acquire = getattr(store, "acquire_lease", None)
+        if acquire is None or getattr(config, "dry_run", False):
+            return run(*args, **kwargs)
+        acquire()
+        try:
+            return run(*args, **kwargs)
+        finally:
+            store.release_lease()  # type: ignore[union-attr]
+
+    return wrapper  # type: ignore[return-value]
+
+
+class LeasingMixin:
+    """Lease plumbing for stores that implement ``LeaseBackend``: ``acquire_lease``, checks, release.
+
+    ``lease_ttl``, ``lease_wait`` and ``lease_label`` may be set on an instance before the run.
+    """
+
+    lease_ttl: float = LEASE_TTL
+    lease_wait: float = LEASE_WAIT
+    lease_label: str = ""
+    lease: Lease | None = None
+
+    def acquire_lease(self) -> None:
+        """Take this sync's lease for the run (``run_sync`` does this); see :class:`Lease`."""
+        if not hasattr(self, "_lease_try_acquire") or (self.lease is not None and self.lease.held):
+            return
+        self.lease = Lease(self, label=self.lease_label, ttl=self.lease_ttl, wait=self.lease_wait)  # type: ignore[arg-type]
+        self.lease.acquire()
+
+    def release_lease(self) -> None:
+        if self.lease is not None:
+            self.lease.release()
+
+    def check_lease(self, *, confirm: bool = False) -> None:
+        """Raise ``LeaseLost`` if this try's lease is gone; a no-op when no lease was taken."""
+        if self.lease is not None:
+            self.lease.check(confirm=confirm)
+
+
 @runtime_checkable
 class CheckpointStore(Protocol):
     """Where a sync keeps its checkpoint: load, commit progress, finalize."""
@@ -259,12 +563,17 @@ class CheckpointStore(Protocol):
         """Replace the base with ``checkpoint`` and drop the journal."""
 
 
-class JournalingStore:
+class JournalingStore(LeasingMixin):
     """A store built from five primitives: read/write a base document, append/read/clear a journal.
 
     Subclasses (Variable, XCom, file...) only move JSON documents; folding, format checks
-    and error wrapping live here once.
+    and error wrapping live here once. A subclass that also implements the ``LeaseBackend``
+    primitives gets the sync lease: every commit and finalize checks it first.
     """
+
+    def _guarded(self) -> contextlib.AbstractContextManager[Any]:
+        """Held around check-then-write; a store with a real lock makes the pair atomic (file: flock)."""
+        return contextlib.nullcontext()
 
     @property
     def description(self) -> str:
@@ -322,19 +631,22 @@ class JournalingStore:
         return folded
 
     def commit(self, entry: JournalEntry, *, target_fingerprint: str, payload_fingerprint: str) -> None:
-        self._append_journal(
-            {
-                "format_version": FORMAT_VERSION,
-                "hash_algorithm": HASH_ALGORITHM,
-                "target_fingerprint": target_fingerprint,
-                "payload_fingerprint": payload_fingerprint,
-                "entry": entry.to_json(),
-            }
-        )
+        document = {
+            "format_version": FORMAT_VERSION,
+            "hash_algorithm": HASH_ALGORITHM,
+            "target_fingerprint": target_fingerprint,
+            "payload_fingerprint": payload_fingerprint,
+            "entry": entry.to_json(),
+        }
+        with self._guarded():
+            self.check_lease()
+            self._append_journal(document)
 
     def finalize(self, checkpoint: Checkpoint) -> None:
         # Base first, then journal: a crash in between leaves a journal that folds to the same state.
-        self._write_base(checkpoint.to_json())
+        with self._guarded():
+            self.check_lease(confirm=True)
+            self._write_base(checkpoint.to_json())
         self._clear_journal()
 
 
@@ -364,6 +676,31 @@ class MemoryCheckpointStore(JournalingStore):
     def _clear_journal(self) -> None:
         self.journal = []
 
+    # A lease within this process (threads, tests); the stores that persist implement it durably.
+    _memory_lease_lock = threading.Lock()
+    holder: LeaseHolder | None = None
+
+    def _lease_try_acquire(self, holder: LeaseHolder, now: float) -> LeaseHolder | None:
+        with self._memory_lease_lock:
+            current = self.holder
+            if current is None or current.owner == holder.owner or current.is_over(now):
+                self.holder = holder
+                return None
+            return current
+
+    def _lease_renew(self, holder: LeaseHolder, now: float) -> bool:
+        with self._memory_lease_lock:
+            current = self.holder
+            if current is None or current.owner != holder.owner or current.expires_at <= now:
+                return False
+            self.holder = holder
+            return True
+
+    def _lease_release(self, owner: str) -> None:
+        with self._memory_lease_lock:
+            if self.holder is not None and self.holder.owner == owner:
+                self.holder = None
+
 
 class FileCheckpointStore(JournalingStore):
     """A Parquet base file plus a JSON-lines journal beside it; handles millions of keys.
@@ -371,11 +708,90 @@ class FileCheckpointStore(JournalingStore):
     ``path`` is a local path (the base); the journal is ``<path>.journal.jsonl``. Each
     commit appends one line and fsyncs it; ``finalize`` writes a new Parquet file to a
     temporary name and renames it over the old one, so a crash never leaves half a base.
+
+    The sync lease is ``<path>.lease`` (owner, expiry as JSON), read and written only while
+    holding an exclusive ``flock`` on ``<path>.lock``; commits and finalize check the lease
+    under the same lock, so check-then-write is atomic between processes on one host. Over
+    NFS, ``flock`` is only as good as the server's lock manager (NFSv4: yes; older: no).
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self.journal_path = self.path.with_name(self.path.name + ".journal.jsonl")
+        self.lease_path = self.path.with_name(self.path.name + ".lease")
+        self.lock_path = self.path.with_name(self.path.name + ".lock")
+        self._locks = threading.local()
+
+    @contextlib.contextmanager
+    def _guarded(self) -> Iterator[None]:
+        depth = getattr(self._locks, "depth", 0)
+        if depth:  # this thread holds the flock already (e.g. a renewal inside a commit)
+            self._locks.depth = depth + 1
+            try:
+                yield
+            finally:
+                self._locks.depth = depth
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            self._locks.depth = 1
+            try:
+                yield
+            finally:
+                self._locks.depth = 0
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+    def _read_lease(self) -> LeaseHolder | None:
+        try:
+            return LeaseHolder.from_json(orjson.loads(self.lease_path.read_bytes()))
+        except FileNotFoundError:
+            return None
+        except orjson.JSONDecodeError:
+            return None  # a torn write of a dead process: nobody holds it
+
+    def _write_lease(self, holder: LeaseHolder) -> None:
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=self.lease_path.name, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(orjson.dumps(holder.to_json()))
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.lease_path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    def _lease_try_acquire(self, holder: LeaseHolder, now: float) -> LeaseHolder | None:
+        with self._guarded():
+            current = self._read_lease()
+            if current is not None and current.owner != holder.owner and not current.is_over(now):
+                return current
+            self._write_lease(holder)
+            return None
+
+    def _lease_renew(self, holder: LeaseHolder, now: float) -> bool:
+        with self._guarded():
+            current = self._read_lease()
+            if current is None or current.owner != holder.owner or current.expires_at <= now:
+                return False
+            self._write_lease(holder)
+            return True
+
+    def _lease_release(self, owner: str) -> None:
+        with self._guarded():
+            current = self._read_lease()
+            if current is not None and current.owner == owner:
+                self.lease_path.unlink(missing_ok=True)
+
+    def commit(self, entry: JournalEntry, *, target_fingerprint: str, payload_fingerprint: str) -> None:
+        # The flock makes the lease check and the append one step: confirm with the file every time.
+        with self._guarded():
+            self.check_lease(confirm=self.lease is not None and self.lease.held)
+            super().commit(entry, target_fingerprint=target_fingerprint, payload_fingerprint=payload_fingerprint)
 
     @property
     def description(self) -> str:
@@ -430,7 +846,11 @@ class FileCheckpointStore(JournalingStore):
         os.close(fd)
         try:
             pq.write_table(table, tmp)
-            os.replace(tmp, self.path)
+            with self._guarded():
+                # Checked under the lock, right before the base changes: a try that lost its lease
+                # while writing the Parquet file leaves the base as it was.
+                self.check_lease(confirm=True)
+                os.replace(tmp, self.path)
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)

@@ -23,7 +23,13 @@ import numpy as np
 import pandas as pd
 
 from airflow_provider_retl.sync import fingerprint as fp
-from airflow_provider_retl.sync.checkpoint import HASH_ALGORITHM, Checkpoint, CheckpointStore, JournalEntry
+from airflow_provider_retl.sync.checkpoint import (
+    HASH_ALGORITHM,
+    Checkpoint,
+    CheckpointStore,
+    JournalEntry,
+    holding_lease,
+)
 from airflow_provider_retl.sync.config import IDENTITY_CHANGE_MIN_KEYS, IDENTITY_CHANGE_RATIO, SyncConfig
 from airflow_provider_retl.sync.destination import Destination
 from airflow_provider_retl.sync.diff import (
@@ -37,7 +43,7 @@ from airflow_provider_retl.sync.diff import (
 )
 from airflow_provider_retl.sync.errors import ConfigurationError, EmptySourceError, RejectRatioExceeded
 from airflow_provider_retl.sync.legacy import LEGACY_CHECKPOINT_NOTE
-from airflow_provider_retl.sync.logs import SyncLogger
+from airflow_provider_retl.sync.logs import SyncLogger, redacting
 from airflow_provider_retl.sync.plan import (
     SKIP_NOT_MIRROR,
     SKIP_UPDATE_MISSING,
@@ -54,6 +60,7 @@ from airflow_provider_retl.sync.records import PENDING, ChangeKind, Mode, Reject
 __all__ = ["SyncConfig", "run_sync"]
 
 
+@holding_lease  # one run of a sync at a time: the store's lease, held for the whole run
 def run_sync(
     chunks: Iterable[pd.DataFrame],
     destination: Destination,
@@ -75,7 +82,7 @@ def run_sync(
     (unpartitioned, or another partition count): an events sync counts what they sent as
     sent, so re-partitioning never sends an event twice.
     """
-    log = log or logging.getLogger("airflow_provider_retl.sync")
+    log = redacting(log or logging.getLogger("airflow_provider_retl.sync"))  # secrets never reach a log line
     started = clock()
     requests_at_start, retries_at_start = destination.request_count, destination.retry_count
     mode: Mode = config.mode  # type: ignore[assignment]

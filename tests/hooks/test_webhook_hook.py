@@ -9,7 +9,7 @@ import json
 import pytest
 
 from airflow_provider_retl.hooks.webhook import WebhookHook, sign
-from airflow_provider_retl.sync.errors import FatalDestinationError
+from airflow_provider_retl.sync.errors import FatalDestinationError, OutcomeUnknownError
 from airflow_provider_retl.sync.records import Record
 from airflow_provider_retl.testing.emulators import start_emulator
 
@@ -147,8 +147,9 @@ class TestDelivery:
                                    {"key": "bob", "fields": {"email": "bob@example.com", "plan": "pro"}}]
         assert seen.headers["Idempotency-Key"] == body["batch_id"]
         assert seen.headers["X-Retl-Signature"] == sign(SECRET, seen.headers["X-Retl-Timestamp"], seen.body)
-        short = hook.upsert("users", users("cy", "dee"))  # one result for two records
-        assert [o.ok for o in short] == [True, False] and short[1].code == "NO_RESULT"
+        # One result for two records breaks the contract: the batch's outcome is unknown (issue 15, class 7).
+        with pytest.raises(OutcomeUnknownError, match="1 entries for 2 records"):
+            hook.upsert("users", users("cy", "dee"))
 
 
 class TestSecretsAndConnectionTest:
