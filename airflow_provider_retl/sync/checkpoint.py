@@ -52,6 +52,8 @@ FORMAT_VERSION = 1
 #: Canonical value encoding + pandas' SipHash-2-4 (fixed key) combined per column.
 # canon2: decimals keep every digit (canon1 rounded to 28); canon3: naive timestamps are UTC (+00:00 suffix)
 HASH_ALGORITHM = "canon3-siphash64"
+#: The previous release's algorithm: its checkpoints are upgraded (sync.legacy), not reset.
+LEGACY_HASH_ALGORITHM = "canon2-siphash64"
 
 _EMPTY_U64 = np.empty(0, dtype=np.uint64)
 
@@ -232,6 +234,11 @@ class Checkpoint:
         if not (len(checkpoint.key_hashes) == len(checkpoint.row_hashes) == len(checkpoint.dest_ids) == data["count"]):
             raise CheckpointError("checkpoint is unreadable: its arrays do not match its count")
         return checkpoint
+
+
+def _legacy_of(journal_doc: dict[str, Any]) -> str | None:
+    """The hash algorithm whose checkpoints a journal of ``journal_doc``'s algorithm may be folded onto."""
+    return LEGACY_HASH_ALGORITHM if journal_doc.get("hash_algorithm") == HASH_ALGORITHM else None
 
 
 def _check_format(version: Any, algorithm: Any) -> None:
@@ -607,7 +614,14 @@ class JournalingStore(LeasingMixin):
         # nothing for it: fold the entries of the latest definition onto an empty base.
         latest = journal_docs[-1]
         target = latest.get("target_fingerprint")
-        if base is None or base.target_fingerprint != target or base.hash_algorithm != latest.get("hash_algorithm"):
+        # A base of the previous release under this release's journal is a try that upgraded it and
+        # failed: keep the base (still labelled old, so the diff finds its untouched keys by their old hashes).
+        upgrading = base is not None and base.hash_algorithm == LEGACY_HASH_ALGORITHM == _legacy_of(latest)
+        if (
+            base is None
+            or base.target_fingerprint != target
+            or (base.hash_algorithm != latest.get("hash_algorithm") and not upgrading)
+        ):
             base = Checkpoint(str(target), str(latest.get("payload_fingerprint")))
         entries = [
             JournalEntry.from_json(doc["entry"]) for doc in journal_docs if doc.get("target_fingerprint") == target

@@ -18,6 +18,7 @@ from airflow_provider_retl.sync.checkpoint import HASH_ALGORITHM, Checkpoint, Ch
 from airflow_provider_retl.sync.config import SyncConfig, digest
 from airflow_provider_retl.sync.destination import Destination
 from airflow_provider_retl.sync.errors import CheckpointError, ConfigurationError
+from airflow_provider_retl.sync.legacy import LEGACY_CHECKPOINT_NOTE, LEGACY_HASH_ALGORITHM, legacy_key_hashes
 from airflow_provider_retl.sync.progress import Progress
 from airflow_provider_retl.sync.records import PENDING, ChangeKind, Reject, SyncReport
 
@@ -146,6 +147,10 @@ class SnapshotDiff:
         #: Key text of every checkpointed key seen this run (by checkpoint position), so a match
         #: collision can name the live key that holds a destination id even when it is unchanged.
         self.live_key_texts: np.ndarray = np.empty(0, dtype=object)
+        #: The loaded checkpoint is the previous release's: its entries are found by canon2 key hashes too.
+        self.legacy = False
+        #: Upgrade: checkpoint entries that are stale copies of a key stored anew (dropped once read).
+        self.superseded: np.ndarray = np.zeros(0, dtype=bool)
 
     def load_checkpoint(self) -> None:
         try:
@@ -165,6 +170,19 @@ class SnapshotDiff:
         loaded = self.loaded
         if loaded is None:
             base = Checkpoint(target, payload_fingerprint)
+        elif loaded.hash_algorithm == LEGACY_HASH_ALGORITHM and loaded.target_fingerprint == target:
+            # The previous release's checkpoint: what it knows (ids, sent events, in-doubt marks) still
+            # holds, only some key texts changed. Keys are translated as rows are read (read_chunk);
+            # row hashes cannot be, so every row is re-planned by its id (no lookup, no event re-sent).
+            self.report.checkpoint_reset = LEGACY_CHECKPOINT_NOTE
+            base = Checkpoint(
+                target,
+                payload_fingerprint,
+                loaded.key_hashes.copy(),
+                np.zeros(len(loaded), dtype=np.uint64),
+                loaded.dest_ids,
+            )
+            self.legacy = True
         elif loaded.hash_algorithm != HASH_ALGORITHM:
             self.report.checkpoint_reset = "hash algorithm changed: every row is re-planned"
             base = Checkpoint(target, payload_fingerprint)
@@ -183,6 +201,7 @@ class SnapshotDiff:
         self.base = base
         self.ck_index = pd.Index(base.key_hashes, dtype=np.uint64)
         self.seen = np.zeros(len(base), dtype=bool)
+        self.superseded = np.zeros(len(base), dtype=bool)
         self.live_key_texts = np.full(len(base), None, dtype=object)
 
     def _setup_columns(self, columns: Sequence[str]) -> None:
@@ -238,6 +257,9 @@ class SnapshotDiff:
         chunk = chunk.reset_index(drop=True)
         parts = fp.key_parts(chunk, self.key_columns)
         unfolded = parts[0]
+        legacy_hashes = (
+            legacy_key_hashes(chunk, self.key_columns, parts, fold_keys=self.fold_keys) if self.legacy else None
+        )
         if self.fold_keys:
             parts = [fp.fold_case(parts[0])]  # the same array when nothing needed folding
         bad, reasons = self.key_problems(parts)
@@ -254,6 +276,8 @@ class SnapshotDiff:
         payload = pd.DataFrame({dest: chunk[src] for dest, src in self.field_sources.items()})
         if bad.any():
             payload = payload[good]
+            if legacy_hashes is not None:
+                legacy_hashes = legacy_hashes[good]
         key_hashes = fp.key_hashes(keys)
         if partition is not None:
             # A key's partition is a function of its key hash, so duplicates share one partition.
@@ -261,12 +285,16 @@ class SnapshotDiff:
             self.usable_elsewhere += len(mine) - int(mine.sum())
             self.rows_elsewhere += len(mine) - int(mine.sum())
             keys, payload, key_hashes = keys[mine], payload[mine], key_hashes[mine]
+            if legacy_hashes is not None:
+                legacy_hashes = legacy_hashes[mine]
         # A single key column's text, unfolded, is also what the row hash hashes for that column: reuse it.
         key_column_hashes = None
         if len(parts) == 1 and parts[0] is unfolded:
             key_column_hashes = {d: key_hashes for d, src in self.field_sources.items() if src == self.key_columns[0]}
         row_hashes = fp.row_hashes(payload, key_column_hashes)
         positions = self.ck_index.get_indexer(key_hashes)
+        if legacy_hashes is not None:
+            positions = self._translate_legacy_keys(key_hashes, legacy_hashes, positions)
         known = positions >= 0
         self.seen[positions[known]] = True
         self.live_key_texts[positions[known]] = keys[known]
@@ -298,6 +326,41 @@ class SnapshotDiff:
             self.pending_chunks.append(pending)
         self.progress("read %d rows", self.report.rows_read)
 
+    def _translate_legacy_keys(
+        self, key_hashes: np.ndarray, legacy_hashes: np.ndarray, positions: np.ndarray
+    ) -> np.ndarray:
+        """Move the checkpoint entries found by a row's canon2 key hash to its canon3 one; the rows' positions.
+
+        Only entries no row holds by its canon3 hash are moved, once each: a canon2 text two rows share
+        (``"Straße"`` and ``"strasse"`` casefold alike) stays with the row whose key text did not change.
+        """
+        assert self.base is not None
+        if not len(self.base):
+            return positions
+        legacy_positions = self.ck_index.get_indexer(legacy_hashes)
+        # A key found by its new hash AND by its old one at another entry: a failed upgrading try already
+        # stored it anew (journal); the old entry is a stale copy, not a removed key (mirror would delete it).
+        stale = (positions >= 0) & (legacy_positions >= 0) & (legacy_positions != positions)
+        if stale.any():
+            self.superseded[legacy_positions[stale]] = True
+            self.seen[legacy_positions[stale]] = True
+        taken = np.zeros(len(self.base), dtype=bool)
+        taken[positions[positions >= 0]] = True
+        taken |= self.seen
+        move = (positions < 0) & (legacy_positions >= 0)
+        move[move] = ~taken[legacy_positions[move]]
+        if not move.any():
+            return positions
+        rows = np.flatnonzero(move)
+        # One row per entry (the first): two canon3 keys with one canon2 text cannot both own it.
+        _, first = np.unique(legacy_positions[rows], return_index=True)
+        rows = rows[np.sort(first)]
+        self.base.key_hashes[legacy_positions[rows]] = key_hashes[rows]
+        self.ck_index = pd.Index(self.base.key_hashes, dtype=np.uint64)
+        positions = positions.copy()
+        positions[rows] = legacy_positions[rows]
+        return positions
+
     def key_problems(self, parts: list[np.ndarray]) -> tuple[np.ndarray, dict[int, str]]:
         """Rows whose key has a NULL or blank part (canonical key parts), and why: the first such column."""
         bad = np.zeros(len(parts[0]), dtype=bool)
@@ -321,6 +384,8 @@ class SnapshotDiff:
             self._adopt_identity_of_checkpoint()
             payload = self.loaded.payload_fingerprint if self.loaded else digest([])
             self._adopt_checkpoint(payload)
+        if self.superseded.any():
+            self._drop_superseded()
         all_keys = np.concatenate(self.key_hash_chunks) if self.key_hash_chunks else np.empty(0, dtype=np.uint64)
         uniques, inverse, counts = np.unique(all_keys, return_inverse=True, return_counts=True)
         duplicated = counts[inverse] > 1
@@ -354,6 +419,23 @@ class SnapshotDiff:
         self.report.planned["changed"] = int((pending[KIND] == ChangeKind.CHANGED.value).sum())
         self.report.planned["removed"] = int((~self.seen).sum())
         return pending
+
+    def _drop_superseded(self) -> None:
+        """Remove the stale copies found while upgrading (everything aligned with the base shrinks with it)."""
+        assert self.base is not None
+        keep = ~self.superseded
+        base = self.base
+        self.base = Checkpoint(
+            base.target_fingerprint,
+            base.payload_fingerprint,
+            base.key_hashes[keep],
+            base.row_hashes[keep],
+            base.dest_ids[keep],
+        )
+        self.ck_index = pd.Index(self.base.key_hashes, dtype=np.uint64)
+        self.seen = self.seen[keep]
+        self.live_key_texts = self.live_key_texts[keep]
+        self.superseded = np.zeros(len(self.base), dtype=bool)
 
     def _adopt_identity_of_checkpoint(self) -> None:
         """An empty result has no columns: take the match field and key folding the checkpoint was made with.

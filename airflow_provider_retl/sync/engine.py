@@ -42,6 +42,7 @@ from airflow_provider_retl.sync.diff import (
     SnapshotDiff,
 )
 from airflow_provider_retl.sync.errors import ConfigurationError, EmptySourceError, RejectRatioExceeded
+from airflow_provider_retl.sync.legacy import LEGACY_CHECKPOINT_NOTE
 from airflow_provider_retl.sync.logs import SyncLogger, redacting
 from airflow_provider_retl.sync.plan import (
     SKIP_NOT_MIRROR,
@@ -341,7 +342,8 @@ def _check_identity_change(report: SyncReport, config: SyncConfig) -> None:
 
 def _check_events_reset(report: SyncReport, config: SyncConfig, pending: pd.DataFrame) -> None:
     """An events sync whose checkpoint was reset would send again every event it forgot."""
-    if not report.checkpoint_reset or config.resend_events:
+    # An upgraded checkpoint of the previous release forgot nothing: its sent events stay known.
+    if not report.checkpoint_reset or report.checkpoint_reset == LEGACY_CHECKPOINT_NOTE or config.resend_events:
         return
     new = pending[pending[KIND] == "new"]
     if not len(new):

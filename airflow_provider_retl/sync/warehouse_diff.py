@@ -48,6 +48,7 @@ from airflow_provider_retl.sync.diff import (
     duplicate_key_reject,
 )
 from airflow_provider_retl.sync.errors import CheckpointError, ConfigurationError
+from airflow_provider_retl.sync.legacy import LEGACY_CHECKPOINT_NOTE
 from airflow_provider_retl.sync.progress import Progress
 from airflow_provider_retl.sync.records import PENDING, ChangeKind, Reject, SyncReport
 from airflow_provider_retl.sync.sqlnames import DEFAULT_TABLE, table_parts
@@ -123,6 +124,12 @@ class _Sql:
 
 
 def algorithm_for(dialect: str) -> str:
+    """The hash algorithm a warehouse checkpoint of ``dialect`` is written with (issue 15's canonical SQL)."""
+    return f"sql-canon3-md5-64/{dialect}"
+
+
+def legacy_algorithm_for(dialect: str) -> str:
+    """What the previous release wrote: key and row texts were plain ``CAST(column AS TEXT)``."""
     return f"sql-md5-64/{dialect}"
 
 
@@ -312,7 +319,20 @@ class WarehouseDiff(SnapshotDiff):
         target = cfg.target_fingerprint(self.match_field, fold_keys=self.fold_keys)
         loaded = self.loaded
         reset = None
-        if loaded is not None and loaded.hash_algorithm != store.algorithm:
+        if (
+            loaded is not None
+            and loaded.hash_algorithm == legacy_algorithm_for(store.sql.dialect)
+            and loaded.target_fingerprint == target
+        ):
+            # The previous release's table: its ids and sent events still hold, only key texts changed.
+            self.report.checkpoint_reset = LEGACY_CHECKPOINT_NOTE
+            if cfg.dry_run:
+                self.ignore_checkpoint = True  # a dry run writes nothing, so it cannot translate the keys
+            else:
+                store.runner.execute(
+                    self.upgrade_statements(target, payload_fingerprint), query_uses=[0, 2, 0, 0, 0, 0]
+                )
+        elif loaded is not None and loaded.hash_algorithm != store.algorithm:
             reset = "hash algorithm changed: every row is re-planned"
         elif loaded is not None and loaded.target_fingerprint != target:
             reset = "destination, object, primary key or match field changed: destination ids discarded, every row re-planned"
@@ -441,6 +461,51 @@ class WarehouseDiff(SnapshotDiff):
             f"UNION ALL SELECT NULL, NULL, COUNT(*) FROM {_QUERY} AS q"
         )
         return self.store.sql.render(template, self.store.query, self.expressions)
+
+    def _legacy_key_text(self) -> str:
+        """The previous release's key text (``CAST(column AS TEXT)`` parts), to find its checkpoint rows."""
+        parts = [f"CAST({self._ident(c)} AS TEXT)" for c in self.key_columns]
+        if self.fold_keys:
+            parts = [f"LOWER(TRIM({parts[0]}))"]
+        if len(parts) == 1:
+            return parts[0]
+        return " || '|' || ".join(f"CAST(LENGTH({p}) AS TEXT) || ':' || {p}" for p in parts)
+
+    def upgrade_statements(self, target: str, payload: str) -> list[str]:
+        """Move a previous release's checkpoint rows to this release's key hashes; ids kept, row hashes zeroed.
+
+        Each live row's old and new key hashes are computed side by side; a checkpoint row found by
+        its old hash takes the new one when the pair is one-to-one and the new hash is not taken.
+        Every row hash becomes 0, so each known key is re-planned by its id (no lookup, no event).
+        Checkpoint rows no live row matches keep their old hash: they are the removed keys either way.
+        """
+        s = self.store.sql
+        kt = self._key_text()
+        staging = s.literal(f"{s.sync_id}#upgrade")
+        pairs = (
+            f"SELECT {self._hash(self._legacy_key_text())} AS old_hash, {self._hash(kt)} AS new_hash "
+            f"FROM {_QUERY} AS q WHERE ({kt}) IS NOT NULL"
+        )
+        moves = (
+            f"SELECT p.old_hash, MIN(p.new_hash) AS new_hash FROM ({pairs}) AS p "
+            f"WHERE p.old_hash <> p.new_hash AND p.new_hash NOT IN "
+            f"(SELECT key_hash FROM {s.table} WHERE {s.sync_filter}) "
+            f"AND p.new_hash IN (SELECT p2.new_hash FROM ({pairs}) AS p2 GROUP BY p2.new_hash "
+            f"HAVING COUNT(DISTINCT p2.old_hash) = 1) "
+            f"GROUP BY p.old_hash HAVING COUNT(DISTINCT p.new_hash) = 1"
+        )
+        insert = (
+            f"INSERT INTO {s.table} (sync_id, key_hash, row_hash, dest_id) "
+            f"SELECT {staging}, COALESCE(m.new_hash, c.key_hash), {s.literal(_ZERO_HASH)}, c.dest_id "
+            f"FROM {self._checkpoint_rows()} AS c LEFT JOIN ({moves}) AS m ON m.old_hash = c.key_hash"
+        )
+        return [
+            s.render(f"DELETE FROM {s.table} WHERE sync_id = {staging}"),
+            s.render(insert, self.store.query, self.expressions),
+            s.render(f"DELETE FROM {s.table} WHERE {s.sync_filter}"),
+            s.render(f"UPDATE {s.table} SET sync_id = {s.literal(s.sync_id)} WHERE sync_id = {staging}"),
+            *self.store._meta_statements(target, payload),
+        ]
 
     def rebaseline_statements(self) -> list[str]:
         s = self.store.sql
@@ -581,4 +646,12 @@ def _id_literal(s: _Sql, dest_id: Any) -> str:
     return s.literal(_STORED_PENDING if dest_id == PENDING else str(dest_id))
 
 
-__all__ = ["DEFAULT_TABLE", "DIALECTS", "SqlRunner", "WarehouseCheckpointStore", "WarehouseDiff", "algorithm_for"]
+__all__ = [
+    "DEFAULT_TABLE",
+    "DIALECTS",
+    "SqlRunner",
+    "WarehouseCheckpointStore",
+    "WarehouseDiff",
+    "algorithm_for",
+    "legacy_algorithm_for",
+]
