@@ -2,8 +2,8 @@
 
 The real engine, each real hook and its emulator, the file checkpoint store: two rows are
 synced in mirror mode, one is deleted from the source, the next run must remove that row's
-record (HubSpot archives, Salesforce deletes, Mailchimp archives, Zendesk destroys with a
-``destroy_many`` job) and keep the other. Zendesk used to keep the record and report it
+record (HubSpot archives, Salesforce and Customer.io delete, Mailchimp archives, Zendesk
+destroys with a ``destroy_many`` job) and keep the other. Zendesk used to keep the record and report it
 "deleted" (its mirror unset fields by default, and with only identity fields synced unset
 nothing at all): a green run that left a record no live row holds.
 """
@@ -23,6 +23,8 @@ from airflow_provider_retl.sync.checkpoint import FileCheckpointStore
 from airflow_provider_retl.sync.config import SyncConfig
 from airflow_provider_retl.sync.engine import run_sync
 from airflow_provider_retl.testing.emulators import (
+    CUSTOMERIO_API_KEY,
+    CUSTOMERIO_SITE_ID,
     DEFAULT_TOKEN,
     MAILCHIMP_API_KEY,
     MAILCHIMP_LIST_ID,
@@ -64,6 +66,21 @@ def _zendesk_conn(url: str) -> dict[str, Any]:
 _ZENDESK_OPTIONS = {"rate_limit": None, "processing_seconds": 0.0, "api_tokens": {ZENDESK_EMAIL: ZENDESK_API_TOKEN}}
 
 DESTS = {
+    "customerio_people": Dest(
+        "customerio",
+        "airflow_provider_retl.hooks.customerio:CustomerIoHook",
+        lambda url: {
+            "conn_type": "retl_customerio",
+            "host": url,
+            "login": CUSTOMERIO_SITE_ID,
+            "password": CUSTOMERIO_API_KEY,
+            "extra": {"rate_limit": 0},
+        },
+        {"object": "people", "match_on": "id", "mapping": {"id": "m", "first_name": "v"}},
+        lambda emu: {p.get("id") for p in emu.people()},
+        {"rate_limit": None},
+        lambda i: (f"person-{i}", f"First {i}"),
+    ),
     "hubspot_contacts": Dest(
         "hubspot",
         "airflow_provider_retl.hooks.hubspot:HubSpotHook",
