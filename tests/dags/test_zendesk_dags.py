@@ -109,10 +109,11 @@ def test_first_noop_changed_and_mirror_runs(dag_runner, zendesk, warehouse):
     assert {k for k, u in users_in(zendesk).items() if u["user_fields"]["plan"] == "pro"} == {
         "cust-3", "cust-50", "cust-119"}
 
-    # Mirror, by default: the user stays, the synced fields are unset (those the run sent).
+    # Mirror with mirror_delete=False: the user stays, the synced fields are unset (those the run sent).
+    keep = {"mirror_delete": False}
     warehouse.execute("delete from people where external_id = 'cust-9'")
     warehouse.execute("update people set tier = 'silver' where external_id = 'cust-4'")
-    result, report = sync.run(mode="mirror")
+    result, report = sync.run(mode="mirror", destination_params=keep)
     assert result.succeeded and report["deleted"] == 1 and report["updated"] == 1
     released = users_in(zendesk)["cust-9"]
     assert released["name"] == "Person 9" and released["email"] == "p9@example.com"
@@ -121,14 +122,14 @@ def test_first_noop_changed_and_mirror_runs(dag_runner, zendesk, warehouse):
 
     # A run that only removes rows sends nothing, but the engine names the synced fields up front.
     warehouse.execute("delete from people where external_id = 'cust-11'")
-    result, report = sync.run(mode="mirror")
+    result, report = sync.run(mode="mirror", destination_params=keep)
     assert result.succeeded and report["deleted"] == 1 and report["rejected"] == 0
     assert users_in(zendesk)["cust-11"]["user_fields"] == {"plan": None, "tier": None}
     assert users_in(zendesk)["cust-11"]["phone"] is None
 
-    # Deleting users only when asked for explicitly.
+    # Mirror by default deletes (destroy_many), like every destination that can delete.
     warehouse.execute("delete from people where external_id = 'cust-10'")
-    result, report = sync.run(mode="mirror", destination_params={"mirror_delete": True})
+    result, report = sync.run(mode="mirror")
     assert result.succeeded and report["deleted"] == 1
     assert "cust-10" not in users_in(zendesk) and len(users_in(zendesk)) == 119
     assert zendesk.emulator.request_count("DELETE /api/v2/users/destroy_many.json") == 1

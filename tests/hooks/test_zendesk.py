@@ -342,7 +342,9 @@ class TestReadsAndWritesById:
 
 
 class TestMirror:
-    def test_default_unsets_the_synced_fields_and_keeps_the_user(self, zd, hook):
+    def test_mirror_delete_false_unsets_the_synced_fields_and_keeps_the_user(self, start):
+        zd = start(extra={"mirror_delete": False})
+        hook = ZendeskHook(sleep=no_sleep)
         outcomes = hook.upsert("users", [user("a", name="A", email="a@example.com", phone="+14155552671",
                                               plan="pro", tags="vip beta")], "external_id")
         deleted = hook.delete("users", [outcomes[0].dest_id, "999", None])
@@ -353,14 +355,15 @@ class TestMirror:
         assert zd.emulator.request_count("DELETE /api/v2/users/destroy_many.json") == 0
 
     def test_explicit_unset_fields(self, start):
-        zd = start(extra={"mirror_unset_fields": "user_fields.plan"})
+        zd = start(extra={"mirror_delete": False, "mirror_unset_fields": "user_fields.plan"})
         hook = ZendeskHook(sleep=no_sleep)
         [created] = hook.upsert("users", [user("a", name="A", plan="pro", phone="+14155552671")], "external_id")
         hook.delete("users", [created.dest_id])
         kept = zd.emulator.find("users", external_id="a")
         assert kept["user_fields"]["plan"] is None and kept["phone"] == "+14155552671"
 
-    def test_unknown_synced_fields_are_reported_not_guessed(self, zd):
+    def test_unknown_synced_fields_are_reported_not_guessed(self, start):
+        zd = start(extra={"mirror_delete": False})
         zd.emulator.seed("users", [{"name": "A", "external_id": "a", "phone": "+14155552671"}])
         record_id = str(zd.emulator.find("users", external_id="a")["id"])
         before = zd.emulator.request_count()
@@ -372,17 +375,19 @@ class TestMirror:
         assert hook.delete("users", [record_id])[0].ok
         assert zd.emulator.find("users", external_id="a")["phone"] is None
 
-    def test_only_identity_fields_synced_leaves_records_alone(self, zd):
+    def test_only_identity_fields_synced_is_a_reject_not_a_silent_success(self, start):
+        # Nothing can be unset, so the record stays as it was: reporting it "deleted" would be silent success.
+        zd = start(extra={"mirror_delete": False})
         zd.emulator.seed("users", [{"name": "A", "external_id": "a"}])
         record_id = str(zd.emulator.find("users", external_id="a")["id"])
         hook = ZendeskHook(sleep=no_sleep)
         hook.sync_fields("users", ["external_id", "name", "email"])
         before = zd.emulator.request_count()
-        assert [o.ok for o in hook.delete("users", [record_id])] == [True]
+        [outcome] = hook.delete("users", [record_id])
+        assert not outcome.ok and outcome.code == "NOTHING_TO_UNSET" and "mirror_delete" in outcome.reason
         assert zd.emulator.request_count() == before and zd.emulator.find("users", external_id="a")
 
-    def test_mirror_delete_destroys_only_when_asked(self, start):
-        zd = start(extra={"mirror_delete": True})
+    def test_mirror_deletes_by_default(self, zd):
         hook = ZendeskHook(sleep=no_sleep)
         ids = [o.dest_id for o in hook.upsert("users", [user("a", name="A"), user("b", name="B")], "external_id")]
         assert all(o.ok for o in hook.delete("users", [ids[0], ids[0], "999"]))
