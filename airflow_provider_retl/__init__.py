@@ -189,9 +189,9 @@ def get_provider_info() -> dict[str, Any]:
                     },
                     "mirror_delete": {
                         "label": "Mirror deletes records",
-                        "schema": {"type": ["boolean", "null"], "default": True},
-                        "description": "On (default): mirror deletes records whose key left the query "
-                        "(destroy_many, restorable for 30 days). Off: mirror keeps them and unsets their synced fields.",
+                        "schema": {"type": ["boolean", "null"], "default": False},
+                        "description": "Off (default): mirror unsets the synced fields of records whose key left "
+                        "the query. On: mirror deletes them (destroy_many).",
                     },
                     "mirror_unset_fields": {
                         "label": "Fields mirror unsets",

@@ -28,15 +28,16 @@ How the real API behaves, and what this hook does about it:
 * Phone numbers are normalised to E.164 with ``phonenumbers`` (Google's libphonenumber
   metadata); a number without a country code needs ``default_region`` (e.g. ``"US"``),
   and one that does not parse or is not a valid number is rejected with the reason.
-* Mirror: like every destination that can delete, ``mirror`` deletes the records whose key
-  left the query, with ``destroy_many`` (a soft delete, which Zendesk can restore for 30
-  days; a deleted user's tickets keep them as a deleted requester). ``mirror_delete=False``
-  (extra or hook parameter) keeps the records and unsets their *synced fields* instead:
-  custom fields and clearable attributes (phone, notes, details, alias, tags, organization
-  ...) are set to null; identity attributes (name, email, external id, role) stay, so the
-  record can be matched again. The synced fields are ``mirror_unset_fields`` when given,
-  else the fields this hook sent or checked during the run. A record with nothing to unset
-  (only identity fields synced) is reported as not released, never as deleted.
+* Mirror: deleting a Zendesk user is destructive (their tickets lose their requester), so
+  by default ``mirror`` does **not** delete. A record whose key left the query has the
+  *synced fields* unset instead: its custom fields and clearable attributes (phone, notes,
+  details, alias, tags, organization ...) are set to null; identity attributes (name,
+  email, external id, role) stay, so the record can be matched again. The synced fields
+  are ``mirror_unset_fields`` when given, else the fields this hook sent or checked during
+  the run. Only ``mirror_delete=True`` (extra or hook parameter) makes mirror call
+  ``destroy_many`` (a soft delete, which Zendesk can restore for 30 days).
+  A record with nothing to unset (only identity fields synced) is a reject
+  (``NOTHING_TO_UNSET``), never reported as deleted.
 * Rate limit: requests per minute per account (200 Team, 400 Growth/Professional, 700
   Enterprise, 2500 High Volume); 429 answers carry Retry-After, which every task of the
   account honours. The default here is 400 per 60 s; set ``rate_limit`` in the extras.
@@ -239,8 +240,8 @@ class ZendeskHook(DestinationHook):
     :param zendesk_conn_id: the Airflow connection.
     :param auth_type: ``"token"`` (default) or ``"oauth"``.
     :param default_region: region for phone numbers written without a country code (``"US"``).
-    :param mirror_delete: mirror deletes records with ``destroy_many`` (the default, True), or,
-        False, unsets their synced fields and keeps them (see the module docstring).
+    :param mirror_delete: mirror deletes records (``destroy_many``) instead of unsetting the
+        synced fields (the default; see the module docstring).
     :param mirror_unset_fields: the fields mirror unsets (default: those sent this run).
     :param max_jobs_in_flight: jobs queued or running at once per account (at most 30).
     :param job_poll_interval: first wait before polling a job (grows 1.5x up to 10 s).
@@ -299,7 +300,7 @@ class ZendeskHook(DestinationHook):
         self._poll_sleep = poll_sleep or time.sleep
         self.auth_type = "token"
         self.default_region: str | None = None
-        self.mirror_delete = True
+        self.mirror_delete = False
         self.mirror_unset_fields: tuple[str, ...] | None = None
         self.max_jobs_in_flight = DEFAULT_JOBS_IN_FLIGHT
         self.job_poll_interval = 0.5
@@ -367,10 +368,7 @@ class ZendeskHook(DestinationHook):
             if region not in phonenumbers.SUPPORTED_REGIONS:
                 raise ConfigurationError(f"default_region {region!r} is not a region code like 'US' or 'GB'")
         self.default_region = region or None
-        # Mirror means "the destination holds what the query holds", so deleting is the default, as for
-        # every destination that can delete; keeping records (unsetting fields) is the explicit opt-out.
-        mirror_delete = self._option(extra, "mirror_delete")
-        self.mirror_delete = True if mirror_delete in (None, "") else _as_bool(mirror_delete)
+        self.mirror_delete = _as_bool(self._option(extra, "mirror_delete"))
         fields = self._option(extra, "mirror_unset_fields")
         if isinstance(fields, str):
             fields = [f for f in _SPLIT_LIST.split(fields) if f]
@@ -515,7 +513,7 @@ class ZendeskHook(DestinationHook):
         return outcomes
 
     def delete(self, object: str, dest_ids: Sequence[str]) -> list[Outcome]:
-        """Mirror: ``destroy_many`` (default), or unset the synced fields with ``mirror_delete=False``."""
+        """Mirror: unset the synced fields (default), or ``destroy_many`` with ``mirror_delete``."""
         kind = self._kind(object)
         self.get_conn()
         outcomes: list[Outcome | None] = [None] * len(dest_ids)

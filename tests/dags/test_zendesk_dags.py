@@ -127,9 +127,9 @@ def test_first_noop_changed_and_mirror_runs(dag_runner, zendesk, warehouse):
     assert users_in(zendesk)["cust-11"]["user_fields"] == {"plan": None, "tier": None}
     assert users_in(zendesk)["cust-11"]["phone"] is None
 
-    # Mirror by default deletes (destroy_many), like every destination that can delete.
+    # Deleting users only when asked for explicitly.
     warehouse.execute("delete from people where external_id = 'cust-10'")
-    result, report = sync.run(mode="mirror")
+    result, report = sync.run(mode="mirror", destination_params={"mirror_delete": True})
     assert result.succeeded and report["deleted"] == 1
     assert "cust-10" not in users_in(zendesk) and len(users_in(zendesk)) == 119
     assert zendesk.emulator.request_count("DELETE /api/v2/users/destroy_many.json") == 1

@@ -387,7 +387,8 @@ class TestMirror:
         assert not outcome.ok and outcome.code == "NOTHING_TO_UNSET" and "mirror_delete" in outcome.reason
         assert zd.emulator.request_count() == before and zd.emulator.find("users", external_id="a")
 
-    def test_mirror_deletes_by_default(self, zd):
+    def test_mirror_delete_destroys_only_when_asked(self, start):
+        zd = start(extra={"mirror_delete": True})
         hook = ZendeskHook(sleep=no_sleep)
         ids = [o.dest_id for o in hook.upsert("users", [user("a", name="A"), user("b", name="B")], "external_id")]
         assert all(o.ok for o in hook.delete("users", [ids[0], ids[0], "999"]))

@@ -59,7 +59,8 @@ def _zendesk_conn(url: str) -> dict[str, Any]:
         "host": url,
         "login": f"{ZENDESK_EMAIL}/token",
         "password": ZENDESK_API_TOKEN,
-        "extra": {"rate_limit": 0, "job_poll_interval": 0.01},
+        # Zendesk's mirror unsets fields unless asked to delete (the documented default); this test is about deleting.
+        "extra": {"rate_limit": 0, "job_poll_interval": 0.01, "mirror_delete": True},
     }
 
 

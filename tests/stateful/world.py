@@ -133,7 +133,8 @@ DESTINATIONS = {
             "host": url,
             "login": f"{ZENDESK_EMAIL}/token",
             "password": ZENDESK_TOKEN,
-            "extra": _extra(job_poll_interval=0.01),
+            # Mirror deletes Zendesk users only when asked (the documented default unsets fields instead).
+            "extra": _extra(job_poll_interval=0.01, mirror_delete=True),
         },
         {
             "object": "users",
