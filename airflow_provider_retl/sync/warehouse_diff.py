@@ -495,6 +495,9 @@ class WarehouseDiff(SnapshotDiff):
                 )
             }
             parts = fp.key_parts(chunk, self.key_columns)
+            if self.fold_keys:
+                # The same key text the in-memory diff builds (event ids are derived from it).
+                parts = [fp.fold_case(parts[0])]
             keys = fp.join_key_parts(parts)
             # The warehouse decided which keys are bad (NULL or blank); the reasons are SnapshotDiff's.
             bad = internal["__retl_key_text"].isna().to_numpy()

@@ -331,6 +331,9 @@ class World:
             hook,
             f"select * from {self._table('src')}",
             sync_id=sync_id,
+            # SQLite has no timestamp type (ts is stored as text): the sync declares it, as a user
+            # must, so the warehouse reads the same timestamps the other stores' runs are given.
+            column_types={"ts": "timestamp"} if self.store_kind == "sqlite" else None,
         )
 
     # ---- runs ---------------------------------------------------------------------------------
