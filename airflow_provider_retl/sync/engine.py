@@ -80,7 +80,7 @@ def run_sync(
     ``on_reject`` sees every rejected row (the report keeps examples and counts all).
     ``siblings`` yields the checkpoints of this sync under its other partition layouts
     (unpartitioned, or another partition count): an events sync counts what they sent as
-    sent, so re-partitioning never sends an event twice; on a layout's first run, other syncs
+    sent, so re-partitioning never sends an event twice; on a layout's first run, any other sync
     take the ids they hold for its live keys and delete (mirror) the keys of its partition
     that left the source meanwhile.
     """
