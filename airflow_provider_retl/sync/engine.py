@@ -81,7 +81,7 @@ def run_sync(
     ``siblings`` yields the checkpoints of this sync under its other partition layouts
     (unpartitioned, or another partition count): an events sync counts what they sent as
     sent, so re-partitioning never sends an event twice; on a layout's first run, any other sync
-    take the ids they hold for its live keys and delete (mirror) the keys of its partition
+    takes the ids they hold for its live keys and deletes (mirror) the keys of its partition
     that left the source meanwhile.
     """
     log = redacting(log or logging.getLogger("airflow_provider_retl.sync"))  # secrets never reach a log line
