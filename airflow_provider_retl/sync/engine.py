@@ -129,6 +129,18 @@ def run_sync(
         report.unchanged,
         force=True,
     )
+    events = destination.supports_events(obj)
+    # Before the empty-source guard: keys a sibling layout knows count as removed there too.
+    removed_elsewhere: tuple[np.ndarray, np.ndarray] | None = None
+    read_key_hashes = getattr(diff, "read_key_hashes", None)
+    if (
+        not events
+        and siblings is not None
+        and read_key_hashes is not None
+        and not config.full_resync
+        and not _layout_established(diff)
+    ):
+        removed_elsewhere = _adopt_known_elsewhere(pending, report, siblings, config, diff, read_key_hashes())
     if (
         mode is Mode.MIRROR
         and report.planned["removed"]
@@ -145,20 +157,9 @@ def run_sync(
             f"all {report.planned['removed']} synced records; nothing was sent. If the source is really "
             f"empty, run with allow_empty_source=True"
         )
-    events = destination.supports_events(obj)
     sent_elsewhere = JournalEntry()
     if events and siblings is not None and not config.resend_events:
         sent_elsewhere = _adopt_sent_elsewhere(pending, report, siblings)
-    removed_elsewhere: tuple[np.ndarray, np.ndarray] | None = None
-    read_key_hashes = getattr(diff, "read_key_hashes", None)
-    if (
-        not events
-        and siblings is not None
-        and read_key_hashes is not None
-        and not config.full_resync
-        and not _layout_established(diff)
-    ):
-        removed_elsewhere = _adopt_known_elsewhere(pending, report, siblings, config, diff, read_key_hashes())
     if not config.rebaseline and not config.dry_run:
         # Guards that stop a run before it sends anything.
         if events:

@@ -143,3 +143,23 @@ def test_a_rekeyed_row_keeps_its_record_across_the_partition_change(hook, hubspo
     ]
     assert sum(r.deleted for r in reports) == 0
     assert live(hubspot, "companies") == {match("companies", i): [f"v{i}"] for i in range(4)}
+
+
+def test_an_empty_source_after_the_partition_change_deletes_nothing(hook, hubspot):
+    from airflow_provider_retl.sync.errors import EmptySourceError
+
+    whole = MemoryCheckpointStore()
+    sync(hook, "companies", whole, rows("companies", [0, 1, 2, 3]))
+    # A broken upstream table: every slice is empty. The keys the old layout knows must not
+    # all be deleted (the empty-source guard covers them as it covers a slice's own).
+    for i in range(2):
+        with pytest.raises(EmptySourceError):
+            sync(
+                hook,
+                "companies",
+                MemoryCheckpointStore(),
+                rows("companies", []),
+                partition=(i, 2),
+                siblings=lambda: [whole.load()],
+            )
+    assert len(live(hubspot, "companies")) == 4
