@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 #: XCom key of the report when the task fails (the return value is only pushed on success).
 REPORT_XCOM_KEY = "sync_report"
-#: Partition counts probed for the other layouts of an events sync (see ``_sibling_checkpoints``).
+#: Partition counts probed for the other layouts of a sync (see ``_sibling_checkpoints``).
 MAX_PARTITION_LAYOUTS = 32
 
 
@@ -267,7 +267,7 @@ class ReverseETLOperator(BaseOperator):
         return base
 
     def _sibling_checkpoints(self, context: Context) -> Iterator[Checkpoint]:
-        """Checkpoints of this sync under its other partition layouts (events count them as sent).
+        """Checkpoints of this sync under its other partition layouts (events sent, ids and keys known).
 
         Probes the unpartitioned layout and 1..MAX_PARTITION_LAYOUTS partitions; a layout whose
         partition 0 has no checkpoint never ran. The xcom and warehouse stores are per task or

@@ -470,6 +470,10 @@ class SnapshotDiff:
             or self.config.full_resync
         )
 
+    def read_key_hashes(self) -> np.ndarray:
+        """Hashes of every usable key this run read in its partition (duplicated ones too)."""
+        return np.concatenate(self.key_hash_chunks) if self.key_hash_chunks else np.empty(0, dtype=np.uint64)
+
     def removed(self) -> tuple[np.ndarray, np.ndarray]:
         assert self.base is not None
         gone = ~self.seen

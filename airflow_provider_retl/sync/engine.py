@@ -14,6 +14,7 @@ The run has three phases, and the order is what makes it safe:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -80,7 +81,9 @@ def run_sync(
     ``on_reject`` sees every rejected row (the report keeps examples and counts all).
     ``siblings`` yields the checkpoints of this sync under its other partition layouts
     (unpartitioned, or another partition count): an events sync counts what they sent as
-    sent, so re-partitioning never sends an event twice.
+    sent, so re-partitioning never sends an event twice; on a layout's first run, any other sync
+    takes the ids they hold for its live keys and deletes (mirror) the keys of its partition
+    that left the source meanwhile.
     """
     log = redacting(log or logging.getLogger("airflow_provider_retl.sync"))  # secrets never reach a log line
     started = clock()
@@ -127,6 +130,18 @@ def run_sync(
         report.unchanged,
         force=True,
     )
+    events = destination.supports_events(obj)
+    # Before the empty-source guard: keys a sibling layout knows count as removed there too.
+    removed_elsewhere: tuple[np.ndarray, np.ndarray] | None = None
+    read_key_hashes = getattr(diff, "read_key_hashes", None)
+    if (
+        not events
+        and siblings is not None
+        and read_key_hashes is not None
+        and not config.full_resync
+        and not _layout_established(diff)
+    ):
+        removed_elsewhere = _adopt_known_elsewhere(pending, report, siblings, config, diff, read_key_hashes())
     if (
         mode is Mode.MIRROR
         and report.planned["removed"]
@@ -143,7 +158,6 @@ def run_sync(
             f"all {report.planned['removed']} synced records; nothing was sent. If the source is really "
             f"empty, run with allow_empty_source=True"
         )
-    events = destination.supports_events(obj)
     sent_elsewhere = JournalEntry()
     if events and siblings is not None and not config.resend_events:
         sent_elsewhere = _adopt_sent_elsewhere(pending, report, siblings)
@@ -216,6 +230,9 @@ def run_sync(
     pusher.run_pool(jobs, pending, total)
     pusher.rematch_refused_updates()
     removed_keys, removed_ids = diff.removed()
+    if removed_elsewhere is not None and len(removed_elsewhere[0]):
+        removed_keys = np.concatenate([removed_keys, removed_elsewhere[0]])
+        removed_ids = np.concatenate([removed_ids, removed_elsewhere[1]])
     if len(removed_keys) and not events:
         live_ids = {i for i in pending[DEST_ID].to_numpy(dtype=object) if isinstance(i, str)}
         pusher.settle_removed(removed_keys, removed_ids, delete=mode is Mode.MIRROR, live_ids=live_ids)
@@ -316,6 +333,100 @@ def _adopt_sent_elsewhere(
     # In-doubt marks are carried over as they are (the row hash they were sent with), so the
     # reconciliation sees whether the row changed since.
     return JournalEntry.puts(key_hashes[rows], np.array([adopted[r][0] for r in rows.tolist()], dtype=np.uint64), ids)
+
+
+def _layout_established(diff: Any) -> bool:
+    """This layout's own checkpoint is trusted and complete: its ids and keys are the whole truth.
+
+    Siblings are consulted only before that (its first run, or a try resuming one): once a
+    layout ran, other layouts' checkpoints are stale (their keys this layout deleted would be
+    deleted again, their ids of those records adopted by a revived key).
+    """
+    loaded, base = diff.loaded, diff.base
+    return (
+        loaded is not None
+        and base is not None
+        and loaded.hash_algorithm == HASH_ALGORITHM
+        and loaded.target_fingerprint == base.target_fingerprint
+        and loaded.resumed_entries == 0
+    )
+
+
+#: Partition counts whose layouts may be siblings (the operator probes up to 32).
+SIBLING_LAYOUTS_MAX = 64
+
+
+def _sibling_targets(config: SyncConfig, match_field: str | None, fold_keys: bool) -> set[str]:
+    """Target fingerprints of this sync under every partition layout (another layout's ids mean the same records)."""
+    layouts: list[tuple[int, int] | None] = [None]
+    layouts += [(i, n) for n in range(1, SIBLING_LAYOUTS_MAX + 1) for i in range(n)]
+    return {
+        dataclasses.replace(config, partition=layout).target_fingerprint(match_field, fold_keys=fold_keys)
+        for layout in layouts
+    }
+
+
+def _adopt_known_elsewhere(
+    pending: pd.DataFrame,
+    report: SyncReport,
+    siblings: Callable[[], Iterable[Checkpoint]],
+    config: SyncConfig,
+    diff: SnapshotDiff,
+    read_key_hashes: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Records another partition layout of this sync knows, for keys of this run's partition.
+
+    A partition's checkpoint starts empty after re-partitioning, so it would neither know
+    the ids of its live keys (lookups, and creates of records that exist) nor the keys that
+    left the source meanwhile (mirror would never delete them). New live keys a sibling holds
+    an id for become "changed" with that id (updated by id); sibling keys of this partition
+    that this run did not read and its own checkpoint does not know are returned as
+    (key hashes, ids), to be settled like this run's own removed keys (holders protected).
+    Only siblings of the same destination, object, key and match field count.
+    """
+    empty = (np.empty(0, dtype=np.uint64), np.empty(0, dtype=object))
+    targets = _sibling_targets(config, diff.match_field, diff.fold_keys)
+    known_ids: dict[int, Any] = {}
+    for checkpoint in siblings():
+        if checkpoint.hash_algorithm != HASH_ALGORITHM or not len(checkpoint):
+            continue
+        if checkpoint.target_fingerprint not in targets:
+            continue
+        for key_hash, dest_id in zip(checkpoint.key_hashes.tolist(), checkpoint.dest_ids.tolist(), strict=True):
+            # A real id wins over another layout's missing or in-doubt one.
+            if (isinstance(dest_id, str) and dest_id not in ("", PENDING)) or key_hash not in known_ids:
+                known_ids[key_hash] = dest_id
+    if not known_ids:
+        return empty
+    sibling_keys = np.fromiter(known_ids, dtype=np.uint64, count=len(known_ids))
+    partition = config.partition
+    if partition is not None:
+        sibling_keys = sibling_keys[sibling_keys % np.uint64(partition[1]) == np.uint64(partition[0])]
+    # Live keys: a new one a sibling has an id for takes it (no lookup, no create).
+    kinds = pending[KIND].to_numpy(dtype=object).copy()
+    new = np.flatnonzero(kinds == ChangeKind.NEW.value)
+    key_hashes = pending[KEY_HASH].to_numpy(dtype=np.uint64)
+    ids = pending[DEST_ID].to_numpy(dtype=object).copy()
+    adopted = [
+        row
+        for row in new.tolist()
+        if isinstance(known_ids.get(int(key_hashes[row])), str) and known_ids[int(key_hashes[row])] not in ("", PENDING)
+    ]
+    if adopted:
+        rows = np.array(adopted, dtype=np.int64)
+        ids[rows] = np.array([known_ids[int(key_hashes[r])] for r in adopted], dtype=object)
+        kinds[rows] = ChangeKind.CHANGED.value
+        pending[DEST_ID] = ids
+        pending[KIND] = kinds
+        report.planned["new"] -= len(rows)
+        report.planned["changed"] += len(rows)
+    # Keys that left: in this partition, not read this run, unknown to this layout's own checkpoint.
+    own = diff.base.key_hashes if diff.base is not None else np.empty(0, dtype=np.uint64)
+    gone = sibling_keys[~np.isin(sibling_keys, read_key_hashes) & ~np.isin(sibling_keys, own)]
+    if not len(gone):
+        return empty
+    report.planned["removed"] += len(gone)
+    return gone, np.array([known_ids[int(k)] for k in gone.tolist()], dtype=object)
 
 
 def _check_identity_change(report: SyncReport, config: SyncConfig) -> None:

@@ -105,6 +105,10 @@ class Pusher:
         needs_match = action in (Action.UPSERT, Action.BULK_UPSERT, Action.CREATE) and self.destination.needs_lookup(
             self.config.object
         )
+        # Event ids come from the canonical key TEXT hashed here, in Python, whatever diffed it: a
+        # warehouse checkpoint's key hash is an MD5 computed in SQL, so ids taken from it would
+        # differ from a file store's for the same key and the destination's dedupe would miss.
+        event_hashes = fp.key_hashes(keys) if action in (Action.SEND_EVENT, Action.RECONCILE) else None
         for i, fields in enumerate(wires):
             key = fp.display_key(keys[i])
             if i in failures:
@@ -122,7 +126,8 @@ class Pusher:
             dest_id = ids[i] if isinstance(ids[i], str) and ids[i] != PENDING else None
             record = Record(key, fields, int(key_hashes[i]), int(row_hashes[i]), dest_id, match_value)
             if action in (Action.SEND_EVENT, Action.RECONCILE):
-                record.event_id = self.event_id(record.key_hash)
+                assert event_hashes is not None
+                record.event_id = self.event_id(int(event_hashes[i]))
             records.append(record)
         return records, rejects
 
@@ -281,11 +286,12 @@ class Pusher:
 
     @staticmethod
     def event_id(key_hash: int) -> str:
-        """The id of an event: its canonical key's hash alone.
+        """The id of an event: the Python hash (``fingerprint.key_hashes``) of its canonical key text alone.
 
         So it is the same on every try and run, and across partition counts, renamed
-        connections, checkpoint stores and sync definitions (a target fingerprint in it
-        would let the destination's own dedupe miss a re-sent event).
+        connections, checkpoint stores (never the store's own key hash: a warehouse's is
+        an MD5 computed in SQL) and sync definitions (a target fingerprint in it would let
+        the destination's own dedupe miss a re-sent event).
         """
         return f"retl-{key_hash:016x}"
 

@@ -580,7 +580,9 @@ class WarehouseDiff(SnapshotDiff):
                 drop=True
             )
             ids = internal["__retl_dest_id"][keep].to_numpy(dtype=object)
-            part[KEY] = keys[keep]
+            # The same key text the in-memory diff builds (event ids are derived from it); rejects
+            # above show the key as the source has it.
+            part[KEY] = fp.fold_case(keys[keep]) if self.fold_keys else keys[keep]
             part[KEY_HASH] = _u64(internal["__retl_key_hash"][keep])
             part[ROW_HASH] = _u64(internal["__retl_row_hash"][keep])
             part[DEST_ID] = np.array([_stored_id(i) for i in ids], dtype=object)

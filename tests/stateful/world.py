@@ -332,6 +332,9 @@ class World:
             hook,
             f"select * from {self._table('src')}",
             sync_id=sync_id,
+            # SQLite has no timestamp type (ts is stored as text): the sync declares it, as a user
+            # must, so the warehouse reads the same timestamps the other stores' runs are given.
+            column_types={"ts": "timestamp"} if self.store_kind == "sqlite" else None,
         )
 
     # ---- runs ---------------------------------------------------------------------------------
@@ -374,7 +377,8 @@ class World:
         rejects: list[Any] = []
         result = RunResult()
         try:
-            result.report = run_sync(chunks, hook, store, config, on_reject=rejects.append)
+            siblings = self.siblings(store_slot, partition)
+            result.report = run_sync(chunks, hook, store, config, on_reject=rejects.append, siblings=siblings)
         except BaseException as exc:  # noqa: BLE001 - Killed and every error is an outcome here
             result.error = exc
         finally:
@@ -395,6 +399,23 @@ class World:
         emitted += [r.path for r in self.running.emulator.requests]
         result.emitted = "\n".join(emitted)
         return result
+
+    def siblings(self, slot: Store, partition: tuple[int, int] | None) -> Any:
+        """The other partition layouts' checkpoints of a file slot, as the operator probes them."""
+        if slot.kind != "file":
+            return None  # the operator probes no siblings for the warehouse store
+        own = None if partition is None else partition[1]
+
+        def probe() -> Iterator[Any]:
+            for count in (None, *range(1, 9)):
+                if count == own:
+                    continue
+                for part in [None] if count is None else [(i, count) for i in range(count)]:
+                    loaded = self.make_store(slot, part).load()
+                    if loaded is not None:
+                        yield loaded
+
+        return probe
 
     def run(self, *, kill: tuple[str, int] | None = None) -> list[RunResult]:
         """One run of every partition (the kill, if any, hits the first partition's run only)."""
