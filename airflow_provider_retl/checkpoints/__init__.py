@@ -1,4 +1,4 @@
-"""Checkpoint stores backed by Airflow: Variables, XCom + task_state_store, and the resolver.
+"""Checkpoint stores backed by Airflow: Variables, XCom (journal in Variables), and the resolver.
 
 ``checkpoint_store_from_spec("variable" | "xcom" | "file:///..." | store, sync_id=..., context=...)``
 is what the operator calls; the stores implement ``sync.checkpoint.JournalingStore``.

@@ -48,6 +48,7 @@ class VariableCheckpointStore(JournalingStore):
         self.sync_id = sync_id
         self.key = f"{KEY_PREFIX}{sync_id}"
         self.journal_prefix = f"{self.key}{JOURNAL_INFIX}"
+        self.journal = VariableJournal(self.journal_prefix)
         _refuse_sensitive_name(self.key)
         self._next_index: int | None = None
         self._lease_backend = VariableLeaseBackend(sync_id)
@@ -57,7 +58,7 @@ class VariableCheckpointStore(JournalingStore):
         return f"variable:{self.key}"
 
     def journal_key(self, index: int) -> str:
-        return f"{self.journal_prefix}{index}"
+        return self.journal.key(index)
 
     # Lease primitives (LeaseBackend), in claim Variables beside the checkpoint
 
@@ -86,35 +87,63 @@ class VariableCheckpointStore(JournalingStore):
 
     def _append_journal(self, document: dict[str, Any]) -> None:
         if self._next_index is None:
-            indexes = self._journal_indexes()
+            indexes = self.journal.indexes()
             self._next_index = indexes[-1] + 1 if indexes else 0
-        Variable.set(self.journal_key(self._next_index), orjson.dumps(document).decode())
+        self.journal.write(self._next_index, document)
         self._next_index += 1
 
     def _read_journal(self) -> list[Any]:
-        indexes = self._journal_indexes()
+        indexes = self.journal.indexes()
         self._next_index = indexes[-1] + 1 if indexes else 0
-        docs = []
-        for index in indexes:
-            key = self.journal_key(index)
-            doc = _decode(Variable.get(key, default=None), key)
-            if doc is not None:  # deleted between listing and reading: a finalize raced us
-                docs.append(doc)
-        return docs
+        return [doc for _, doc in self.journal.read(indexes)]
 
     def _clear_journal(self) -> None:
-        for index in self._journal_indexes():
-            Variable.delete(self.journal_key(index))
+        self.journal.delete(self.journal.indexes())
         self._next_index = 0
 
-    def _journal_indexes(self) -> list[int]:
+
+class VariableJournal:
+    """Journal documents in numbered Variables ``<prefix><n>``: one atomic write per entry."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+
+    def key(self, index: int) -> str:
+        return f"{self.prefix}{index}"
+
+    def indexes(self) -> list[int]:
+        """The entries' numbers, in numeric order ("10" sorts after "2")."""
         # keys(prefix=) matches with SQL LIKE, where "_" is a wildcard: filter again exactly.
-        start = len(self.journal_prefix)
+        start = len(self.prefix)
         return sorted(
             int(key[start:])
-            for key in Variable.keys(prefix=self.journal_prefix)
-            if key.startswith(self.journal_prefix) and key[start:].isdigit()
+            for key in Variable.keys(prefix=self.prefix)
+            if key.startswith(self.prefix) and key[start:].isdigit()
         )
+
+    def write(self, index: int, document: dict[str, Any]) -> None:
+        Variable.set(self.key(index), orjson.dumps(document).decode())
+
+    def read(self, indexes: list[int]) -> list[tuple[int, Any]]:
+        docs = []
+        for index in indexes:
+            key = self.key(index)
+            doc = _decode(Variable.get(key, default=None), key)
+            if doc is not None:  # deleted between listing and reading: a finalize raced us
+                docs.append((index, doc))
+        return docs
+
+    def delete(self, indexes: list[int]) -> None:
+        for index in indexes:
+            Variable.delete(self.key(index))
+
+
+def variable_safe_name(name: str) -> str:
+    """``name`` if it can be part of a Variable key, else a stable digest of it."""
+    if not _SYNC_ID.fullmatch(name) or len(name) > MAX_SYNC_ID_LENGTH:
+        # Long or unusual names (dag.task ids) get a stable digest: the key must fit VARCHAR(250).
+        return "h" + hashlib.sha256(name.encode()).hexdigest()[:40]
+    return name
 
 
 def _decode(raw: Any, key: str) -> Any | None:
@@ -160,10 +189,7 @@ class VariableLeaseBackend:
     """
 
     def __init__(self, name: str) -> None:
-        if not _SYNC_ID.fullmatch(name) or len(name) > MAX_SYNC_ID_LENGTH:
-            # Long or unusual names (dag.task ids) get a stable digest: the key must fit VARCHAR(250).
-            name = "h" + hashlib.sha256(name.encode()).hexdigest()[:40]
-        self.lease_prefix = f"{LEASE_PREFIX}{name}__"
+        self.lease_prefix = f"{LEASE_PREFIX}{variable_safe_name(name)}__"
         self._ticket = 0
 
     def _claim_key(self, owner: str) -> str:

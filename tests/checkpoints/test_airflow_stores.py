@@ -41,11 +41,17 @@ class Scenario:
         return {int(key.rsplit("_", 1)[1]): value for key, value in state.items() if key.startswith("test_obs_")}
 
     def journal(self, result) -> dict:
-        """Journal documents the store left: Variables for 'variable', task_state_store keys for 'xcom'."""
-        if self.store == "variable":
-            return self.runner.variables(f"retl_checkpoint__{self.sync_id}__journal__")
-        state = self.runner.task_state(self.dag_id, result.run_id, "scenario")
-        return {key: value for key, value in state.items() if key.startswith("retl_journal")}
+        """Journal documents the store left (Variables), by entry number; ``result`` only names the run."""
+        prefix = (
+            f"retl_checkpoint__{self.sync_id}__journal__"
+            if self.store == "variable"
+            else f"retl_journal__xcom.{self.dag_id}.scenario__"
+        )
+        return {int(key[len(prefix) :]): json.loads(raw) for key, raw in self.runner.variables(prefix).items()}
+
+    def xcom_base(self, result) -> dict:
+        """The XCom checkpoint document a run pushed."""
+        return result.task("scenario").xcoms["retl_checkpoint"]
 
     def stored_text(self) -> str:
         """Everything the store persisted for this sync, as text."""
@@ -55,6 +61,7 @@ class Scenario:
         from sqlalchemy import select
 
         parts = list(self.runner.variables(f"retl_checkpoint__{self.sync_id}").values())
+        parts += list(self.runner.variables(f"retl_journal__xcom.{self.dag_id}.").values())
         with create_session() as session:
             xcoms = select(XComModel).where(XComModel.dag_id == self.dag_id, XComModel.key == "retl_checkpoint")
             parts += [json.dumps(x.value) for x in session.scalars(xcoms)]
@@ -132,14 +139,18 @@ def test_a_retry_resumes_from_the_base_plus_the_failed_try_journal(scenario):
         "target": "target-fp-1",
         "rows": final_rows,
     }
-    assert scenario.journal(next_run) == {}
     if scenario.store == "variable":
+        assert scenario.journal(next_run) == {}
         assert scenario.journal(retried) == {}, "finalize deletes the journal Variables"
         assert list(scenario.runner.variables(f"retl_checkpoint__{scenario.sync_id}")) == [
             f"retl_checkpoint__{scenario.sync_id}"
         ]
     else:
-        assert retried.task("scenario").xcoms["retl_checkpoint"]["count"] == 4
+        assert scenario.xcom_base(retried)["count"] == 4
+        # finalize deleted the entry the loaded base held (0) and kept the retried run's (1-3) for
+        # a clear of that run; its base holds them, so the next run did not fold them (resumed 0).
+        assert sorted(scenario.journal(next_run)) == [1, 2, 3]
+        assert scenario.xcom_base(retried)["journal_upto"] == 3
         assert next_run.task("scenario").xcoms == {"return_value": scenario.observed(next_run)[1]}
 
 
@@ -151,7 +162,8 @@ def test_a_cleared_successful_run_resumes_from_its_own_progress(scenario):
     assert cleared.succeeded and cleared.run_id == run.run_id, cleared
     again = first_load(scenario.observed(cleared)[2])
     assert again["rows"] == {**BASE_ROWS, "d1@example.com": [41, "id-d1"]}
-    # variable: the new base; xcom: the earlier run's base + this run's journal kept in task_state_store.
+    # variable: the new base; xcom: the earlier run's base (the clear wiped this run's XCom) + this
+    # run's journal entry, which its finalize kept for this case.
     assert again["resumed"] == (0 if scenario.store == "variable" else 1)
 
 
@@ -172,14 +184,32 @@ def test_progress_of_a_run_that_failed_for_good(scenario):
 
     after = scenario.run({1: [load()]})
     loaded = first_load(scenario.observed(after)[1])
-    if scenario.store == "variable":
-        # Variables outlive the run: the next run folds the journal the failed run left.
-        assert loaded["resumed"] == 1
-        assert loaded["rows"] == {**BASE_ROWS, "e1@example.com": [51, "id-e1"]}
-    else:
-        # Documented limit: a task_state_store journal does not cross runs.
-        assert loaded["resumed"] == 0
-        assert loaded["rows"] == BASE_ROWS
+    # Journal Variables outlive the run: the next run folds what the failed run committed, so it
+    # neither re-sends its events nor creates its records again.
+    assert loaded["resumed"] == 1
+    assert loaded["rows"] == {**BASE_ROWS, "e1@example.com": [51, "id-e1"]}
+
+
+def test_the_run_after_a_failed_run_finalizes_its_progress_once(scenario):
+    scenario.run({1: [load(), commit(A1, A2, A3), finalize()]})
+    scenario.run({1: [load(), commit(("e1@example.com", 51, "id-e1")), FAIL], 2: [FAIL]})
+    after = scenario.run({1: [load(), commit(("e1@example.com", 52, "id-e1")), finalize()]})
+    later = scenario.run({1: [load()]})
+
+    assert after.succeeded and later.succeeded, (after, later)
+    loaded = first_load(scenario.observed(later)[1])
+    # The newer row of e1 wins: the failed run's older entry is not folded over the newer base.
+    assert loaded == {
+        "count": 4,
+        "resumed": 0,
+        "target": "target-fp-1",
+        "rows": {**BASE_ROWS, "e1@example.com": [52, "id-e1"]},
+    }
+    if scenario.store == "xcom":
+        # finalize of ``after`` deleted the entry its loaded base held (0); it kept the ones it
+        # folded (1: the failed run's, 2: its own) for a clear of ``after``; ``later`` skipped them.
+        assert sorted(scenario.journal(later)) == [1, 2]
+        assert scenario.xcom_base(after)["journal_upto"] == 2
 
 
 @pytest.mark.parametrize("store", STORES)
@@ -194,7 +224,7 @@ def test_a_commit_writes_one_batch_sized_document_whatever_the_base_size(dag_run
         assert steps[0]["checkpoint"]["count"] == base_size
         messages[base_size] = [step["messages"] for step in steps if step["do"] == "commit"]
 
-    writes_per_commit = 1 if store == "variable" else 2  # xcom: the entry, then the journal count
+    writes_per_commit = 1  # one journal Variable
     for base_size, commits in messages.items():
         for sent in commits:
             writes = [size for kind, size in sent if kind in WRITES]

@@ -1,10 +1,9 @@
 """SIGKILL a real Airflow task whose checkpoint is in XCom, then clear and re-run the SAME DagRun.
 
 Like ``test_crash_airflow_variable.py`` (same destinations, seeds and checks), but the
-checkpoint is the task's ``retl_checkpoint`` XCom of the latest earlier run and the journal of
-a failed try lives in the run's ``task_state_store``, so the retry is the same DagRun cleared
-and run again ("Clear" in the UI, or an Airflow retry). A ``commit_torn`` kill stores the
-journal entry but not the count that makes it visible.
+checkpoint is the task's ``retl_checkpoint`` XCom of the latest earlier run (wiped when a
+try starts) and the journal of a failed try lives in numbered Variables; the retry is the same
+DagRun cleared and run again ("Clear" in the UI, or an Airflow retry).
 """
 
 from __future__ import annotations
