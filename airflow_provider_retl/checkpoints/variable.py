@@ -22,7 +22,25 @@ MAX_SYNC_ID_LENGTH = 250 - len(KEY_PREFIX) - len(JOURNAL_INFIX) - 12
 _SYNC_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
-class VariableCheckpointStore(JournalingStore):
+class VariableLeasing:
+    """The ``LeaseBackend`` primitives of a store whose lease lives in claim Variables (Variable and XCom stores).
+
+    The store sets ``_lease_backend`` to the ``VariableLeaseBackend`` of the name its runs contend for.
+    """
+
+    _lease_backend: VariableLeaseBackend
+
+    def _lease_try_acquire(self, holder: LeaseHolder, now: float) -> LeaseHolder | None:
+        return self._lease_backend._lease_try_acquire(holder, now)
+
+    def _lease_renew(self, holder: LeaseHolder, now: float) -> bool:
+        return self._lease_backend._lease_renew(holder, now)
+
+    def _lease_release(self, owner: str) -> None:
+        self._lease_backend._lease_release(owner)
+
+
+class VariableCheckpointStore(VariableLeasing, JournalingStore):
     """Base in Variable ``retl_checkpoint__<sync_id>``, one Variable per committed batch beside it.
 
     A commit writes one small Variable (``retl_checkpoint__<sync_id>__journal__<n>``), so
@@ -59,17 +77,6 @@ class VariableCheckpointStore(JournalingStore):
 
     def journal_key(self, index: int) -> str:
         return self.journal.key(index)
-
-    # Lease primitives (LeaseBackend), in claim Variables beside the checkpoint
-
-    def _lease_try_acquire(self, holder: LeaseHolder, now: float) -> LeaseHolder | None:
-        return self._lease_backend._lease_try_acquire(holder, now)
-
-    def _lease_renew(self, holder: LeaseHolder, now: float) -> bool:
-        return self._lease_backend._lease_renew(holder, now)
-
-    def _lease_release(self, owner: str) -> None:
-        self._lease_backend._lease_release(owner)
 
     # Store primitives
 

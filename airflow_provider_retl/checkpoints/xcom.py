@@ -7,8 +7,13 @@ from typing import Any
 import orjson
 
 from airflow_provider_retl.checkpoints.spec import warn_if_large
-from airflow_provider_retl.checkpoints.variable import VariableJournal, VariableLeaseBackend, variable_safe_name
-from airflow_provider_retl.sync.checkpoint import JournalingStore, LeaseHolder
+from airflow_provider_retl.checkpoints.variable import (
+    VariableJournal,
+    VariableLeaseBackend,
+    VariableLeasing,
+    variable_safe_name,
+)
+from airflow_provider_retl.sync.checkpoint import JournalingStore
 from airflow_provider_retl.sync.errors import ConfigurationError
 
 XCOM_KEY = "retl_checkpoint"
@@ -18,7 +23,7 @@ JOURNAL_PREFIX = "retl_journal__"
 JOURNAL_UPTO = "journal_upto"
 
 
-class XComCheckpointStore(JournalingStore):
+class XComCheckpointStore(VariableLeasing, JournalingStore):
     """Base = this task's XCom ``retl_checkpoint`` from the latest run; journal in Airflow Variables.
 
     Airflow deletes a task instance's XComs when each try starts, so a run's progress
@@ -69,17 +74,6 @@ class XComCheckpointStore(JournalingStore):
     def description(self) -> str:
         suffix = "" if self.map_index < 0 else f"[{self.map_index}]"
         return f"xcom:{self.ti.dag_id}.{self.ti.task_id}{suffix}:{self.key}"
-
-    # Lease primitives (LeaseBackend): claim Variables shared by every run of this task
-
-    def _lease_try_acquire(self, holder: LeaseHolder, now: float) -> LeaseHolder | None:
-        return self._lease_backend._lease_try_acquire(holder, now)
-
-    def _lease_renew(self, holder: LeaseHolder, now: float) -> bool:
-        return self._lease_backend._lease_renew(holder, now)
-
-    def _lease_release(self, owner: str) -> None:
-        self._lease_backend._lease_release(owner)
 
     # Store primitives
 
