@@ -19,7 +19,7 @@ STAMP := $(VENV)/.retl-installed
 CONSTRAINTS := constraints.txt
 EXTRAS := emulators,duckdb,postgres,sqlite,snowflake,mysql,examples,redis,celery
 # Test and tooling packages that are not (yet) extras of the project.
-DEV_PACKAGES := pytest pytest-xdist pytest-timeout hypothesis ruff mypy hubspot-api-client xxhash zenpy customerio mailchimp-marketing simple-salesforce fakesnow
+DEV_PACKAGES := pytest pytest-xdist pytest-timeout hypothesis ruff mypy hubspot-api-client xxhash zenpy customerio mailchimp-marketing simple-salesforce fakesnow openapi-core
 
 # Up to 4 workers: each one migrates its own Airflow DB and warms its own in-process API.
 PYTEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); echo $$(( n > 4 ? 4 : n )))
