@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -23,12 +22,6 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _modules(section: str) -> list[str]:
     return [m for entry in INFO.get(section, []) for m in entry["python-modules"]]
-
-
-def _require(module: str) -> None:
-    """The operator module is written in parallel; skip (do not fail) only while it does not exist yet."""
-    if importlib.util.find_spec(module) is None:
-        pytest.skip(f"{module} is not written yet")
 
 
 class TestProviderInfo:
@@ -51,7 +44,6 @@ class TestProviderInfo:
 
     @pytest.mark.parametrize("module", _modules("operators"))
     def test_operator_modules_import(self, module):
-        _require(module)
         importlib.import_module(module)
 
     @pytest.mark.parametrize("conn", INFO["connection-types"], ids=lambda c: c["connection-type"])
@@ -75,10 +67,8 @@ class TestProviderInfo:
 
     @pytest.mark.parametrize("conn", INFO["connection-types"], ids=lambda c: c["connection-type"])
     def test_conn_fields_are_extras_the_hooks_read(self, conn):
-        from airflow_provider_retl.hooks.destination import EXTRA_KNOBS
-
         module, _, name = conn["hook-class-name"].rpartition(".")
-        known = set(EXTRA_KNOBS) | set(getattr(getattr(importlib.import_module(module), name), "connection_extras", ()))
+        known = set(getattr(importlib.import_module(module), name).knobs())
         for field, spec in conn["conn-fields"].items():
             assert field in known
             assert spec["label"] and "type" in spec["schema"]
@@ -107,7 +97,6 @@ class TestProviderInfo:
 @pytest.mark.parametrize("name", sorted(airflow_provider_retl._EXPORTS))
 def test_public_names_load_lazily(name):
     module = airflow_provider_retl._EXPORTS[name]
-    _require(module)
     assert getattr(airflow_provider_retl, name) is getattr(importlib.import_module(module), name)
 
 
@@ -137,3 +126,27 @@ def test_airflow_cli_lists_the_installed_provider_and_its_hooks(tmp_path):
     hooks = subprocess.run([str(airflow), "providers", "hooks"], capture_output=True, text=True, env=env, timeout=120)
     assert "airflow_provider_retl.hooks.hubspot.HubSpotHook" in hooks.stdout
     assert "airflow_provider_retl.hooks.webhook.WebhookHook" in hooks.stdout
+
+
+def test_committed_provider_yaml_is_generated_from_the_registry():
+    """provider.yaml is the registry's output; a destination added without regenerating it fails here."""
+    import yaml
+
+    from airflow_provider_retl.destinations.provider_info import provider_yaml
+
+    committed = (ROOT / "provider.yaml").read_text()
+    generated = provider_yaml(airflow_provider_retl.__version__)
+    assert committed == generated, (
+        "provider.yaml is stale: run python -m airflow_provider_retl.destinations.provider_info > provider.yaml"
+    )
+    assert yaml.safe_load(committed) == INFO
+
+
+def test_every_registered_destination_has_a_connection_type_and_hook_module():
+    from airflow_provider_retl.destinations import REGISTRY
+
+    conn_types = {c["connection-type"]: c for c in INFO["connection-types"]}
+    hook_modules = set(_modules("hooks"))
+    for spec in REGISTRY.values():
+        assert conn_types[spec.conn_type]["hook-class-name"] == spec.hook_class
+        assert spec.hook_module in hook_modules

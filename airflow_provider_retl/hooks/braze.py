@@ -44,10 +44,11 @@ import math
 import re
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any
 
 import requests
 
+from airflow_provider_retl.destinations.braze.spec import SPEC
 from airflow_provider_retl.hooks.destination import DestinationHook, chunked
 from airflow_provider_retl.sync import validate as validators
 from airflow_provider_retl.sync.errors import (
@@ -129,23 +130,11 @@ class BrazeHook(DestinationHook):
         interrupted try (default True; False reports every such event as in doubt).
     """
 
-    conn_name_attr = "braze_conn_id"
-    default_conn_name = "braze_default"
-    conn_type = "retl_braze"
-    hook_name = "Braze"
-    default_host = None  # every Braze instance has its own REST endpoint
-
-    api_batch_limit: ClassVar[int] = 75
-    api_lookup_limit: ClassVar[int] = IDS_PER_CALL
-    default_max_concurrency: ClassVar[int] = 4
-    default_rate_limit: ClassVar[int | None] = 3000
-    default_rate_window: ClassVar[float] = 3.0
-    #: Connection extras of this hook besides the common ones (the form's conn-fields).
-    connection_extras: ClassVar[tuple[str, ...]] = ("allow_delete", "reconcile_events")
+    spec = SPEC
 
     def __init__(
         self,
-        braze_conn_id: str = default_conn_name,
+        braze_conn_id: str = SPEC.default_conn_name,
         *,
         allow_delete: bool | None = None,
         reconcile_events: bool | None = None,

@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import requests
 from airflow.sdk.log import mask_secret
 
+from airflow_provider_retl.destinations.customerio.spec import SPEC
 from airflow_provider_retl.hooks.destination import DestinationHook, _json_or_none, dumps
 from airflow_provider_retl.sync import validate as validators
 from airflow_provider_retl.sync.errors import ConfigurationError
@@ -143,21 +144,12 @@ class CustomerIoHook(DestinationHook):
         https://track-eu.customer.io, or any URL).
     """
 
-    conn_name_attr = "customerio_conn_id"
-    default_conn_name = "customerio_default"
-    conn_type = "retl_customerio"
-    hook_name = "Customer.io"
-    default_host = REGIONS["us"]
+    spec = SPEC
 
-    #: Records per engine batch; each batch goes out in requests of < 500 KB.
-    api_batch_limit: ClassVar[int] = 1000
-    default_max_concurrency: ClassVar[int] = 4
-    default_rate_limit: ClassVar[int | None] = 100
-    default_rate_window: ClassVar[float] = 1.0
     max_request_bytes: ClassVar[int] = MAX_REQUEST_BYTES
     max_item_bytes: ClassVar[int] = MAX_ITEM_BYTES
 
-    def __init__(self, customerio_conn_id: str = default_conn_name, **kwargs: Any) -> None:
+    def __init__(self, customerio_conn_id: str = SPEC.default_conn_name, **kwargs: Any) -> None:
         super().__init__(customerio_conn_id, **kwargs)
         self._basic_token: str | None = None
         self._region_info: Mapping[str, Any] = {}

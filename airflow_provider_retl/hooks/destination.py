@@ -36,6 +36,7 @@ from airflow.sdk import BaseHook
 from airflow.sdk.log import mask_secret
 from requests.adapters import BaseAdapter, HTTPAdapter
 
+from airflow_provider_retl.destinations.kit import DestinationSpec, Knob, Limits, transport_knobs
 from airflow_provider_retl.hooks.ratelimit import Limiter, shared_limiter
 from airflow_provider_retl.hooks.retrying import (
     RetryPolicy,
@@ -128,21 +129,7 @@ def is_secret_extra(name: str) -> bool:
 
 
 #: Connection extras every destination understands (the caller's keyword arguments of the same name win).
-EXTRA_KNOBS = (
-    "timeout",
-    "connect_timeout",
-    "read_timeout",
-    "verify",
-    "proxies",
-    "headers",
-    "rate_limit",
-    "rate_window",
-    "rate_limit_redis_url",
-    "max_retries",
-    "retry_deadline",
-    "max_concurrency",
-    "batch_size",
-)
+EXTRA_KNOBS = tuple(knob.name for knob in transport_knobs(Limits(batch=1)))
 
 
 def chunked(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
@@ -204,7 +191,11 @@ class DestinationHook(BaseHook):
     default_host: ClassVar[str | None] = None
     default_headers: ClassVar[dict[str, str]] = {"Accept": "application/json"}
 
-    # Capabilities and API limits, DbApiHook-style: subclasses override these.
+    #: The destination's declaration (``destinations/<name>/spec.py``): a subclass that sets it gets
+    #: its identity, limits and knobs from it (``__init_subclass__``), never written twice.
+    spec: ClassVar[DestinationSpec | None] = None
+
+    # API limits, DbApiHook-style; derived from ``spec`` when a subclass declares one.
     #: Records per write call the API accepts.
     api_batch_limit: ClassVar[int] = 100
     #: Keys per lookup call the API accepts.
@@ -213,9 +204,44 @@ class DestinationHook(BaseHook):
     #: Requests per ``default_rate_window`` seconds; None: no client-side limit.
     default_rate_limit: ClassVar[int | None] = None
     default_rate_window: ClassVar[float] = 1.0
-    default_max_retries: ClassVar[int] = 5
-    default_retry_deadline: ClassVar[float] = 300.0
     default_timeout: ClassVar[tuple[float, float]] = (10.0, 60.0)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        spec = cls.__dict__.get("spec")
+        if spec is None:
+            return
+        # Airflow reads these class attributes (connection form, hook lookup by conn_type).
+        cls.conn_name_attr = spec.conn_name_attr
+        cls.default_conn_name = spec.default_conn_name
+        cls.conn_type = spec.conn_type
+        cls.hook_name = spec.title
+        cls.default_host = spec.default_host
+        cls.api_batch_limit = spec.limits.batch
+        cls.api_lookup_limit = spec.limits.lookup_batch
+        cls.default_max_concurrency = spec.limits.concurrency
+        cls.default_rate_limit = spec.limits.rate
+        cls.default_rate_window = spec.limits.window
+
+    @classmethod
+    def knobs(cls) -> dict[str, Knob]:
+        """Every connection extra this hook reads, by name: the spec's knobs plus the transport knobs."""
+        if cls.spec is not None:
+            declared = cls.spec.all_knobs()
+        else:
+            limits = Limits(
+                batch=cls.api_batch_limit,
+                lookup_batch=cls.api_lookup_limit,
+                concurrency=cls.default_max_concurrency,
+                rate=cls.default_rate_limit,
+                window=cls.default_rate_window,
+            )
+            declared = transport_knobs(limits)
+        return {knob.name: knob for knob in declared}
+
+    def knob(self, extra: Mapping[str, Any], name: str) -> Any:
+        """The value of knob ``name``: caller option, else the extra, else the declared default (parsed)."""
+        return self.knobs()[name].parse(self._option(extra, name))
 
     # Set by the operator for one run (not connection settings).
     #: The sync's name (a webhook sends it as ``sync``).
@@ -417,25 +443,21 @@ class DestinationHook(BaseHook):
                 raise ConfigurationError("extra 'headers' must be a mapping of header names to values")
             session.headers.update({str(k): str(v) for k, v in headers.items()})
 
-        rate_limit = _as_int("rate_limit", option("rate_limit"), self.default_rate_limit, minimum=0)
-        self.rate_limit = rate_limit or None
-        self.rate_window = _as_float("rate_window", option("rate_window"), self.default_rate_window, positive=True)
-        max_retries = _as_int("max_retries", option("max_retries"), self.default_max_retries, minimum=0)
-        deadline = _as_float("retry_deadline", option("retry_deadline"), self.default_retry_deadline, positive=True)
-        self._max_concurrency = _as_int(
-            "max_concurrency", option("max_concurrency"), self.default_max_concurrency, minimum=1
-        )
-        batch_size = _as_int("batch_size", option("batch_size"), self.api_batch_limit, minimum=1)
-        if batch_size > self.api_batch_limit:
+        self.rate_limit = self.knob(extra, "rate_limit") or None
+        self.rate_window = float(self.knob(extra, "rate_window"))
+        max_retries = self.knob(extra, "max_retries")
+        deadline = float(self.knob(extra, "retry_deadline"))
+        self._max_concurrency = self.knob(extra, "max_concurrency")
+        requested = option("batch_size")
+        self._batch_size = self.knob(extra, "batch_size")
+        if requested is not None and self._batch_size < _as_number(requested):
             self.log.warning(
-                "batch_size %d is above the %s limit of %d records per call; using %d",
-                batch_size,
+                "batch_size %s is above the %s limit of %d records per call; using %d",
+                requested,
                 self.hook_name,
                 self.api_batch_limit,
-                self.api_batch_limit,
+                self._batch_size,
             )
-            batch_size = self.api_batch_limit
-        self._batch_size = batch_size
 
         if self._injected_policy is not None:
             self._retry_policy = self._injected_policy
@@ -983,6 +1005,13 @@ def _as_float(name: str, value: Any, default: float, *, positive: bool = False) 
     if positive and number <= 0:
         raise ConfigurationError(f"{name} must be positive; got {value!r}")
     return number
+
+
+def _as_number(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
 
 
 def _as_bool_or_path(value: Any) -> bool | str:

@@ -26,10 +26,11 @@ import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any
 
 import requests
 
+from airflow_provider_retl.destinations.hubspot.spec import SPEC
 from airflow_provider_retl.hooks.destination import (
     EXISTS,
     DestinationHook,
@@ -114,19 +115,9 @@ class HubSpotHook(DestinationHook):
         ``host`` defaults to https://api.hubapi.com (point it at an emulator or a proxy).
     """
 
-    conn_name_attr = "hubspot_conn_id"
-    default_conn_name = "hubspot_default"
-    conn_type = "retl_hubspot"
-    hook_name = "HubSpot"
-    default_host = "https://api.hubapi.com"
+    spec = SPEC
 
-    api_batch_limit: ClassVar[int] = 100
-    api_lookup_limit: ClassVar[int] = 100
-    default_max_concurrency: ClassVar[int] = 4
-    default_rate_limit: ClassVar[int | None] = 100
-    default_rate_window: ClassVar[float] = 10.0
-
-    def __init__(self, hubspot_conn_id: str = default_conn_name, **kwargs: Any) -> None:
+    def __init__(self, hubspot_conn_id: str = SPEC.default_conn_name, **kwargs: Any) -> None:
         super().__init__(hubspot_conn_id, **kwargs)
         self._cache_lock = threading.Lock()
         self._unique: dict[str, frozenset[str]] = {}

@@ -49,11 +49,12 @@ import re
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
 import requests
 
+from airflow_provider_retl.destinations.mailchimp.spec import SPEC
 from airflow_provider_retl.hooks.destination import EXISTS, DestinationHook, _json_or_none, chunked, excerpt
 from airflow_provider_retl.sync import validate as validators
 from airflow_provider_retl.sync.errors import (
@@ -144,27 +145,11 @@ class MailchimpHook(DestinationHook):
     :param skip_merge_validation: let Mailchimp accept members with required merge fields empty.
     """
 
-    conn_name_attr = "mailchimp_conn_id"
-    default_conn_name = "mailchimp_default"
-    conn_type = "retl_mailchimp"
-    hook_name = "Mailchimp"
-    default_host = None
-
-    api_batch_limit: ClassVar[int] = 500
-    api_lookup_limit: ClassVar[int] = LOOKUP_CHUNK
-    default_max_concurrency: ClassVar[int] = CONNECTION_LIMIT
-    default_rate_limit: ClassVar[int | None] = None
-    #: Extras of this destination (besides DestinationHook's), shown in the connection form.
-    connection_extras: ClassVar[tuple[str, ...]] = (
-        "status_if_new",
-        "sync_tags",
-        "delete_permanently",
-        "skip_merge_validation",
-    )
+    spec = SPEC
 
     def __init__(
         self,
-        mailchimp_conn_id: str = default_conn_name,
+        mailchimp_conn_id: str = SPEC.default_conn_name,
         *,
         status_if_new: str | None = None,
         sync_tags: bool | None = None,

@@ -48,13 +48,14 @@ import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Collection, Mapping, Sequence
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote_plus, urlencode, urlsplit
 
 import orjson
 import requests
 from airflow.sdk.log import mask_secret
 
+from airflow_provider_retl.destinations.salesforce.spec import SPEC
 from airflow_provider_retl.hooks.destination import (
     EXISTS,
     IDEMPOTENT_METHODS,
@@ -154,36 +155,11 @@ class SalesforceHook(DestinationHook):
         ``bulk_timeout``, ``lock_retries`` and ``api_usage_warning``.
     """
 
-    conn_name_attr = "salesforce_conn_id"
-    default_conn_name = "salesforce_default"
-    conn_type = "retl_salesforce"
-    hook_name = "Salesforce"
-    default_host = "https://login.salesforce.com"
-
-    api_batch_limit: ClassVar[int] = 200
-    api_lookup_limit: ClassVar[int] = 1000
-    default_max_concurrency: ClassVar[int] = 4
-    default_rate_limit: ClassVar[int | None] = None
-
-    #: Connection extras of this hook besides the ones every destination reads.
-    connection_extras: ClassVar[tuple[str, ...]] = (
-        "client_id",
-        "client_secret",
-        "security_token",
-        "grant_type",
-        "api_version",
-        "instance_url",
-        "bulk_threshold",
-        "bulk_batch_size",
-        "bulk_poll_interval",
-        "bulk_timeout",
-        "lock_retries",
-        "api_usage_warning",
-    )
+    spec = SPEC
 
     def __init__(
         self,
-        salesforce_conn_id: str = default_conn_name,
+        salesforce_conn_id: str = SPEC.default_conn_name,
         *,
         bulk_threshold: int | None = None,
         bulk_batch_size: int | None = None,

@@ -32,6 +32,7 @@ from urllib.parse import urlsplit
 import orjson
 import requests
 
+from airflow_provider_retl.destinations.webhook.spec import SPEC
 from airflow_provider_retl.hooks.destination import DestinationHook, _json_default, chunked, excerpt
 from airflow_provider_retl.sync.errors import BatchRejectedError, FatalDestinationError, OutcomeUnknownError
 from airflow_provider_retl.sync.records import Outcome, Record
@@ -61,22 +62,14 @@ class WebhookHook(DestinationHook):
     :param sync_id: the sync's name, sent as ``sync`` (the operator sets it; default: the conn id).
     """
 
-    conn_name_attr = "webhook_conn_id"
-    default_conn_name = "webhook_default"
-    conn_type = "retl_webhook"
-    hook_name = "Webhook"
-    default_host = None
+    spec = SPEC
 
-    api_batch_limit: ClassVar[int] = 500
-    api_lookup_limit: ClassVar[int] = 500
-    default_max_batch: ClassVar[int] = 100
-    default_max_concurrency: ClassVar[int] = 4
     #: Webhook URLs carry their credential in the path or query (Slack, Zapier, Discord ...).
     url_path_is_secret: ClassVar[bool] = True
 
     def __init__(
         self,
-        webhook_conn_id: str = default_conn_name,
+        webhook_conn_id: str = SPEC.default_conn_name,
         *,
         sync_id: str | None = None,
         clock: Callable[[], float] = time.time,
@@ -111,11 +104,6 @@ class WebhookHook(DestinationHook):
             self._register_secret(conn.password)
         else:
             self.log.warning("connection %r has no signing secret: requests go out unsigned", self.destination_conn_id)
-
-    def _configure_from_extra(self, session: requests.Session, extra: dict[str, Any]) -> None:
-        super()._configure_from_extra(session, extra)
-        if self._option(extra, "batch_size") is None:
-            self._batch_size = self.default_max_batch
 
     def _attempt_headers(self, body: bytes) -> dict[str, str]:
         # Signed per attempt: a resend carries a fresh timestamp, so receivers may reject stale ones.

@@ -51,12 +51,13 @@ import threading
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
 from airflow.sdk.log import mask_secret
 
+from airflow_provider_retl.destinations.zendesk.spec import SPEC
 from airflow_provider_retl.hooks.destination import (
     DestinationHook,
     _as_bool_or_path,
@@ -249,32 +250,11 @@ class ZendeskHook(DestinationHook):
     :param poll_sleep: the sleep between polls (tests).
     """
 
-    conn_name_attr = "zendesk_conn_id"
-    default_conn_name = "zendesk_default"
-    conn_type = "retl_zendesk"
-    hook_name = "Zendesk"
-    default_host = None
-
-    api_batch_limit: ClassVar[int] = 100
-    api_lookup_limit: ClassVar[int] = 100
-    default_max_concurrency: ClassVar[int] = 5
-    default_rate_limit: ClassVar[int | None] = 400
-    default_rate_window: ClassVar[float] = 60.0
-
-    #: Extras this hook reads on top of DestinationHook's.
-    connection_extras: ClassVar[tuple[str, ...]] = (
-        "auth_type",
-        "default_region",
-        "mirror_delete",
-        "mirror_unset_fields",
-        "max_jobs_in_flight",
-        "job_poll_interval",
-        "job_timeout",
-    )
+    spec = SPEC
 
     def __init__(
         self,
-        zendesk_conn_id: str = default_conn_name,
+        zendesk_conn_id: str = SPEC.default_conn_name,
         *,
         auth_type: str | None = None,
         default_region: str | None = None,

@@ -1,0 +1,1 @@
+"""The braze destination: spec, hook and emulator."""

@@ -1,0 +1,1 @@
+"""The customerio destination: spec, hook and emulator."""

@@ -1,0 +1,1 @@
+"""The hubspot destination: spec, hook and emulator."""

@@ -1,0 +1,1 @@
+"""The mailchimp destination: spec, hook and emulator."""

@@ -1,0 +1,1 @@
+"""The salesforce destination: spec, hook and emulator."""

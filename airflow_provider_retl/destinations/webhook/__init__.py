@@ -1,0 +1,1 @@
+"""The webhook destination: spec, hook and emulator."""

@@ -1,0 +1,1 @@
+"""The zendesk destination: spec, hook and emulator."""
