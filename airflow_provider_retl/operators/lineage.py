@@ -20,6 +20,8 @@ from urllib.parse import urlsplit
 
 from airflow.sdk import BaseOperatorLink
 
+from airflow_provider_retl.destinations import by_conn_type
+
 if TYPE_CHECKING:
     from airflow.sdk import BaseOperator
     from airflow.sdk.types import TaskInstanceKey
@@ -134,69 +136,45 @@ def facets_on_complete(operator: Any) -> Any:
 
 # ---------------------------------------------------------------------- extra link
 
-#: Vendor API host -> the app's web address (where the link goes when the sync talks to the vendor).
-VENDOR_API_HOSTS: Mapping[str, str] = {
-    "api.hubapi.com": "https://app.hubspot.com",
-    "api.hubspot.com": "https://app.hubspot.com",
-    "track.customer.io": "https://fly.customer.io",
-    "track-eu.customer.io": "https://fly-eu.customer.io",
-}
 
-#: HubSpot object type ids of the standard objects (for the object list page).
-HUBSPOT_OBJECT_IDS: Mapping[str, str] = {"contacts": "0-1", "companies": "0-2", "deals": "0-3", "tickets": "0-5"}
-
-
-def _is_vendor_host(conn_type: str, netloc: str) -> bool:
+def _is_vendor_host(vendor_hosts: tuple[str, ...], netloc: str) -> bool:
     host = netloc.rpartition("@")[2].split(":")[0].lower()
-    suffixes = {
-        "retl_hubspot": (".hubapi.com", ".hubspot.com"),
-        "retl_salesforce": (".salesforce.com", ".force.com"),
-        "retl_mailchimp": (".mailchimp.com",),
-        "retl_zendesk": (".zendesk.com",),
-        "retl_customerio": (".customer.io",),
-        "retl_braze": (".braze.com", ".braze.eu"),
-    }.get(conn_type, ())
-    return any(host.endswith(s) for s in suffixes)
+    return any(host.endswith(suffix) for suffix in vendor_hosts)
 
 
 def destination_url(conn_type: str, base_url: str, object: str, extra: Mapping[str, Any] | None = None) -> str:
     """Web page of ``object`` at the destination, or ``""`` when there is none to show.
 
-    Webhook URLs are never shown (they often carry a secret). For a host that is not the
-    vendor's (an emulator, a proxy), the page is the emulator's ``/_emulator/state``.
+    Where the page is comes from the destination's spec (``AppLink``). Destinations
+    without one (a webhook, whose URL often carries a secret) show nothing. For a host
+    that is not the vendor's (an emulator, a proxy), the page is ``/_emulator/state``.
     """
-    extra = extra or {}
-    if not base_url or conn_type == "retl_webhook":
+    spec = by_conn_type(conn_type)
+    if spec is None or spec.app_link is None or not base_url:
         return ""
+    link = spec.app_link
     parts = urlsplit(base_url)
-    origin = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
-    if not _is_vendor_host(conn_type, parts.netloc):
+    netloc = parts.netloc.rpartition("@")[2]
+    origin = f"{parts.scheme}://{netloc}"
+    if not _is_vendor_host(spec.vendor_hosts, parts.netloc):
         return f"{origin}/_emulator/state"
-    if conn_type == "retl_hubspot":
-        portal = extra.get("portal_id")
-        type_id = HUBSPOT_OBJECT_IDS.get(object, object)
-        return (
-            f"https://app.hubspot.com/contacts/{portal}/objects/{type_id}/views/all/list"
-            if portal
-            else ("https://app.hubspot.com/")
-        )
-    if conn_type == "retl_salesforce":
-        instance = extra.get("instance_url") or origin
-        if "login.salesforce.com" in instance or "test.salesforce.com" in instance:
-            return f"{instance}/"  # the instance is known only after login; Salesforce redirects from here
-        return f"{instance.rstrip('/')}/lightning/o/{object}/list"
-    if conn_type == "retl_mailchimp":
-        dc = parts.netloc.split(".")[0]
-        return f"https://{dc}.admin.mailchimp.com/audience/contacts/"
-    if conn_type == "retl_zendesk":
-        page = "organizations" if object.startswith("organization") else "users"
-        return f"{origin}/agent/{page}"
-    if conn_type == "retl_customerio":
-        app = VENDOR_API_HOSTS.get(parts.netloc, "https://fly.customer.io")
-        return f"{app}/" + ("activity" if object == "events" else "people")
-    if conn_type == "retl_braze":
-        return "https://dashboard.braze.com/"
-    return ""
+    declared = spec.object(object)
+    context: dict[str, Any] = {str(k): v for k, v in (extra or {}).items() if v not in (None, "")}
+    instance = str(context.get("instance_url") or origin).rstrip("/")
+    context.update(
+        origin=origin,
+        dc=netloc.split(".")[0],
+        object=object,
+        page=(declared.app_page if declared and declared.app_page else object),
+        app=link.app_hosts.get(netloc, link.default_app),
+        instance_url=instance,
+    )
+    if any(host in instance for host in link.login_hosts):
+        return link.fallback.format_map(context)  # the instance is known only after login
+    try:
+        return link.template.format_map(context)
+    except KeyError:  # an extra the page needs (HubSpot's portal_id) is not set
+        return link.fallback.format_map(context)
 
 
 class DestinationLink(BaseOperatorLink):

@@ -51,6 +51,16 @@ class TestNamespacesAndLinks:
             ("retl_customerio", "https://track.customer.io", "events", {}, "https://fly.customer.io/activity"),
             ("retl_hubspot", "http://127.0.0.1:8081", "contacts", {}, "http://127.0.0.1:8081/_emulator/state"),
             ("retl_webhook", "https://hooks.example.com/s3cret", "customers", {}, ""),
+            # An alias of an object kind opens the kind's page; a missing extra falls back to the app's home.
+            ("retl_zendesk", "https://acme.zendesk.com", "organization", {}, "https://acme.zendesk.com/agent/organizations"),
+            ("retl_hubspot", "https://api.hubapi.com", "contacts", {}, "https://app.hubspot.com/"),
+            ("retl_hubspot", "https://api.hubapi.com", "2-123", {"portal_id": 7},
+             "https://app.hubspot.com/contacts/7/objects/2-123/views/all/list"),
+            # Before login, Salesforce's instance is unknown: the login host redirects.
+            ("retl_salesforce", "https://login.salesforce.com", "Contact", {}, "https://login.salesforce.com/"),
+            ("retl_customerio", "https://track-eu.customer.io", "people", {}, "https://fly-eu.customer.io/people"),
+            ("retl_braze", "https://rest.iad-01.braze.com", "users", {}, "https://dashboard.braze.com/"),
+            ("retl_unknown", "https://api.example.com", "x", {}, ""),
         ],
     )
     def test_destination_url(self, conn_type, base_url, object, extra, expected):
@@ -110,3 +120,16 @@ def test_partial_expand_over_objects_runs_each_with_its_own_checkpoint_and_link(
             assert result.task("sync", i).xcoms["_link_DestinationLink"] == f"{hubspot.url}/_emulator/state"
         again = dag_runner.run_dag(MAPPED_DAG.format(dag_id=dag_id, conn_id=warehouse.conn_id), dag_id)
         assert [again.return_value("sync", i)["requests"] for i in (0, 1)] == [0, 0]
+
+
+def test_every_destination_with_an_app_has_a_page_for_each_declared_object():
+    from airflow_provider_retl.destinations import REGISTRY
+
+    for spec in REGISTRY.values():
+        if spec.app_link is None:
+            continue
+        host = "https://api" + spec.vendor_hosts[0]
+        for declared in spec.objects:
+            name = "Contact" if declared.name == "*" else declared.name
+            url = destination_url(spec.conn_type, host, name, {"portal_id": 1, "instance_url": "https://a.my.salesforce.com"})
+            assert url.startswith("https://") and "{" not in url, (spec.name, declared.name, url)

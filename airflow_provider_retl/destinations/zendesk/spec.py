@@ -87,7 +87,12 @@ SPEC = DestinationSpec(
     limits=Limits(batch=100, lookup_batch=100, concurrency=5, rate=400, window=60),
     objects=(
         ObjectSpec(
-            "users", upsert_by=("external_id", "email"), delete=True, default_match="external_id", aliases=("user",)
+            "users",
+            upsert_by=("external_id", "email"),
+            delete=True,
+            default_match="external_id",
+            aliases=("user",),
+            app_page="users",
         ),
         ObjectSpec(
             "organizations",
@@ -95,6 +100,7 @@ SPEC = DestinationSpec(
             delete=True,
             default_match="external_id",
             aliases=("organization",),
+            app_page="organizations",
         ),
     ),
     vendor_hosts=(".zendesk.com",),

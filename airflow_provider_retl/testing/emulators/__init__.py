@@ -16,9 +16,11 @@ From a shell: ``python -m airflow_provider_retl.testing.emulators --help``.
 
 from __future__ import annotations
 
+import importlib
 from types import TracebackType
 from typing import Any, Self
 
+from airflow_provider_retl.destinations import REGISTRY
 from airflow_provider_retl.testing.emulators.base import BaseEmulator
 from airflow_provider_retl.testing.emulators.braze import DEFAULT_API_KEY as BRAZE_API_KEY
 from airflow_provider_retl.testing.emulators.braze import BrazeEmulator
@@ -121,12 +123,17 @@ __all__ = [
     "subscriber_hash",
 ]
 
-EMULATORS: dict[str, type[BaseEmulator]] = {"hubspot": HubSpotEmulator, "webhook": WebhookReceiver}
-EMULATORS["mailchimp"] = MailchimpEmulator
-EMULATORS["salesforce"] = SalesforceEmulator
-EMULATORS["braze"] = BrazeEmulator
-EMULATORS["zendesk"] = ZendeskEmulator
-EMULATORS["customerio"] = CustomerIoEmulator
+
+def _emulator_class(path: str) -> type[BaseEmulator]:
+    module, _, name = path.partition(":")
+    cls: type[BaseEmulator] = getattr(importlib.import_module(module), name)
+    return cls
+
+
+#: Destination name -> emulator class, from the registry of destination specs.
+EMULATORS: dict[str, type[BaseEmulator]] = {
+    name: _emulator_class(spec.emulator.cls) for name, spec in REGISTRY.items() if spec.emulator is not None
+}
 
 
 class RunningEmulator:
@@ -166,10 +173,10 @@ class RunningEmulator:
 
 
 def start_emulator(kind: str, *, host: str = "127.0.0.1", port: int = 0, **options: Any) -> RunningEmulator:
-    """Start a ``"hubspot"`` or ``"webhook"`` emulator in a background thread.
+    """Start the emulator of destination ``kind`` (a name in the registry) in a background thread.
 
-    ``options`` go to the emulator's constructor (``HubSpotEmulator`` or
-    ``WebhookReceiver``); ``port=0`` picks a free port.
+    ``options`` go to the emulator's constructor (e.g. ``HubSpotEmulator``); ``port=0``
+    picks a free port.
     """
     try:
         cls = EMULATORS[kind]

@@ -24,6 +24,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from airflow_provider_retl.destinations import REGISTRY
 from airflow_provider_retl.testing.emulators import RunningEmulator, start_emulator
 from airflow_provider_retl.testing.emulators import salesforce as sf_emulator
 from airflow_provider_retl.testing.emulators.faults import Faults
@@ -253,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--port", type=int, default=port, help="0 picks a free port")
         add_options(command)
         _add_fault_options(command)
-    both = commands.add_parser("all", help="both emulators in one process")
+    both = commands.add_parser("all", help="the HubSpot and webhook emulators in one process")
     both.add_argument("--host", default="127.0.0.1")
     both.add_argument("--hubspot-port", type=int, default=8081)
     both.add_argument("--webhook-port", type=int, default=8082)
@@ -291,28 +292,34 @@ def _webhook_options(args: argparse.Namespace) -> dict[str, Any]:
     return {"secret": args.secret, "reject_marker": args.reject_marker, "faults": _faults(args)}
 
 
+def _add_no_options(parser: argparse.ArgumentParser) -> None:
+    """An emulator without options of its own (only the fault switches every emulator has)."""
+
+
+def _fault_options_only(args: argparse.Namespace) -> dict[str, Any]:
+    return {"faults": _faults(args)}
+
+
+#: kind -> (add its options to a parser, read them back as start_emulator kwargs): the emulator's own
+#: options; its help and default port come from the destination's spec.
+OPTIONS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], dict[str, Any]]]] = {
+    "hubspot": (_add_hubspot_options, _hubspot_options),
+    "webhook": (_add_webhook_options, _webhook_options),
+    "mailchimp": (_add_mailchimp_options, _mailchimp_options),
+    "salesforce": (_add_salesforce_options, _salesforce_options),
+    "zendesk": (_add_zendesk_options, _zendesk_options),
+    "customerio": (_add_customerio_options, _customerio_options),
+    "braze": (_add_braze_options, _braze_options),
+}
+
 #: kind -> (help, default port, add its options to a parser, read them back as start_emulator kwargs).
 SUBCOMMANDS: dict[
     str,
     tuple[str, int, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], dict[str, Any]]],
 ] = {
-    "hubspot": ("HubSpot CRM v3", 8081, _add_hubspot_options, _hubspot_options),
-    "webhook": ("signed webhook receiver", 8082, _add_webhook_options, _webhook_options),
-    "mailchimp": ("Mailchimp Marketing API v3", 8083, _add_mailchimp_options, _mailchimp_options),
-    "salesforce": (
-        "Salesforce REST API (OAuth, collections, SOQL, Bulk 2.0)",
-        8084,
-        _add_salesforce_options,
-        _salesforce_options,
-    ),
-    "zendesk": ("Zendesk Support API (users, organizations, bulk jobs)", 8085, _add_zendesk_options, _zendesk_options),
-    "customerio": (
-        "Customer.io Track API (v2 batch, v1 customers/events)",
-        8087,
-        _add_customerio_options,
-        _customerio_options,
-    ),
-    "braze": ("Braze REST API (users/track, users/delete, users/export/ids)", 8088, _add_braze_options, _braze_options),
+    name: (spec.emulator.help, spec.emulator.port, *OPTIONS.get(name, (_add_no_options, _fault_options_only)))
+    for name, spec in REGISTRY.items()
+    if spec.emulator is not None
 }
 
 
