@@ -44,6 +44,7 @@ from airflow_provider_retl.hooks.retrying import (
     error_from_exception,
     parse_retry_after,
 )
+from airflow_provider_retl.sync.batching import isolate
 from airflow_provider_retl.sync.errors import (
     BatchRejectedError,
     ConfigurationError,
@@ -713,7 +714,12 @@ class DestinationHook(BaseHook):
             if idempotent:
                 return RetryableDestinationError(message, retry_after=retry_after, **kwargs)
             return OutcomeUnknownError(message + " (the request may have been applied)", **kwargs)
-        return BatchRejectedError(message, **kwargs)
+        refused = BatchRejectedError(message, **kwargs)
+        # What the engine needs to isolate the bad record (sync.batching): the hook's judgement and words.
+        refused.record_level = self.is_record_level(refused)
+        lone = self.rejection_outcome(refused)
+        refused.reason, refused.code = lone.reason, lone.code
+        return refused
 
     def describe_error(self, response: requests.Response) -> str:
         """A short, human-readable reason from an error response (its message, else a body excerpt)."""
@@ -751,29 +757,18 @@ class DestinationHook(BaseHook):
         items: Sequence[T],
         send: Callable[[Sequence[T]], list[Outcome]],
     ) -> list[Outcome]:
-        """Send ``items``; when the API refuses the whole batch for one bad input, isolate it.
+        """Send ``items``, isolating the records of a refused batch (``sync.batching.isolate``)."""
 
-        A ``BatchRejectedError`` that ``is_record_level`` splits the batch in halves
-        and sends each again, until every bad item is alone and gets its own reason
-        from ``rejection_outcome``; good items go through. One bad record in 100
-        costs about 2*log2(100) extra calls.
-        """
-        try:
-            return send(items)
-        except BatchRejectedError as err:
-            if not self.is_record_level(err):
-                raise
-            if len(items) == 1:
-                return [self.rejection_outcome(err)]
+        def split(count: int, reason: str) -> None:
             self.log.info(
-                "%s refused a batch of %d (%s); splitting it to find the bad records", self.hook_name, len(items), err
+                "%s refused a batch of %d (%s); splitting it to find the bad records", self.hook_name, count, reason
             )
-            middle = len(items) // 2
-            return self.bisect(items[:middle], send) + self.bisect(items[middle:], send)
+
+        return isolate(items, send, split)
 
     def is_record_level(self, err: BatchRejectedError) -> bool:
         """Whether a whole-batch refusal may be caused by one input (worth bisecting)."""
-        return err.status in (400, 409, 413, 422)
+        return err.status in BatchRejectedError.RECORD_LEVEL_STATUSES
 
     def rejection_outcome(self, err: BatchRejectedError) -> Outcome:
         """The outcome of a single record whose call was refused."""

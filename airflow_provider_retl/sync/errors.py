@@ -64,7 +64,28 @@ class OutcomeUnknownError(DestinationError, RetryableSyncError):
 
 
 class BatchRejectedError(DestinationError):
-    """The destination refused the whole batch for a reason that applies to every record."""
+    """The destination refused the whole batch (a 4xx), nothing of it applied.
+
+    ``record_level``: the refusal may be caused by one input (400, 409, 413, 422 unless the
+    hook says otherwise), so the engine splits the batch to isolate it (``sync.batching``);
+    ``reason`` and ``code`` are the destination's own words, the reject of a lone record.
+    """
+
+    RECORD_LEVEL_STATUSES = frozenset({400, 409, 413, 422})
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        record_level: bool | None = None,
+        reason: str | None = None,
+        code: str | None = None,
+        **kwargs: Any,
+    ):
+        super().__init__(message, **kwargs)
+        self.record_level = self.status in self.RECORD_LEVEL_STATUSES if record_level is None else record_level
+        self.reason = reason
+        self.code = code or (str(self.status) if self.status else None)
 
 
 class EmptySourceError(FatalSyncError):

@@ -13,12 +13,13 @@ import concurrent.futures as cf
 import dataclasses
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
 
 from airflow_provider_retl.sync import fingerprint as fp
+from airflow_provider_retl.sync.batching import isolate
 from airflow_provider_retl.sync.checkpoint import Checkpoint, CheckpointStore, JournalEntry
 from airflow_provider_retl.sync.config import SyncConfig
 from airflow_provider_retl.sync.destination import Destination
@@ -29,6 +30,8 @@ from airflow_provider_retl.sync.plan import SKIP_INSERT_EXISTS, SKIP_REMOVED_ADO
 from airflow_provider_retl.sync.progress import Progress
 from airflow_provider_retl.sync.records import EXISTS, PENDING, Outcome, Record, Reject, SyncReport
 from airflow_provider_retl.sync.values import column_to_wire, frame_to_wire
+
+T = TypeVar("T")
 
 #: ``Reject.code`` of two live keys that resolve to one destination record.
 MATCH_COLLISION = "MATCH_COLLISION"
@@ -189,19 +192,30 @@ class Pusher:
         if not records:
             return records, rejects, []
         obj = self.config.object
+        match = self.match_field or ""
         if action is Action.SEND_EVENT:
-            outcomes = self.destination.send_events(obj, records)
+            outcomes = self.isolate(records, lambda part: self.destination.send_events(obj, part))
         elif action is Action.BULK_UPSERT:
-            outcomes = self.destination.bulk_upsert(obj, records, self.match_field or "")
+            outcomes = self.destination.bulk_upsert(obj, records, match)  # one job: per-record results, no split
         elif action is Action.UPSERT:
-            outcomes = self.destination.upsert(obj, records, self.match_field or "")
+            outcomes = self.isolate(records, lambda part: self.destination.upsert(obj, part, match))
         elif action is Action.UPDATE:
-            outcomes = self.destination.update(obj, records)
+            outcomes = self.isolate(records, lambda part: self.destination.update(obj, part))
         else:
             outcomes = self._create_reconciling(records)
         if len(outcomes) != len(records):
             raise SyncError(f"destination returned {len(outcomes)} outcomes for {len(records)} records")
         return records, rejects, outcomes
+
+    def isolate(self, items: Sequence[T], call: Callable[[Sequence[T]], list[Outcome]]) -> list[Outcome]:
+        """One write call; a batch refused for one record's sake is split until that record is alone."""
+
+        def split(count: int, reason: str) -> None:
+            self.log.info(
+                "the destination refused a batch of %d (%s); splitting it to find the bad records", count, reason
+            )
+
+        return isolate(items, call, split)
 
     def _create_reconciling(self, records: list[Record]) -> list[Outcome]:
         """Create; records that turn out to exist are updated, and a lost response is reconciled by lookup."""
@@ -212,7 +226,7 @@ class Pusher:
             targets = [records[i] for i in exists]
             for i, record in zip(exists, targets, strict=True):
                 record.dest_id = outcomes[i].dest_id
-            updated = self.destination.update(self.config.object, targets)
+            updated = self.isolate(targets, lambda part: self.destination.update(self.config.object, part))
             for i, outcome in zip(exists, updated, strict=True):
                 outcomes[i] = (
                     Outcome.success(outcome.dest_id or records[i].dest_id, created=False) if outcome.ok else outcome
@@ -222,7 +236,7 @@ class Pusher:
     def _create_or_lookup(self, records: list[Record]) -> list[Outcome]:
         obj = self.config.object
         try:
-            return self.destination.create(obj, records)
+            return self.isolate(records, lambda part: self.destination.create(obj, part))
         except OutcomeUnknownError as exc:
             self.log.warning("create of %d records: outcome unknown (%s); reconciling by lookup", len(records), exc)
             unknown = exc
@@ -244,7 +258,7 @@ class Pusher:
             ) from unknown
         if missing:
             try:
-                retried = self.destination.create(obj, [records[i] for i in missing])
+                retried = self.isolate([records[i] for i in missing], lambda part: self.destination.create(obj, part))
             except OutcomeUnknownError as exc:
                 raise RetryableSyncError(
                     "create failed twice with an unknown outcome; the next try reconciles by lookup"
@@ -547,7 +561,7 @@ class Pusher:
         for start in range(0, int(doomed.sum()), size):
             batch_keys = key_hashes[doomed][start : start + size]
             batch_ids = [str(i) for i in ids[doomed][start : start + size]]
-            outcomes = self.destination.delete(obj, batch_ids)
+            outcomes = self.isolate(batch_ids, lambda part: self.destination.delete(obj, part))
             done = []
             for kh, outcome in zip(batch_keys, outcomes, strict=True):
                 if outcome.ok:

@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from airflow_provider_retl.sync.errors import OutcomeUnknownError, RetryableDestinationError
+from airflow_provider_retl.sync.errors import BatchRejectedError, OutcomeUnknownError, RetryableDestinationError
 from airflow_provider_retl.sync.records import Outcome, Record
 from airflow_provider_retl.sync.validate import email, run_validators
 
@@ -32,7 +32,10 @@ class InMemoryDestination:
         events: bool = False,
         can_reconcile: bool = True,
         bulk_batch_size: int = 1000,
+        refuse_batch: Callable[[dict[str, Any]], str | None] | None = None,
     ):
+        #: An API that refuses a whole batch (400, nothing applied) when one record is bad, like most batch APIs.
+        self.refuse_batch = refuse_batch
         self._bulk_threshold = bulk_threshold
         self.is_event_stream = events
         self.can_reconcile = can_reconcile
@@ -71,10 +74,14 @@ class InMemoryDestination:
                 return rid
         return None
 
-    def _call(self, kind: str, n: int) -> None:
+    def _call(self, kind: str, n: int, records: Sequence[Record] = ()) -> None:
         self.calls.append((kind, n))
         if self.fail_on.get(kind) == self.count(kind):
             raise RetryableDestinationError(f"{kind} failed (injected)", status=503)
+        for record in records if self.refuse_batch else ():
+            reason = self.refuse_batch(record.fields)
+            if reason:
+                raise BatchRejectedError(f"{kind} -> 400: {reason}", status=400, reason=reason, code="INVALID_BATCH")
 
     def _lost(self, kind: str) -> bool:
         return self.lose_response_on.get(kind) == self.count(kind)
@@ -122,7 +129,7 @@ class InMemoryDestination:
         return Outcome.success(rid, created=created)
 
     def upsert(self, object: str, records: Sequence[Record], match_field: str) -> list[Outcome]:
-        self._call("upsert", len(records))
+        self._call("upsert", len(records), records)
         if not self.can_lookup:
             # A webhook-like destination: keyed by the sync key, says nothing about created vs updated.
             outcomes = [self._write(r, r.key) for r in records]
@@ -133,7 +140,7 @@ class InMemoryDestination:
         return self.is_event_stream
 
     def send_events(self, object: str, records: Sequence[Record]) -> list[Outcome]:
-        self._call("send_events", len(records))
+        self._call("send_events", len(records), records)
         outcomes = []
         with self.lock:
             for r in records:
@@ -167,14 +174,14 @@ class InMemoryDestination:
         return {v: rid for v in values if (rid := self.by_match(v)) is not None}
 
     def create(self, object: str, records: Sequence[Record]) -> list[Outcome]:
-        self._call("create", len(records))
+        self._call("create", len(records), records)
         outcomes = [self._write(r, None) for r in records]
         if self._lost("create"):
             raise OutcomeUnknownError("connection reset after sending (injected)")
         return outcomes
 
     def update(self, object: str, records: Sequence[Record]) -> list[Outcome]:
-        self._call("update", len(records))
+        self._call("update", len(records), records)
         return [
             self._write(r, r.dest_id) if r.dest_id in self.records else Outcome.failure("not found", "OBJECT_NOT_FOUND")
             for r in records
