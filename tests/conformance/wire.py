@@ -532,7 +532,14 @@ def validate(destination: str, exchanges: Iterable[Exchange]) -> tuple[list[Viol
         routed = dest.route(exchange.method, path)
         if routed is None:
             violations.append(
-                Violation(destination, "-", exchange.route, "request", exchange.status, "no document has this path")
+                Violation(
+                    destination,
+                    "-",
+                    f"{exchange.method} {path}",
+                    "request",
+                    exchange.status,
+                    "no document has this path",
+                )
             )
             continue
         doc, template = routed
