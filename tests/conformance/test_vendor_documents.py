@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Self
 
@@ -634,7 +634,7 @@ DRIVERS: dict[str, tuple[Driver, set[str]]] = {
 }
 
 
-def split(destination: str, violations: list[wire.Violation]) -> tuple[list[wire.Violation], set[int]]:
+def split(violations: list[wire.Violation]) -> tuple[list[wire.Violation], set[int]]:
     """(violations not allow-listed, indexes of the ALLOWED entries that matched one)."""
     used: set[int] = set()
     left = []
@@ -646,20 +646,16 @@ def split(destination: str, violations: list[wire.Violation]) -> tuple[list[wire
     return left, used
 
 
-@pytest.fixture
-def tmp(tmp_path: Path) -> Iterator[Path]:
-    yield tmp_path
-
-
 @pytest.mark.parametrize("destination", sorted(DRIVERS))
-def test_wire_matches_vendor_documents(destination: str, tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_wire_matches_vendor_documents(destination: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every recorded request and response of ``destination`` against its documents (see the module doc)."""
     drive, expected_routes = DRIVERS[destination]
     problems: list[str] = []
-    exchanges = drive(tmp, monkeypatch, problems)
+    exchanges = drive(tmp_path, monkeypatch, problems)
     violations, routes = wire.validate(destination, exchanges)
     missing = expected_routes - routes
     assert not missing, f"{destination}: routes never recorded: {sorted(missing)} (recorded: {sorted(routes)})"
-    left, used = split(destination, violations)
+    left, used = split(violations)
     stale = [a for i, a in enumerate(ALLOWED) if a.destination == destination and i not in used]
     if left:
         n_req = sum(v.direction == "request" for v in left)
@@ -672,7 +668,7 @@ def test_wire_matches_vendor_documents(destination: str, tmp: Path, monkeypatch:
     assert not problems, "\n\n".join(problems)
 
 
-def test_recorded_exchanges_never_hold_credentials(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_recorded_exchanges_never_hold_credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from airflow_provider_retl.hooks.hubspot import HubSpotHook
 
     with Recorded("hubspot", rate_limit=None) as rec:
@@ -680,7 +676,7 @@ def test_recorded_exchanges_never_hold_credentials(tmp: Path, monkeypatch: pytes
         with HubSpotHook(conn, sleep=no_sleep) as hook:
             sync(
                 hook,
-                tmp / "s.parquet",
+                tmp_path / "s.parquet",
                 [{"email": "s@example.com", "firstname": "S"}],
                 sync_id="w-s",
                 object="contacts",
