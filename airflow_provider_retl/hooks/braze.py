@@ -114,12 +114,6 @@ def braze_time(value: Any) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
-def _as_bool(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    return str(value).strip().lower() in ("1", "true", "yes", "on")
-
-
 class BrazeHook(DestinationHook):
     """Braze ``users`` (attributes), ``events`` (custom events) and ``purchases``.
 
@@ -156,9 +150,8 @@ class BrazeHook(DestinationHook):
 
     def _configure_from_extra(self, session: requests.Session, extra: dict[str, Any]) -> None:
         super()._configure_from_extra(session, extra)
-        self.allow_delete = _as_bool(self._option(extra, "allow_delete") or False)
-        reconcile = self._option(extra, "reconcile_events")
-        self.reconcile_with_export = True if reconcile is None else _as_bool(reconcile)
+        self.allow_delete = self.knob(extra, "allow_delete")
+        self.reconcile_with_export = self.knob(extra, "reconcile_events")
 
     # ------------------------------------------------------------------ capabilities
 
