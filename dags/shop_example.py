@@ -180,13 +180,16 @@ def marketing_syncs() -> TaskGroup:
         sync(
             "repurchase_events_to_customerio",
             "customerio_default",
-            # insert mode + event keys: a re-run or a retry never sends an event twice.
+            # insert mode + event keys: a re-run or a retry never sends an event twice. The primary
+            # key is the event's own key (its Customer.io dedupe id); the person it happens to is
+            # the customer_id column, sent as the Customer.io person's id.
             object="events",
             mode="insert",
             primary_key="event_key",
+            destination_params={"person_field": "customer_id", "person_identifier": "id"},
             event_name="repurchase_due",
             event_time_field="due_at",
-            sql="select event_key, customer_id as id, due_at, last_order_date, orders_count, lifetime_value "
+            sql="select event_key, customer_id, due_at, last_order_date, orders_count, lifetime_value "
             "from repurchase_events",
         )
     return group

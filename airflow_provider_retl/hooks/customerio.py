@@ -21,14 +21,24 @@
   ``id:<id>`` as destination id; for people matched by email it keeps only a SHA-256 of the
   address (no PII in checkpoints), so such people cannot be deleted by mirror mode (each is
   reported as a reject with the reason): match on ``id`` to mirror.
-* ``events``: one row is one event for one person (identified by ``match_on`` when given,
-  else by the first of the ``id``, ``email`` and ``cio_id`` fields that has a value). Its
-  ``name`` is the row's ``name`` field, else the operator's ``event_name``; its
-  ``timestamp`` the ``event_time_field`` (ISO 8601 text or unix seconds); the remaining
-  fields are its ``attributes``. Every event carries a top-level ``id``: a ULID derived
-  from the engine's stable event id (``event_ulid``), and Customer.io processes an id
-  once. So re-sending an event is harmless: calls are retried blindly, and after an
-  interrupted try ``reconcile_events`` answers False ("send again") for every event.
+* ``events``: one row is one event for one person. The sync's primary key is the
+  event's own key: the engine's stable id of that key becomes the event's ``id``, the
+  dedupe value of the Track API's ``person_event`` schema ("a valid ULID used to
+  deduplicate events"). Our stable ids (``retl-<16 hex>``) are not ULIDs, so the hook
+  sends ``event_ulid(event_id)``, a ULID-shaped id derived deterministically from it;
+  Customer.io processes an id once, so re-sending an event is harmless: calls are retried
+  blindly, and after an interrupted try ``reconcile_events`` answers False ("send again")
+  for every event. The person is named by a *person column*, never by the primary key:
+  the ``person_field`` option (hook keyword argument, e.g. the operator's
+  ``destination_params={"person_field": "customer_id"}``, or the connection extra) names
+  it, and ``person_identifier`` (``id``, ``email`` or ``cio_id``; default: the column's
+  own name when it is one of those, else ``id``) says which Customer.io identifier it
+  holds. Without ``person_field`` the person column is the query's ``id``, ``email`` or
+  ``cio_id`` column (the first of them with a value in each row). An events sync with no
+  person column fails before anything is sent; a row whose person value is empty is
+  rejected with that reason. The event's ``name`` is the row's ``name`` field, else the
+  operator's ``event_name``; its ``timestamp`` the ``event_time_field`` (ISO 8601 text
+  or unix seconds); the remaining fields (the event's key included) are its ``attributes``.
 * Rate limit: Customer.io's docs now say 1000 requests/s, "not strictly enforced" (older
   docs said 100/s); the default client-side limit is 100/s per workspace (``rate_limit`` in
   the extras), and 429s are retried with backoff.
@@ -149,10 +159,25 @@ class CustomerIoHook(DestinationHook):
     max_request_bytes: ClassVar[int] = MAX_REQUEST_BYTES
     max_item_bytes: ClassVar[int] = MAX_ITEM_BYTES
 
-    def __init__(self, customerio_conn_id: str = SPEC.default_conn_name, **kwargs: Any) -> None:
+    #: Events: the column naming each event's person, and which identifier it holds (see the module doc).
+    person_field: str | None = None
+    person_identifier: str | None = None
+
+    def __init__(
+        self,
+        customerio_conn_id: str = SPEC.default_conn_name,
+        *,
+        person_field: str | None = None,
+        person_identifier: str | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(customerio_conn_id, **kwargs)
+        mine = {"person_field": person_field, "person_identifier": person_identifier}
+        self._options.update({k: v for k, v in mine.items() if v not in (None, "")})
         self._basic_token: str | None = None
         self._region_info: Mapping[str, Any] = {}
+        #: The fields the running sync sends (``sync_fields``), to check the person column against.
+        self._synced_fields: tuple[str, ...] | None = None
 
     # ------------------------------------------------------------------ connection
 
@@ -174,6 +199,14 @@ class CustomerIoHook(DestinationHook):
             token = base64.b64encode(f"{site_id}:{api_key}".encode()).decode()
             self._basic_token = token
             mask_secret(token)  # the Authorization header's value, should anything log it
+
+    def _configure_from_extra(self, session: requests.Session, extra: dict[str, Any]) -> None:
+        """Also the events' person column; a value set on the hook as an attribute is kept."""
+        super()._configure_from_extra(session, extra)
+        for name in ("person_field", "person_identifier"):
+            value = self.knob(extra, name)
+            if value is not None:
+                setattr(self, name, value)
 
     def redact(self, text: str) -> str:
         text = super().redact(text)
@@ -253,7 +286,7 @@ class CustomerIoHook(DestinationHook):
             }
         else:
             try:
-                item = self._event_item(Record("", dict(fields)), _ULID_PLACEHOLDER, allow_missing_identifier=True)
+                item = self._event_item(Record("", dict(fields)), _ULID_PLACEHOLDER)
             except _Refused as refused:
                 return [(None, refused.reason)]
         size = len(dumps(item))
@@ -350,6 +383,7 @@ class CustomerIoHook(DestinationHook):
         """``event`` operations, each with its ULID ``id``; resending is safe (Customer.io dedupes by id)."""
         if self.object_kind(object) != "events":
             raise self._unsupported("events", object)
+        self._person_columns(self._synced_fields)  # a sync that names no person fails before any request
 
         def build(record: Record) -> tuple[dict[str, Any], str | None]:
             ulid = event_ulid(record.event_id or f"key:{record.key}")
@@ -361,16 +395,83 @@ class CustomerIoHook(DestinationHook):
         """False for every event: sending it again with the same ULID cannot duplicate it."""
         return [False] * len(records)
 
-    def _event_item(self, record: Record, ulid: str, *, allow_missing_identifier: bool = False) -> dict[str, Any]:
+    def sync_fields(self, object: str, fields: Sequence[str], key_fields: Sequence[str] = ()) -> None:
+        """Events: fail before anything is sent when no field, or only the event's own key, names its person."""
+        if self.object_kind(object) != "events":
+            return
+        self.get_conn()  # reads the person_field/person_identifier extras (no request is made)
+        self._synced_fields = tuple(str(f) for f in fields)
+        columns = self._person_columns(self._synced_fields)
+        if key_fields and columns[0][0] in key_fields:
+            # The key is each event's dedupe id: as its person, every event would get a person of its own.
+            raise ConfigurationError(
+                f"the person column {columns[0][0]!r} is the key of this events sync: the key is each event's own "
+                "dedupe id (e.g. the order id), the person is a separate column (e.g. customer_id as id, or "
+                "destination_params={'person_field': 'customer_id'})"
+            )
+
+    def _person_columns(self, fields: Sequence[str] | None) -> list[tuple[str, str]]:
+        """(column, Customer.io identifier) pairs that may name an event's person, in order of preference.
+
+        Raises ``ConfigurationError`` when the configuration names no person (checked against
+        ``fields``, the synced fields, when known).
+        """
+        column = (self.person_field or "").strip()
+        kind = (self.person_identifier or "").strip().lower()
+        if kind and kind not in IDENTIFIER_FIELDS:
+            raise ConfigurationError(
+                f"person_identifier must be one of {', '.join(IDENTIFIER_FIELDS)} (the Customer.io identifier "
+                f"the person column holds); got {self.person_identifier!r}"
+            )
+        if column:
+            if fields is not None and column not in fields:
+                raise ConfigurationError(
+                    f"person_field {column!r} is not among the fields this events sync sends ({', '.join(fields)}); "
+                    "add it to the query or the mapping"
+                )
+            return [(column, kind or (column if column in IDENTIFIER_FIELDS else "id"))]
+        if kind:
+            raise ConfigurationError("person_identifier is set but person_field is not: name the person column too")
+        if fields is None:
+            return [(k, k) for k in IDENTIFIER_FIELDS]
+        found = [(k, k) for k in IDENTIFIER_FIELDS if k in fields]
+        if not found:
+            raise ConfigurationError(
+                "a Customer.io events sync needs a person column, separate from the event's key (the primary key "
+                "is the event's own dedupe id, never its person): send the person as an 'id', 'email' or "
+                "'cio_id' column (e.g. 'select order_id, customer_id as id ...'), or name the column with "
+                "destination_params={'person_field': 'customer_id'} (and 'person_identifier': 'email' for "
+                f"an email column); fields sent: {', '.join(fields) or 'none'}"
+            )
+        return found
+
+    def _event_person(self, fields: Mapping[str, Any]) -> tuple[str, str, Any]:
+        """(column, identifier, value) of the person an event row belongs to; value None when empty."""
+        columns = self._person_columns(self._synced_fields)
+        for column, kind in columns:
+            value = fields.get(column)
+            if value is not None and str(value).strip() != "":
+                return column, kind, value
+        return columns[0][0], columns[0][1], None
+
+    def _event_item(self, record: Record, ulid: str) -> dict[str, Any]:
         """The ``event`` operation of one row (raises ``_Refused`` with the reason it cannot be one)."""
         fields = record.fields
-        kind, value = self._event_identifier(record)
-        if value in (None, "") and not allow_missing_identifier:
+        column, kind, value = self._event_person(fields)
+        if value is None:
+            names = " / ".join(repr(c) for c, _ in self._person_columns(self._synced_fields))
             raise _Refused(
-                "no person identifier: the event needs an id, email or cio_id field (or match_on)", "MISSING_ID"
+                f"no person for this event: {names} is empty (the event names no Customer.io person)", "MISSING_PERSON"
             )
-        if kind == "id" and value not in (None, "") and _bytes(str(value)) > MAX_ID_BYTES:
-            raise _Refused(f"id is {_bytes(str(value))} bytes; Customer.io allows {MAX_ID_BYTES}", "INVALID")
+        if isinstance(value, bool) or not isinstance(value, str | int) and not _is_integral(value):
+            raise _Refused(f"{column}: {value!r} cannot name a Customer.io person (text or a whole number)", "INVALID")
+        value = str(int(value)) if not isinstance(value, str) else value.strip()
+        if kind == "id" and _bytes(value) > MAX_ID_BYTES:
+            raise _Refused(f"{column} is {_bytes(value)} bytes; Customer.io allows {MAX_ID_BYTES} for an id", "INVALID")
+        if kind == "email":
+            problem = validators.email(value)
+            if problem:
+                raise _Refused(f"{column}: {problem}", "INVALID")
         name = fields.get("name")
         name_field = "name" if name not in (None, "") else None
         if name_field is None:
@@ -389,10 +490,11 @@ class CustomerIoHook(DestinationHook):
                     timestamp = unix_seconds(raw)
                 except ValueError as exc:
                     raise _Refused(f"{time_field}: {exc}", "INVALID_TIMESTAMP") from None
-        skip = {kind, name_field, time_field}
+        # The person's columns are identifiers, not event data; the event key stays an attribute.
+        skip = {c for c, _ in self._person_columns(self._synced_fields)} | {name_field, time_field}
         item: dict[str, Any] = {
             "type": "person",
-            "identifiers": {kind: "" if value is None else str(value)},
+            "identifiers": {kind: value},
             "action": "event",
             "id": ulid,
             "name": name,
@@ -401,18 +503,6 @@ class CustomerIoHook(DestinationHook):
             item["timestamp"] = timestamp
         item["attributes"] = {k: v for k, v in fields.items() if k not in skip}
         return item
-
-    @staticmethod
-    def _event_identifier(record: Record) -> tuple[str, Any]:
-        """Who an event belongs to: the match_on field's value, else the first of id, email, cio_id present."""
-        fields = record.fields
-        if record.match_value not in (None, ""):
-            for kind in IDENTIFIER_FIELDS:
-                if fields.get(kind) == record.match_value:
-                    return kind, record.match_value
-            return "id", record.match_value  # match_on named another column: its value is the person's id
-        kind = next((k for k in IDENTIFIER_FIELDS if fields.get(k) not in (None, "")), "id")
-        return kind, fields.get(kind)
 
     # ------------------------------------------------------------------ the batch machinery
 
@@ -489,6 +579,14 @@ class CustomerIoHook(DestinationHook):
                 "(alias the column in SQL, e.g. 'select customer_id as id', or set match_on)"
             )
         return field
+
+
+def _is_integral(value: Any) -> bool:
+    """A whole number of any numeric type (numpy's included): sent as its digits."""
+    try:
+        return bool(float(value).is_integer()) and not isinstance(value, str)
+    except (TypeError, ValueError):
+        return False
 
 
 def _too_large(size: int, limit: int) -> str:

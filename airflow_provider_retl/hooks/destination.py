@@ -843,7 +843,7 @@ class DestinationHook(BaseHook):
     def updates_by_match(self, object: str) -> bool:
         return False
 
-    def sync_fields(self, object: str, fields: Sequence[str]) -> None:
+    def sync_fields(self, object: str, fields: Sequence[str], key_fields: Sequence[str] = ()) -> None:
         """Most destinations do not need to know the synced fields up front."""
 
     def match_field_aliases(self, object: str) -> Sequence[str]:

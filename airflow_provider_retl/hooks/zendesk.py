@@ -678,7 +678,7 @@ class ZendeskHook(DestinationHook):
             return None, f"invalid phone number {text!r}: not a valid number for its region"
         return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164), None
 
-    def sync_fields(self, object: str, fields: Iterable[str]) -> None:
+    def sync_fields(self, object: str, fields: Iterable[str], key_fields: Sequence[str] = ()) -> None:
         """The destination fields the sync sends (an engine that knows them may say so up front).
 
         Mirror unsets these; without it the hook learns them from the records it checks and sends.

@@ -49,8 +49,8 @@ class Destination(Protocol):
     def updates_by_match(self, object: str) -> bool:
         """True when ``update`` works by match value and skips missing records (no lookup needed)."""
 
-    def sync_fields(self, object: str, fields: Sequence[str]) -> None:
-        """Told once per run, before anything is sent: the destination fields this sync sends."""
+    def sync_fields(self, object: str, fields: Sequence[str], key_fields: Sequence[str] = ()) -> None:
+        """Told once per run, before anything is sent: the fields this sync sends, and those of its key."""
 
     def match_field_aliases(self, object: str) -> Sequence[str]:
         """Other field names the default match field may have in a query (e.g. ``email``)."""

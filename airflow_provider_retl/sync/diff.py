@@ -242,7 +242,8 @@ class SnapshotDiff:
             and self.destination.match_ignores_case(cfg.object, self.match_field)
         )
         # Tell the destination what this sync sends (Zendesk's mirror unsets exactly these fields).
-        self.destination.sync_fields(cfg.object, list(self.field_sources))
+        key_fields = [d for d, s in self.field_sources.items() if s in self.key_columns]
+        self.destination.sync_fields(cfg.object, list(self.field_sources), key_fields)
         payload_fingerprint = digest(sorted(self.field_sources.items()))
         self._adopt_checkpoint(payload_fingerprint)
 

@@ -171,6 +171,10 @@ def test_events_are_processed_exactly_once_across_a_failed_try(dag_runner, cio, 
     assert len(processed) == 250 and set(Counter(e["id"] for e in processed).values()) == {1}
     assert sorted(e["attributes"]["event_key"] for e in processed) == [f"o{i:04d}" for i in range(250)]
     assert {e["name"] for e in processed} == {"repurchase_due"}
+    # Each event happened to its order's customer, never to a person named after the event key.
+    customers = dict(warehouse.execute("select order_id, customer_id from orders"))
+    assert all(e["identifiers"] == {"id": customers[e["attributes"]["event_key"]]} for e in processed)
+    assert sorted(p["id"] for p in cio.emulator.people()) == sorted(set(customers.values()))
     assert min(e["timestamp"] for e in processed) == 1767225600 and "occurred_at" not in processed[0]["attributes"]
     received = cio.emulator.events(include_duplicates=True)
     duplicates = cio.emulator.duplicate_events
@@ -181,3 +185,39 @@ def test_events_are_processed_exactly_once_across_a_failed_try(dag_runner, cio, 
     result, report = sync.run()
     assert result.succeeded and report["events"] == 0 and report["requests"] == 0
     assert cio.emulator.request_count() == before
+
+
+def test_events_name_their_person_by_the_person_field_and_reject_rows_without_one(dag_runner, cio, connect, warehouse):
+    warehouse.execute("create table orders (order_id varchar, customer_email varchar, amount double)")
+    warehouse.execute(
+        "insert into orders values ('o1', 'ann@acme.io', 1), ('o2', null, 2), ('o3', 'bob@acme.io', 3), ('o4', '', 4)"
+    )
+    sync = Sync(
+        dag_runner, warehouse, sql="select order_id, customer_email, amount from orders order by order_id",
+        object="events", mode="insert", primary_key="order_id", event_name="ordered", max_reject_ratio=1.0,
+        destination_params={"person_field": "customer_email", "person_identifier": "email"},
+    )
+    result, report = sync.run()
+    assert result.succeeded, result
+    assert report["events"] == 2 and report["rejected"] == 2
+    rejects = {r["key"]: r["reason"] for r in report["rejects"]}
+    assert sorted(rejects) == ["o2", "o4"] and all("'customer_email' is empty" in r for r in rejects.values())
+    sent = {e["attributes"]["order_id"]: e["identifiers"] for e in cio.emulator.events()}
+    assert sent == {"o1": {"email": "ann@acme.io"}, "o3": {"email": "bob@acme.io"}}
+    assert sorted(p["email"] for p in cio.emulator.people()) == ["ann@acme.io", "bob@acme.io"]
+
+
+def test_an_events_sync_without_a_person_column_fails_before_sending(dag_runner, cio, connect, warehouse, capfd):
+    warehouse.execute("create table orders (order_id varchar, customer_id varchar, amount double)")
+    warehouse.execute("insert into orders values ('o1', 'c1', 1), ('o2', 'c2', 2)")
+    sync = Sync(
+        dag_runner, warehouse, sql="select order_id, customer_id, amount from orders", object="events",
+        mode="insert", primary_key="order_id", event_name="ordered",
+    )
+    capfd.readouterr()  # only this run's output
+    result, _ = sync.run(retries=2)
+    out, err = capfd.readouterr()
+    assert not result.succeeded
+    assert "needs a person column, separate from the event's key" in out + err
+    assert list(result.task("sync").tries) == ["failed"]  # a configuration error: no retry can fix it
+    assert cio.emulator.request_count() == 0 and cio.emulator.events() == [] and cio.emulator.people() == []

@@ -171,10 +171,13 @@ def assert_destinations_hold_the_models(result, running, warehouse: Path) -> set
 
     Returns the keys of the Customer.io events the model holds.
     """
-    traits = {r[0]: r for r in query(warehouse, "select email, customer_id, plan, phone, preferred_language "
-                                                "from customer_traits")}
+    traits = {
+        r[0]: r
+        for r in query(warehouse, "select email, customer_id, plan, phone, preferred_language from customer_traits")
+    }
     assert len(traits) == 40
-    events = {r[0] for r in query(warehouse, "select event_key from repurchase_events")}
+    event_people = dict(query(warehouse, "select event_key, customer_id from repurchase_events"))
+    events = set(event_people)
     assert 5 <= len(events) < 40  # deterministic: the as-of date is fixed in dbt_project.yml
 
     for task_id, map_index in SYNC_TASKS:
@@ -198,6 +201,13 @@ def assert_destinations_hold_the_models(result, running, warehouse: Path) -> set
     cio = running["customerio"].emulator
     assert sorted(e["attributes"]["event_key"] for e in cio.events()) == sorted(events)
     assert {e["name"] for e in cio.events()} == {"repurchase_due"}
+    # Each event happened to its customer (the person column), never to a person named after its key.
+    assert {e["attributes"]["event_key"]: e["identifiers"] for e in cio.events()} == {
+        k: {"id": c} for k, c in event_people.items()
+    }
+    people = {p["cio_id"]: p["id"] for p in cio.people()}
+    assert all(people[e["person"]] == event_people[e["attributes"]["event_key"]] for e in cio.events())
+    assert not set(people.values()) & events  # no person was created under an event key
 
     users = {u["external_id"]: u for u in running["zendesk"].emulator.users()}
     by_id = {r[1]: r for r in traits.values()}

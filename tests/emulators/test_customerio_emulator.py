@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import customerio
@@ -168,6 +170,18 @@ class TestEvents:
             (0, "id"), (1, "timestamp"), (2, "name"),
         ]
 
+    def test_an_event_attaches_to_the_person_its_identifiers_name(self, cio, api):
+        ann, bob = cio.emulator.seed([{"id": "c1", "email": "ann@acme.io"}, {"id": "c2", "email": "bob@acme.io"}])
+        response = api.batch(
+            person("event", {"id": "c1"}, name="ordered", id=ULID_A, attributes={"order_id": "o1"}),
+            person("event", {"email": "BOB@acme.io"}, name="ordered", id=ULID_B, attributes={"order_id": "o2"}),
+        )
+        assert response.status_code == 200
+        assert api.post("/api/v2/entity", json=person("event", {"cio_id": ann}, name="viewed")).status_code == 200
+        by_order = {e["attributes"].get("order_id"): e["person"] for e in cio.emulator.events()}
+        assert by_order == {"o1": ann, "o2": bob, None: ann}
+        assert len(cio.emulator.people()) == 2  # nobody created under an event's own id or attributes
+
     def test_ulid_syntax(self):
         assert is_ulid(ULID_A) and is_ulid(ULID_A.lower())
         assert not is_ulid("81HZX3N9Q8W5K2M7R4T6V8Y0AB") and not is_ulid("01HZX3N9Q8W5K2M7R4T6V8Y0AU")
@@ -201,6 +215,77 @@ class _PlainHttp(HTTPAdapter):
     def send(self, request, *args, **kwargs):  # type: ignore[override]
         request.url = "http://" + request.url.removeprefix("https://")
         return super().send(request, *args, **kwargs)
+
+
+SPEC = Path("/work/shared/vendor-specs/customerio-track-openapi.json")
+
+#: Operations whose validity Customer.io's Track API document decides (schema ``person_operations``).
+CORPUS = [
+    person("event", name="ordered"),
+    person(
+        "event",
+        {"email": "ann@acme.io"},
+        name="ordered",
+        id=ULID_A,
+        timestamp=1767225600,
+        attributes={"total": 9.5, "recipient": "ann@acme.io"},
+    ),
+    person("event", {"cio_id": "03000001"}, name="ordered"),  # the first person seeded
+    person("identify", attributes={"plan": "pro", "_update": False}, timestamp=1767225600),
+    person("delete", {"id": "gone"}),
+    person("event", {"id": "42", "email": "ann@acme.io"}, name="ordered"),  # two identifiers
+    {"type": "person", "identifiers": {}, "action": "event", "name": "ordered"},
+    person("event", {"id": 42}, name="ordered"),  # identifiers are strings
+    person("event", {"phone_number": "+14155552671"}, name="ordered"),
+    person("event"),  # no name
+    person("event", name=7),
+    person("event", name="ordered", timestamp=1767225600.5),
+    person("event", name="ordered", timestamp="2026-01-01"),
+    person("event", name="ordered", id=123),
+    person("event", name="ordered", attributes=["not", "an", "object"]),
+    person("event", name="ordered", attributes={"recipient": 42}),
+    person("identify", attributes={"_update": "yes"}),
+    person("identify", timestamp=1.5),
+    {"type": "person", "action": "event", "name": "ordered"},  # no identifiers
+    {"identifiers": {"id": "42"}, "action": "event", "name": "ordered"},  # no type
+    {"type": "person", "identifiers": {"id": "42"}},  # no action
+]
+
+
+def document_accepts(body: dict[str, Any]) -> bool:
+    from jsonschema import Draft202012Validator
+    from referencing import Registry, Resource
+    from referencing.jsonschema import DRAFT202012
+
+    if not SPEC.exists():
+        pytest.fail(f"Customer.io's Track API document is missing: {SPEC}")
+    registry = Registry().with_resource(
+        "urn:cio", Resource.from_contents(json.loads(SPEC.read_text()), default_specification=DRAFT202012)
+    )
+    schema = {"$ref": "urn:cio#/components/schemas/person_operations"}
+    return Draft202012Validator(schema, registry=registry).is_valid(body)
+
+
+class TestTheDocument:
+    """What Customer.io's own OpenAPI document of the Track API accepts, the emulator accepts, and no more."""
+
+    def test_the_entity_route_and_each_batch_item_follow_the_document(self, cio, api):
+        assert cio.emulator.seed([{"id": "seeded"}]) == ["03000001"]
+        verdicts = [document_accepts(body) for body in CORPUS]
+        assert verdicts[:5] == [True] * 5 and not any(verdicts[5:])  # the corpus means what it says
+        entity = [api.post("/api/v2/entity", json=body).status_code for body in CORPUS]
+        assert entity == [200 if ok else 400 for ok in verdicts], list(zip(entity, verdicts, strict=True))
+        batch = api.batch(*CORPUS)
+        refused = {e["batch_index"] for e in batch.json()["errors"]}
+        assert batch.status_code == 207 and refused == {i for i, ok in enumerate(verdicts) if not ok}
+
+    def test_entity_is_one_operation_under_32kb(self, cio, api):
+        big = person("event", name="ordered", attributes={f"a{i}": "y" * 900 for i in range(40)})
+        response = api.post("/api/v2/entity", json=big)
+        assert response.status_code == 400 and response.json()["errors"][0]["reason"] == "too_large"
+        assert cio.emulator.events() == []
+        wrong = api.post("/api/v2/entity", json=person("event", {"id": "1", "email": "a@acme.io"}, name="x"))
+        assert wrong.status_code == 400 and wrong.json()["errors"][0]["field"] == "identifiers"
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ import base64
 import json
 import math
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -194,6 +195,38 @@ class TestPeople:
         assert "32,000 bytes per operation" in hook.validate("events", {"id": "1", "name": "x", **wide})[0][1]
 
 
+SPEC = Path("/work/shared/vendor-specs/customerio-track-openapi.json")
+
+
+def assert_conforms(schema: str, body: dict) -> None:
+    """``body`` is valid under ``components.schemas[schema]`` of Customer.io's Track API document."""
+    if not SPEC.exists():
+        pytest.fail(f"Customer.io's Track API document is missing: {SPEC}")
+    from jsonschema import Draft202012Validator
+    from referencing import Registry, Resource
+    from referencing.jsonschema import DRAFT202012
+
+    registry = Registry().with_resource(
+        "urn:cio", Resource.from_contents(json.loads(SPEC.read_text()), default_specification=DRAFT202012)
+    )
+    validator = Draft202012Validator({"$ref": f"urn:cio#/components/schemas/{schema}"}, registry=registry)
+    errors = [e.message for e in validator.iter_errors(body)]
+    assert not errors, (body, errors)
+
+
+def as_operation(event: dict) -> dict:
+    """The v2 operation the emulator received for one of its stored events."""
+    op = {
+        "type": "person",
+        "identifiers": event["identifiers"],
+        "action": event["type"],
+        "name": event["name"],
+        "id": event["id"],
+        "attributes": event["attributes"],
+    }
+    return op if event["timestamp"] is None else {**op, "timestamp": event["timestamp"]}
+
+
 class TestEvents:
     def test_event_operations(self, cio, hook):
         hook.event_name, hook.event_time_field = "repurchase_due", "occurred_at"
@@ -201,7 +234,10 @@ class TestEvents:
             event("o1", occurred_at="2026-01-01T00:00:00+00:00", total=9.5),
             event("o2", person="u2", name="refund", occurred_at=1767225600000),
             Record("o3", {"email": "c@acme.io", "total": 1}, event_id="retl-abc-o3"),
-            Record("o4", {"customer_id": "c4", "email": "d@acme.io"}, match_value="c4", event_id="retl-abc-o4"),
+            # The engine's match_value of an events sync is the primary key: it never names the person.
+            Record(
+                "o4", {"event_key": "o4", "id": "c4", "email": "d@acme.io"}, match_value="o4", event_id="retl-abc-o4"
+            ),
         ]
         out = hook.send_events("events", records)
         assert all(o.ok and is_ulid(o.dest_id) for o in out)
@@ -210,7 +246,90 @@ class TestEvents:
         assert first["id"] == event_ulid("retl-abc-o1") == out[0].dest_id
         assert (second["name"], second["timestamp"], second["identifiers"]) == ("refund", 1767225600, {"id": "u2"})
         assert third["identifiers"] == {"email": "c@acme.io"} and third["timestamp"] is None
-        assert fourth["identifiers"] == {"id": "c4"}  # match_on="customer_id": that column names the person
+        assert fourth["identifiers"] == {"id": "c4"} and fourth["attributes"] == {"event_key": "o4"}
+        assert cio.emulator.person("o4") is None  # no person named after an event key
+        for sent in cio.emulator.events():  # the operation as Customer.io's document describes it
+            assert_conforms("person_event", as_operation(sent))
+
+    def test_person_field_names_the_person_and_the_key_stays_the_event_id(self, cio, monkeypatch):
+        add_cio_connection(monkeypatch, cio.url, rate_limit=0, person_field="buyer")  # the connection extra
+        hook = CustomerIoHook(sleep=no_sleep)
+        hook.event_name = "ordered"
+        hook.sync_fields("events", ["event_key", "buyer", "id", "total"])
+        out = hook.send_events(
+            "events",
+            [
+                Record(
+                    "o1",
+                    {"event_key": "o1", "buyer": "c1", "id": "o1", "total": 3},
+                    match_value="o1",
+                    event_id="retl-0000000000000001",
+                ),
+            ],
+        )
+        [sent] = cio.emulator.events()
+        assert out[0].ok and sent["identifiers"] == {"id": "c1"}
+        assert sent["id"] == event_ulid("retl-0000000000000001") and is_ulid(sent["id"])
+        assert sent["attributes"] == {"event_key": "o1", "id": "o1", "total": 3}  # "id" is only data here
+        assert cio.emulator.person("c1") is not None and cio.emulator.person("o1") is None
+        # The hook's own keyword arguments (an operator's destination_params) beat the extras.
+        by_email = CustomerIoHook(person_field="buyer_email", person_identifier="email", sleep=no_sleep)
+        by_email.event_name = "ordered"
+        by_email.sync_fields("events", ["event_key", "buyer_email"])
+        assert by_email.send_events(
+            "events",
+            [Record("o2", {"event_key": "o2", "buyer_email": "ann@acme.io"}, event_id="retl-0000000000000002")],
+        )[0].ok
+        assert cio.emulator.events()[-1]["identifiers"] == {"email": "ann@acme.io"}
+        assert cio.emulator.person(email="ann@acme.io") is not None
+
+    def test_a_sync_naming_no_person_fails_before_any_request(self, cio, hook):
+        hook.event_name = "ordered"
+        with pytest.raises(ConfigurationError, match="needs a person column, separate from the event's key"):
+            hook.sync_fields("events", ["event_key", "customer_id", "total"])
+        with pytest.raises(ConfigurationError, match="needs a person column"):
+            hook.send_events("events", [Record("o1", {"event_key": "o1", "customer_id": "c1"}, event_id="retl-1")])
+        hook.person_field = "buyer"
+        with pytest.raises(ConfigurationError, match="person_field 'buyer' is not among the fields"):
+            hook.sync_fields("events", ["event_key", "customer_id"])
+        hook.person_field, hook.person_identifier = "customer_id", "phone"
+        with pytest.raises(ConfigurationError, match="person_identifier must be one of id, email, cio_id"):
+            hook.sync_fields("events", ["event_key", "customer_id"])
+        hook.sync_fields("people", ["plan"])  # people syncs are not concerned
+        assert cio.emulator.request_count() == 0
+
+    @pytest.mark.parametrize("person_field", [None, "customer_id"])
+    def test_an_events_sync_whose_key_is_its_person_column_fails_before_any_request(self, cio, hook, person_field):
+        import pandas as pd
+
+        from airflow_provider_retl.sync.checkpoint import MemoryCheckpointStore
+        from airflow_provider_retl.sync.engine import SyncConfig, run_sync
+
+        hook.event_name = "ordered"
+        hook.person_field = person_field
+        key = person_field or "id"
+        frame = pd.DataFrame({key: ["c1", "c2"], "total": [1, 2]})
+        config = SyncConfig(sync_id="cio-key-person", object="events", primary_key=key, mode="insert")
+        with pytest.raises(ConfigurationError, match="is the key of this events sync"):
+            run_sync([frame], hook, MemoryCheckpointStore(), config)
+        assert cio.emulator.request_count() == 0
+
+    def test_an_event_without_a_person_is_a_reject(self, cio, hook):
+        hook.event_name = "ordered"
+        hook.person_field = "customer_id"
+        hook.sync_fields("events", ["event_key", "customer_id"])
+        rows = [
+            {"event_key": "o1", "customer_id": "c1"},
+            {"event_key": "o2", "customer_id": None},
+            {"event_key": "o3", "customer_id": "  "},
+            {"event_key": "o4", "customer_id": 7.0},
+        ]
+        assert "no person for this event: 'customer_id' is empty" in hook.validate("events", rows[1])[0][1]
+        out = hook.send_events("events", [Record(r["event_key"], r, event_id=f"retl-{i}") for i, r in enumerate(rows)])
+        assert [o.ok for o in out] == [True, False, False, True]
+        assert out[1].code == out[2].code == "MISSING_PERSON" and "'customer_id' is empty" in out[1].reason
+        assert sorted(e["identifiers"]["id"] for e in cio.emulator.events()) == ["7", "c1"]
+        assert cio.emulator.request_count(BATCH) == 1
 
     def test_ulid_is_stable_per_event_key(self):
         ids = [event_ulid(f"retl-abc-{i}") for i in range(200)]

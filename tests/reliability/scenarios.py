@@ -78,24 +78,43 @@ def _event_versions(person: str):
     return _versions(make, removed=range(0), changed=range(0), new=60)
 
 
+def _customerio_read_back(emu: Any) -> dict[str, list[tuple[str, dict[str, Any]]]]:
+    """Processed events by key; each must have happened to its row's person (``e<i>`` -> ``p<i>``)."""
+    events = emu.events()  # processed only
+    wrong = [
+        (e["attributes"]["event_key"], e["identifiers"])
+        for e in events
+        if e["identifiers"] != {"id": "p" + e["attributes"]["event_key"][1:]}
+    ]
+    assert not wrong, f"events attached to the wrong person: {wrong[:5]}"
+    return _group((e["attributes"]["event_key"], e["id"], e["attributes"]) for e in events)
+
+
 def customerio_events() -> Scenario:
-    """Customer.io events: ULID dedupe ids, so every event must be processed exactly once."""
-    v1, v2 = _event_versions("id")
+    """Customer.io events: ULID dedupe ids, so every event must be processed exactly once, on its person.
+
+    The person is the ``customer`` column (the connection's ``person_field`` extra, so the
+    operator-run crash suite uses it too), never the ``event_key`` primary key.
+    """
+    v1, v2 = _event_versions("customer")
     return Scenario(
         name="customerio_events",
         emulator="customerio",
         emulator_options={"rate_limit": None},
         hook="customerio",
-        connection=lambda url: {"conn_type": "retl_customerio", "host": url, "login": CUSTOMERIO_SITE_ID,
-                                "password": CUSTOMERIO_API_KEY, "extra": EXTRA},
+        connection=lambda url: {
+            "conn_type": "retl_customerio",
+            "host": url,
+            "login": CUSTOMERIO_SITE_ID,
+            "password": CUSTOMERIO_API_KEY,
+            "extra": {**EXTRA, "person_field": "customer"},
+        },
         config={"sync_id": "crash-cio-events", "object": "events", "primary_key": "event_key", "mode": "insert"},
         key="event_key",
         v1=v1,
         v2=v2,
         events=True,
-        read_back=lambda emu: _group(
-            (e["attributes"]["event_key"], e["id"], e["attributes"]) for e in emu.events()  # processed only
-        ),
+        read_back=_customerio_read_back,
     )
 
 

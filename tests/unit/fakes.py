@@ -108,7 +108,7 @@ class InMemoryDestination:
     def updates_by_match(self, object: str) -> bool:
         return False
 
-    def sync_fields(self, object: str, fields: Sequence[str]) -> None:
+    def sync_fields(self, object: str, fields: Sequence[str], key_fields: Sequence[str] = ()) -> None:
         self.announced_fields = list(fields)
 
     def validate(self, object: str, fields: Mapping[str, Any]) -> list[tuple[str | None, str]]:

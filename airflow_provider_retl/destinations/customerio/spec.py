@@ -7,6 +7,7 @@ from airflow_provider_retl.destinations.kit import (
     DestinationSpec,
     EmulatorSpec,
     Form,
+    Knob,
     Limits,
     ObjectSpec,
 )
@@ -28,6 +29,23 @@ SPEC = DestinationSpec(
             "login": "Site ID from Settings > API Credentials > Track API keys",
             "password": "the Track API key of that Site ID (not an App API key)",
         },
+    ),
+    knobs=(
+        Knob(
+            "person_field",
+            "string",
+            "Event person column",
+            help="Events: the column naming each event's person (its Customer.io id, email or cio_id), separate "
+            "from the event's own key. Empty: the query's id, email or cio_id column.",
+        ),
+        Knob(
+            "person_identifier",
+            "string",
+            "Event person identifier",
+            help="Which identifier the person column holds: id, email or cio_id (default: the column's own name "
+            "when it is one of those, else id).",
+            enum=("id", "email", "cio_id"),
+        ),
     ),
     # Records per engine batch (each goes out in requests of < 500 KB); 100 requests a second.
     limits=Limits(batch=1000, lookup_batch=100, concurrency=4, rate=100, window=1),

@@ -6,7 +6,8 @@ answers quoted by integrations built on it (Segment's Customer.io destination) s
 
 - Auth: HTTP basic auth, the workspace's *Site ID* as user name and its Track API key as
   password; anything else is 401.
-- ``POST /api/v2/batch`` takes ``{"batch": [entity operation, ...]}``. A person operation is
+- ``POST /api/v2/batch`` takes ``{"batch": [entity operation, ...]}`` and ``POST /api/v2/entity``
+  one operation (under 32 KB; refused with 400 ``{"errors": [...]}``). A person operation is
   ``{"type": "person", "identifiers": {"id" | "email" | "cio_id": ...}, "action": ...}``
   with ``action`` ``identify`` (``attributes``; an upsert, ``attributes._update: true``
   only updates), ``delete``, ``event`` / ``page`` / ``screen`` (``name``, optional ``id``,
@@ -15,6 +16,12 @@ answers quoted by integrations built on it (Segment's Customer.io destination) s
   ``{}`` when every operation was accepted; 207 ``{"errors": [{"batch_index", "reason",
   "field", "message"}]}`` when some were refused (the others are applied); 400
   ``{"errors": [...]}`` when the request as a whole is malformed.
+- Operations are checked against the document's schemas (``person_common``,
+  ``identify_person``, ``person_event``): ``type`` and ``identifiers`` required, exactly one
+  identifier whose value is a string, ``action`` required, an event's ``name`` required,
+  ``timestamp`` an integer, ``id`` a ULID string, ``attributes`` an object whose
+  ``recipient``/``from_address``/``reply_to`` are emails, ``_update`` a boolean. An event
+  attaches to the person its ``identifiers`` name (created when unknown, except by cio_id).
 - An event's ``id`` is a ULID that Customer.io uses to deduplicate: an event whose id was
   already received is accepted (no error) and ignored. The emulator keeps every received
   event, duplicates included (``duplicate: true``), and counts them in ``duplicate_events``.
@@ -348,6 +355,27 @@ class CustomerIoEmulator(RollingWindowRateLimited, BaseEmulator):
                 return json_response(207, {"errors": errors})
             return json_response(200, {})
 
+        @app.post("/api/v2/entity")
+        async def entity(request: Request) -> Response:
+            # One operation: "Your request must be smaller than 32kb"; a refusal is a 400 {"errors": [...]}.
+            raw = await request.body()
+            if len(raw) >= self.max_item_bytes:
+                return _batch_error(
+                    "too_large", "", f"request body is {len(raw):,} bytes; it must be smaller than 32kb"
+                )
+            try:
+                item = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                return _batch_error("invalid", "", "request body is not valid JSON")
+            with self.lock:
+                self.stats["operations"] += 1
+                try:
+                    self._apply_operation(item)
+                except _ItemError as exc:
+                    self.stats["operations_refused"] += 1
+                    return json_response(400, {"errors": [exc.as_json()]})
+            return json_response(200, {})
+
         @app.put("/api/v1/customers/{identifier}")
         async def identify(identifier: str, request: Request) -> Response:
             body = await _v1_json(request)
@@ -422,6 +450,11 @@ class CustomerIoEmulator(RollingWindowRateLimited, BaseEmulator):
             attributes = item.get("attributes") or {}
             if not isinstance(attributes, dict):
                 raise _ItemError("invalid", "attributes", "attributes must be an object")
+            if "_update" in attributes and not isinstance(attributes["_update"], bool):
+                raise _ItemError("invalid", "attributes._update", "_update must be a boolean")
+            stamp = item.get("timestamp")
+            if stamp is not None and (isinstance(stamp, bool) or not isinstance(stamp, int)):
+                raise _ItemError("invalid", "timestamp", "timestamp must be an integer unix timestamp (seconds)")
             self._identify(kind, value, attributes, source="v2")
         elif action == "delete":
             self._delete(kind, value)
@@ -452,7 +485,8 @@ class CustomerIoEmulator(RollingWindowRateLimited, BaseEmulator):
             raise _ItemError("invalid", "identifiers", f"unknown identifier {kind!r}")
         if kind != "cio_id" and kind not in self.identifiers:
             raise _ItemError("invalid", f"identifiers.{kind}", f"{kind} is not an identifier in this workspace")
-        if isinstance(value, bool) or not isinstance(value, str | int):
+        # person_common.identifiers: every identifier is "type": "string" in the document.
+        if not isinstance(value, str):
             raise _ItemError("invalid", f"identifiers.{kind}", f"{kind} must be a string")
         text = str(value)
         if kind == "id" and _bytes(text) > MAX_ID_BYTES:
@@ -578,8 +612,15 @@ class CustomerIoEmulator(RollingWindowRateLimited, BaseEmulator):
             raise _ItemError("invalid", "name", f"event name is longer than {MAX_EVENT_NAME_BYTES} bytes")
         if event_id is not None and not is_ulid(event_id):
             raise _ItemError("invalid", "id", "id must be a valid ULID")
-        if timestamp is not None and (isinstance(timestamp, bool) or not isinstance(timestamp, int | float)):
-            raise _ItemError("invalid", "timestamp", "timestamp must be a unix timestamp (seconds)")
+        # person_event.timestamp and eventsRequest.timestamp are "type": "integer" (unix seconds).
+        if timestamp is not None and (isinstance(timestamp, bool) or not isinstance(timestamp, int)):
+            raise _ItemError("invalid", "timestamp", "timestamp must be an integer unix timestamp (seconds)")
+        if event_id is not None and not isinstance(event_id, str):
+            raise _ItemError("invalid", "id", "id must be a string (a ULID)")
+        for reserved in ("recipient", "from_address", "reply_to"):  # "format": "email" in the document
+            address = data.get(reserved)
+            if address is not None and (not isinstance(address, str) or "@" not in address):
+                raise _ItemError("invalid", f"attributes.{reserved}", f"{reserved} must be an email address")
         if _bytes(data) > MAX_EVENT_DATA_BYTES:
             raise _ItemError("too_large", "attributes", f"event data is larger than {MAX_EVENT_DATA_BYTES:,} bytes")
         person = self._find(kind, value)
