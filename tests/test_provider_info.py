@@ -78,6 +78,13 @@ class TestProviderInfo:
         from airflow.providers_manager import ProvidersManager, ProviderInfo
 
         manager = ProvidersManager()
+        # The installed package may already be loaded (the session is shared): put everything back as found,
+        # or the tests that run after this one in the same process lose our connection types.
+        saved = (
+            dict(manager._provider_dict),
+            dict(manager._connection_form_widgets),
+            dict(manager._field_behaviours),
+        )
         manager._provider_dict["airflow-provider-retl"] = ProviderInfo(
             version=airflow_provider_retl.__version__, data=INFO
         )
@@ -87,11 +94,11 @@ class TestProviderInfo:
             widget = manager._connection_form_widgets["extra__retl_hubspot__rate_limit"]
             assert widget.field["value"] == 100
         finally:
-            manager._provider_dict.pop("airflow-provider-retl", None)
-            for key in [k for k in manager._connection_form_widgets if "__retl_" in k]:
-                manager._connection_form_widgets.pop(key)
-            for key in ("retl_hubspot", "retl_webhook"):
-                manager._field_behaviours.pop(key, None)
+            for target, before in zip(
+                (manager._provider_dict, manager._connection_form_widgets, manager._field_behaviours), saved
+            ):
+                target.clear()
+                target.update(before)
 
 
 @pytest.mark.parametrize("name", sorted(airflow_provider_retl._EXPORTS))
