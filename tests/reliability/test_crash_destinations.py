@@ -20,6 +20,11 @@ SCENARIOS = {
     "hubspot_lookup": scenarios.hubspot_lookup,
     "customerio_events": scenarios.customerio_events,
     "braze_events": scenarios.braze_events,
+    "zendesk_users_external_id": scenarios.zendesk_users_external_id,
+    "zendesk_users_email": scenarios.zendesk_users_email,
+    "mailchimp_members": scenarios.mailchimp_members,
+    "salesforce_contacts": scenarios.salesforce_contacts,
+    "webhook_upsert": scenarios.webhook_upsert,
 }
 
 
