@@ -137,8 +137,13 @@ ZENDESK_OPTIONS = {"rate_limit": None, "processing_seconds": 0.0, "api_tokens": 
 
 
 def _zendesk_connection(url: str) -> dict[str, Any]:
-    return {"conn_type": "retl_zendesk", "host": url, "login": f"{ZENDESK_EMAIL}/token",
-            "password": ZENDESK_API_TOKEN, "extra": ZENDESK_EXTRA}
+    return {
+        "conn_type": "retl_zendesk",
+        "host": url,
+        "login": f"{ZENDESK_EMAIL}/token",
+        "password": ZENDESK_API_TOKEN,
+        "extra": ZENDESK_EXTRA,
+    }
 
 
 def _zendesk_users(emu: Any, key: str) -> dict[str, list[tuple[str, dict[str, Any]]]]:
@@ -155,8 +160,13 @@ def zendesk_users_external_id() -> Scenario:
         emulator_options=ZENDESK_OPTIONS,
         hook="zendesk",
         connection=_zendesk_connection,
-        config={"sync_id": "crash-zd-users-ext", "object": "users", "primary_key": "external_id", "mode": "mirror",
-                "match_on": "external_id"},
+        config={
+            "sync_id": "crash-zd-users-ext",
+            "object": "users",
+            "primary_key": "external_id",
+            "mode": "mirror",
+            "match_on": "external_id",
+        },
         key="external_id",
         v1=v1,
         v2=v2,
@@ -173,8 +183,13 @@ def zendesk_users_email() -> Scenario:
         emulator_options=ZENDESK_OPTIONS,
         hook="zendesk",
         connection=_zendesk_connection,
-        config={"sync_id": "crash-zd-users-email", "object": "users", "primary_key": "email", "mode": "mirror",
-                "match_on": "email"},
+        config={
+            "sync_id": "crash-zd-users-email",
+            "object": "users",
+            "primary_key": "email",
+            "mode": "mirror",
+            "match_on": "email",
+        },
         key="email",
         v1=v1,
         v2=v2,
@@ -191,10 +206,19 @@ def mailchimp_members() -> Scenario:
         emulator="mailchimp",
         emulator_options={},
         hook="mailchimp",
-        connection=lambda url: {"conn_type": "retl_mailchimp", "host": url, "password": MAILCHIMP_API_KEY,
-                                "extra": EXTRA},
-        config={"sync_id": "crash-mc-members", "object": MAILCHIMP_LIST_ID, "primary_key": "email_address",
-                "mode": "mirror", "match_on": "email_address"},
+        connection=lambda url: {
+            "conn_type": "retl_mailchimp",
+            "host": url,
+            "password": MAILCHIMP_API_KEY,
+            "extra": EXTRA,
+        },
+        config={
+            "sync_id": "crash-mc-members",
+            "object": MAILCHIMP_LIST_ID,
+            "primary_key": "email_address",
+            "mode": "mirror",
+            "match_on": "email_address",
+        },
         key="email_address",
         v1=v1,
         v2=v2,
@@ -219,11 +243,20 @@ def salesforce_contacts() -> Scenario:
             "host": url,
             "login": SALESFORCE_USERNAME,
             "password": SALESFORCE_PASSWORD,
-            "extra": {**EXTRA, "client_id": SALESFORCE_CLIENT_ID, "client_secret": SALESFORCE_CLIENT_SECRET,
-                      "security_token": SALESFORCE_SECURITY_TOKEN},
+            "extra": {
+                **EXTRA,
+                "client_id": SALESFORCE_CLIENT_ID,
+                "client_secret": SALESFORCE_CLIENT_SECRET,
+                "security_token": SALESFORCE_SECURITY_TOKEN,
+            },
         },
-        config={"sync_id": "crash-sf-contacts", "object": "Contact", "primary_key": "External_Id__c",
-                "mode": "mirror", "match_on": "External_Id__c"},
+        config={
+            "sync_id": "crash-sf-contacts",
+            "object": "Contact",
+            "primary_key": "External_Id__c",
+            "mode": "mirror",
+            "match_on": "External_Id__c",
+        },
         key="External_Id__c",
         v1=v1,
         v2=v2,
@@ -242,8 +275,12 @@ def webhook_upsert() -> Scenario:
         emulator="webhook",
         emulator_options={"secret": WEBHOOK_SECRET},
         hook="webhook",
-        connection=lambda url: {"conn_type": "retl_webhook", "host": f"{url}/hooks/crash",
-                                "password": WEBHOOK_SECRET, "extra": EXTRA},
+        connection=lambda url: {
+            "conn_type": "retl_webhook",
+            "host": f"{url}/hooks/crash",
+            "password": WEBHOOK_SECRET,
+            "extra": EXTRA,
+        },
         config={"sync_id": "crash-webhook", "object": "items", "primary_key": "key", "mode": "mirror"},
         key="key",
         v1=v1,
