@@ -1,5 +1,6 @@
 """Fault profiles of the shared emulator ``Faults``, under a real sync: engine ``run_sync`` +
-``HubSpotHook`` + HubSpot emulator + ``FileCheckpointStore``.
+``HubSpotHook`` + HubSpot emulator + ``FileCheckpointStore``; then the same profiles on every
+other destination hook (``FAULT_SCENARIOS``, at the end of this module).
 
 Each case syncs version 1 of a source, then version 2 (30 changed, 20 removed, 40 new) in
 mirror mode, with one fault profile switched on for both runs, re-running a failed try the
