@@ -42,6 +42,8 @@ HOOKS = {
     "braze": "airflow_provider_retl.hooks.braze:BrazeHook",
     "zendesk": "airflow_provider_retl.hooks.zendesk:ZendeskHook",
     "webhook": "airflow_provider_retl.hooks.webhook:WebhookHook",
+    "mailchimp": "airflow_provider_retl.hooks.mailchimp:MailchimpHook",
+    "salesforce": "airflow_provider_retl.hooks.salesforce:SalesforceHook",
 }
 
 
