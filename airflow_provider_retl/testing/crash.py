@@ -34,17 +34,12 @@ from typing import Any, Self
 
 import pandas as pd
 
+from airflow_provider_retl.destinations import REGISTRY
+
 KILL_POINTS = ("read", "request", "after_request", "commit_torn", "after_commit", "finalize")
 
-HOOKS = {
-    "hubspot": "airflow_provider_retl.hooks.hubspot:HubSpotHook",
-    "customerio": "airflow_provider_retl.hooks.customerio:CustomerIoHook",
-    "braze": "airflow_provider_retl.hooks.braze:BrazeHook",
-    "zendesk": "airflow_provider_retl.hooks.zendesk:ZendeskHook",
-    "webhook": "airflow_provider_retl.hooks.webhook:WebhookHook",
-    "mailchimp": "airflow_provider_retl.hooks.mailchimp:MailchimpHook",
-    "salesforce": "airflow_provider_retl.hooks.salesforce:SalesforceHook",
-}
+#: Destination name -> "module:HookClass", from the registry of destination specs.
+HOOKS = {name: ":".join(spec.hook_class.rsplit(".", 1)) for name, spec in REGISTRY.items()}
 
 
 @dataclass(frozen=True)

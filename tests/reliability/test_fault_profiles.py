@@ -349,7 +349,7 @@ def test_fault_profile_converges_on_every_destination(benches, tmp_path, profile
 
 
 def test_every_destination_hook_has_crash_scenarios_and_fault_profiles():
-    """A hook added to ``crash.HOOKS`` without a crash scenario or a fault-profile run fails here."""
+    """A registered destination (``crash.HOOKS`` derives from the registry) without a crash scenario or a fault-profile run fails here."""
     crashed = {factory().hook for factory in CRASH_SCENARIOS.values()}
     assert set(HOOKS) - crashed == set(), f"hooks without a crash scenario: {sorted(set(HOOKS) - crashed)}"
     assert set(HOOKS) - HOOK_KEYS == set(), f"hooks without a fault-profile run: {sorted(set(HOOKS) - HOOK_KEYS)}"
