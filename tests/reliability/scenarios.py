@@ -308,3 +308,20 @@ def webhook_upsert() -> Scenario:
         # The receiver keeps one record per key: a duplicate here would be a second key for a row.
         read_back=lambda emu: _group((k, emu.record_id(k, "items"), f) for k, f in emu.records("items").items()),
     )
+
+
+#: Every scenario, by name: the crash, fault and conformance suites run each of them.
+ALL = {
+    factory.__name__: factory
+    for factory in (
+        hubspot_upsert,
+        hubspot_lookup,
+        customerio_events,
+        braze_events,
+        zendesk_users_external_id,
+        zendesk_users_email,
+        mailchimp_members,
+        salesforce_contacts,
+        webhook_upsert,
+    )
+}

@@ -22,17 +22,7 @@ from airflow_provider_retl.testing.emulators import start_emulator
 from . import scenarios
 from .crash_support import SEEDS, reference_run, run_trial
 
-SCENARIOS = {
-    "hubspot_upsert": scenarios.hubspot_upsert,
-    "hubspot_lookup": scenarios.hubspot_lookup,
-    "customerio_events": scenarios.customerio_events,
-    "braze_events": scenarios.braze_events,
-    "zendesk_users_external_id": scenarios.zendesk_users_external_id,
-    "zendesk_users_email": scenarios.zendesk_users_email,
-    "mailchimp_members": scenarios.mailchimp_members,
-    "salesforce_contacts": scenarios.salesforce_contacts,
-    "webhook_upsert": scenarios.webhook_upsert,
-}
+SCENARIOS = scenarios.ALL
 
 
 @pytest.fixture(scope="module")
