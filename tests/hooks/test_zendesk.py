@@ -164,7 +164,7 @@ class TestUpsert:
         assert outcomes[0].ok and not outcomes[1].ok and outcomes[1].code == "MISSING_MATCH"
         assert hook.upsert("users", [Record("1", {"email": "X@example.com", "notes": "n"},
                                             match_value="X@example.com")], "email")[0].created is False
-        with pytest.raises(ConfigurationError, match="matches on external_id or email"):
+        with pytest.raises(ConfigurationError, match="match on external_id or email"):
             hook.upsert("users", records, "phone")
 
     def test_at_most_100_records_per_job(self, zd, hook):
@@ -181,6 +181,49 @@ class TestUpsert:
         assert hook.upsert("organizations", records, "name")[0].created is True
         org = zd.emulator.find("organizations", name="ACME")
         assert org["organization_fields"] == {"region": "EU"} and org["domain_names"] == ["acme.com", "acme.io"]
+
+
+class TestOrganizationUpsert:
+    """Zendesk has no organizations/create_or_update_many: lookup, then create_many and update_many."""
+
+    ORG_ROUTES = ("GET /api/v2/organizations/show_many.json", "POST /api/v2/organizations/create_many.json",
+                  "PUT /api/v2/organizations/update_many.json")
+
+    def test_existing_updated_new_created_in_three_calls(self, start):
+        zd = start(organization_fields={"region": "text"})
+        [old_id] = zd.emulator.seed("organizations", [{"name": "Old", "external_id": "ORG-1"}])
+        hook = ZendeskHook(sleep=no_sleep)
+        records = [Record("1", {"external_id": "org-1", "notes": "kept", "region": "EU"}, match_value="org-1"),
+                   Record("2", {"external_id": "org-2", "name": "New"}, match_value="org-2"),
+                   Record("3", {"external_id": "org-3"}, match_value="org-3"),  # no name: Zendesk refuses it
+                   Record("4", {"external_id": None, "name": "x"})]
+        outcomes = hook.upsert("organizations", records, "external_id")
+        assert (outcomes[0].ok, outcomes[0].dest_id, outcomes[0].created) == (True, str(old_id), False)
+        assert outcomes[1].ok and outcomes[1].created is True
+        assert not outcomes[2].ok and outcomes[2].reason.startswith("OrganizationCreateError: Name:")
+        assert outcomes[3].code == "MISSING_MATCH"
+        assert [zd.emulator.request_count(r) for r in self.ORG_ROUTES] == [1, 1, 1]
+        assert zd.emulator.request_count("/api/v2/organizations/create_or_update_many.json") == 0
+        old = zd.emulator.find("organizations", external_id="org-1")
+        assert (old["name"], old["notes"], old["organization_fields"]) == ("Old", "kept", {"region": "EU"})
+        assert zd.emulator.find("organizations", external_id="org-2")["id"] == int(outcomes[1].dest_id)
+
+    def test_same_key_twice_and_a_resubmitted_create_job_make_no_duplicate(self, zd, hook):
+        zd.emulator.fail_next_jobs(1, "killed")
+        records = [Record("a", {"external_id": "A", "name": "Acme"}, match_value="A"),
+                   Record("a2", {"external_id": "a", "notes": "second"}, match_value="a")]
+        outcomes = hook.upsert("organizations", records, "external_id")
+        assert all(o.ok for o in outcomes) and outcomes[0].dest_id == outcomes[1].dest_id
+        assert len(zd.emulator.organizations()) == 1
+        assert zd.emulator.find("organizations", external_id="a")["notes"] == "second"
+        assert [j["status"] for j in zd.emulator.jobs()][:2] == ["killed", "completed"]
+
+    def test_a_name_taken_by_another_key_is_a_reject_not_a_takeover(self, zd, hook):
+        zd.emulator.seed("organizations", [{"name": "Acme", "external_id": "theirs"}])
+        [outcome] = hook.upsert("organizations", [Record("m", {"external_id": "mine", "name": "ACME"},
+                                                         match_value="mine")], "external_id")
+        assert not outcome.ok and "has already been taken" in outcome.reason
+        assert zd.emulator.find("organizations", external_id="theirs")["name"] == "Acme"
 
 
 class TestJobs:
