@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import threading
 import time
+from pathlib import Path
 
 import pytest
+import yaml
+from openapi_schema_validator import OAS30Validator
 
 from airflow_provider_retl.hooks.destination import EXISTS
 from airflow_provider_retl.hooks.zendesk import ZendeskHook, clear_job_gates
@@ -224,6 +229,66 @@ class TestOrganizationUpsert:
                                                          match_value="mine")], "external_id")
         assert not outcome.ok and "has already been taken" in outcome.reason
         assert zd.emulator.find("organizations", external_id="theirs")["name"] == "Acme"
+
+    def test_every_call_is_a_documented_route_and_job_results_match_the_schemas(self, zd, hook):
+        """The wire against Zendesk's own OpenAPI document (shared/vendor-specs/zendesk-support-oas.yaml)."""
+        spec = _zendesk_spec()
+        zd.emulator.seed("organizations", [{"name": "Old", "external_id": "o1"}])
+        hook.upsert("organizations", [Record("1", {"external_id": "o1", "notes": "n"}, match_value="o1"),
+                                      Record("2", {"external_id": "o2", "name": "New"}, match_value="o2"),
+                                      Record("3", {"external_id": "o3"}, match_value="o3")], "external_id")
+        hook.upsert("organizations", [Record("4", {"name": "Named"}, match_value="Named")], "name")
+        hook.upsert("users", [user("u1", name="U"), user("u2", name="V", email="bad@")], "external_id")
+        hook.lookup("users", "email", ["a@example.com"])
+        mirror = ZendeskHook(sleep=no_sleep, mirror_delete=True)
+        mirror.delete("organizations", [str(zd.emulator.find("organizations", external_id="o1")["id"])])
+        templates = {
+            (method.upper(), re.compile("^" + re.sub(r"\\{[^}]+\\}", "[^/]+", re.escape(path)) + "$"), path)
+            for path, item in spec["paths"].items()
+            for method in item
+            if method in ("get", "post", "put", "patch", "delete")
+        }
+        calls = {(r.method, r.path.removesuffix(".json")) for r in zd.emulator.requests}
+        assert ("POST", "/api/v2/organizations/create_many") in calls
+        for method, path in calls:
+            literal = path in spec["paths"]
+            documented = (literal and method.lower() in spec["paths"][path]) or (
+                not literal and any(m == method and rx.match(path) for m, rx, _ in templates)
+            )
+            assert documented, f"{method} {path} is not in Zendesk's API document"
+
+        schemas = spec["components"]["schemas"]
+        branch = {name: OAS30Validator(schemas[name]) for name in
+                  ("CreateResourceResult", "UpdateResourceResult", "FailedResult")}
+        envelope = OAS30Validator({**schemas["JobStatusObject"], "properties": {
+            k: v for k, v in schemas["JobStatusObject"]["properties"].items() if k != "results"}})
+        results = []
+        for job in zd.emulator.jobs():
+            envelope.validate(job)
+            results.extend(job["results"] or [])
+        assert {"Created", "Updated", "Failed"} <= {r.get("status") for r in results}
+        for result in results:
+            kind = ("FailedResult" if result.get("success") is False
+                    else "CreateResourceResult" if "index" in result else "UpdateResourceResult")
+            branch[kind].validate(result)
+
+
+class _SpecLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """Safe YAML, plus the document's bare ``=`` scalars (YAML 1.1's "value" tag) read as text."""
+
+
+_SpecLoader.add_constructor("tag:yaml.org,2002:value", lambda loader, node: loader.construct_scalar(node))
+
+
+def _zendesk_spec() -> dict:
+    """Zendesk's OpenAPI document, read from shared/vendor-specs beside the repository (never copied into it)."""
+    root = Path(__file__).resolve().parents[2]
+    candidates = [Path(os.environ["RETL_VENDOR_SPECS"])] if os.environ.get("RETL_VENDOR_SPECS") else []
+    candidates += [parent / "shared" / "vendor-specs" for parent in root.parents]
+    for folder in candidates:
+        if (folder / "zendesk-support-oas.yaml").is_file():
+            return yaml.load((folder / "zendesk-support-oas.yaml").read_text(), Loader=_SpecLoader)  # a SafeLoader subclass
+    pytest.fail(f"zendesk-support-oas.yaml not found in shared/vendor-specs beside {root} (or $RETL_VENDOR_SPECS)")
 
 
 class TestJobs:
