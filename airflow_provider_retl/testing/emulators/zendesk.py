@@ -19,10 +19,11 @@ documentation, the ``zenpy`` SDK and answers quoted by Zendesk's own staff show 
   /api/v2/job_statuses/{id}`` goes ``queued`` -> ``working`` -> ``completed`` (or ``failed``
   / ``killed``) and then lists ``results[]`` in request order (``JobStatusResultObject``):
   ``{"id": 245, "action": "create" | "update", "success": true, "status": "Created" |
-  "Updated", "email"/"external_id": ...}``, and for a refused record the ``FailedResult``
-  fields ``{"id": <input index>, "action", "success": false, "error": "...", "details":
-  "Email: x is not properly formatted"}`` plus ``"status": "Failed"`` (shape quoted by
-  Zendesk staff on their forum). ``create_many`` results are ``{"id", "index"}``
+  "Updated", "email"/"external_id": ...}``, and for a refused record exactly the
+  ``FailedResult`` fields ``{"id": <input index>, "action", "success": false, "error": "...",
+  "details": "Email: x is not properly formatted"}`` (the id rule quoted by Zendesk staff on
+  their forum; no ``"status": "Failed"``, which would also match ``UpdateResourceResult`` and
+  break the document's ``oneOf``). ``create_many`` results are ``{"id", "index"}``
   (``CreateResourceResult``); ``update_many`` and ``destroy_many`` results are ``{"id",
   "action", "status", "success"}`` (``UpdateResourceResult``).
 - At most 30 jobs queued or working per account: the 31st job request is 429. Job statuses
@@ -973,7 +974,6 @@ class ZendeskEmulator(RollingWindowRateLimited, BaseEmulator):
                 "id": None,
                 "action": "update",
                 "success": False,
-                "status": "Failed",
                 "error": "InvalidValue",
                 "details": f"{kind.label} must be an object",
             }
@@ -990,7 +990,6 @@ class ZendeskEmulator(RollingWindowRateLimited, BaseEmulator):
                 "id": ident,
                 "action": "update",
                 "success": False,
-                "status": "Failed",
                 "error": "RecordNotFound",
                 "details": f"{kind.label} {value} not found",
             }
@@ -1000,7 +999,6 @@ class ZendeskEmulator(RollingWindowRateLimited, BaseEmulator):
                 "id": target["id"],
                 "action": "update",
                 "success": False,
-                "status": "Failed",
                 "error": kind.error,
                 "details": " ".join(errors),
             }
@@ -1021,7 +1019,6 @@ class ZendeskEmulator(RollingWindowRateLimited, BaseEmulator):
                 "id": ident,
                 "action": "delete",
                 "success": False,
-                "status": "Failed",
                 "error": "RecordNotFound",
                 "details": f"{kind.label} {value} not found",
             }
@@ -1224,20 +1221,10 @@ def _record_invalid(errors: Sequence[str]) -> ZendeskError:
 
 
 def _failed(index: int, error: str, details: str, *, action: str = "update") -> dict[str, Any]:
-    # FailedResult (Zendesk OAS): id, action, success, error, details are required; "on failure id is the
-    # input index" (Zendesk's answer on their developer forum), and create_many results carry "index" too.
-    result: dict[str, Any] = {
-        "id": index,
-        "index": index,
-        "action": action,
-        "success": False,
-        "status": "Failed",
-        "error": error,
-        "details": details,
-    }
-    if action != "create":
-        del result["index"]
-    return result
+    # FailedResult (Zendesk OAS): id, action, success, error, details. "On failure id is the input index"
+    # (Zendesk's answer on their developer forum). No "status"/"index": JobStatusResultObject is a oneOf, and
+    # either would make the result match UpdateResourceResult / CreateResourceResult as well.
+    return {"id": index, "action": action, "success": False, "error": error, "details": details}
 
 
 def _valid_phone(value: Any) -> bool:
