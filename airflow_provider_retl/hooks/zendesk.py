@@ -151,6 +151,8 @@ STANDARD_FIELDS = {
         }
     ),
 }
+#: Attributes the API document does not let be null in a write (UserCreateInput: email, name, role).
+NOT_NULLABLE_INPUT = {"users": frozenset({"email", "name", "role"}), "organizations": frozenset({"name"})}
 #: Attributes mirror may set to null (identity and role never: the record must stay matchable).
 CLEARABLE_FIELDS = {
     "users": frozenset(
@@ -711,6 +713,10 @@ class ZendeskHook(DestinationHook):
             elif name == "phone" and value not in (None, ""):
                 normalized, _ = self.normalize_phone(value)
                 body[name] = normalized or value
+            elif value is None and name in NOT_NULLABLE_INPUT[kind]:
+                # Zendesk's UserCreateInput types these as non-nullable strings: a null (an empty cell of
+                # the row) is left out, which keeps the stored value instead of sending an invalid one.
+                continue
             else:
                 body[name] = value
         if custom:

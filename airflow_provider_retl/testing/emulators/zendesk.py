@@ -145,6 +145,23 @@ _PHONE_CHARS = re.compile(r"^\+?[0-9 ().\-]+$")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
+#: UserObject attributes the document declares nullable (its first anyOf branch).
+_USER_NULLABLE = frozenset(
+    {
+        "custom_role_id",
+        "external_id",
+        "organization_id",
+        "phone",
+        "photo",
+        "role_type",
+        "shared_phone_number",
+        "suspension_details",
+        "ticket_restriction",
+        "two_factor_auth_enabled",
+    }
+)
+
+
 class ZendeskError(Exception):
     """Raised in a handler to answer with Zendesk's error body ``{"error", "description", "details"}``."""
 
@@ -1139,20 +1156,16 @@ class ZendeskEmulator(RollingWindowRateLimited, BaseEmulator):
         body = {k: v for k, v in record.items() if k != kind.fields_key}
         body["url"] = f"{self._base_url}/api/v2/{kind.plural}/{record['id']}.json"
         if kind is USERS:
-            for key in (
-                "email",
-                "external_id",
-                "phone",
-                "alias",
-                "details",
-                "notes",
-                "organization_id",
-                "time_zone",
-                "locale",
-                "signature",
-            ):
+            # UserObject (Zendesk OAS): external_id, phone and organization_id are nullable; the other
+            # attributes are not, so an unset one is left out rather than sent as null, and locale and
+            # time zone carry the account's defaults as Zendesk's do.
+            for key in ("external_id", "phone", "organization_id"):
                 body.setdefault(key, None)
-            body.setdefault("name", None)
+            for key, default in (("locale", "en-US"), ("locale_id", 1), ("time_zone", "UTC"), ("role", "end-user")):
+                if body.get(key) is None:
+                    body[key] = default
+            for key in [k for k, v in body.items() if v is None and k not in _USER_NULLABLE]:
+                del body[key]
         else:
             for key in ("external_id", "details", "notes", "group_id"):
                 body.setdefault(key, None)
