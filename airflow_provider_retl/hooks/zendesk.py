@@ -2,7 +2,7 @@
 
 How the real API behaves, and what this hook does about it:
 
-* Writes are *jobs*: ``create_or_update_many`` (upsert), ``update_many`` (by id),
+* Writes are *jobs*: ``create_or_update_many`` (user upsert), ``update_many`` (by id),
   ``create_many`` and ``destroy_many`` answer ``{"job_status": {"status": "queued", ...}}``
   at once and do the work later. The hook polls ``GET /api/v2/job_statuses/{id}`` with a
   growing interval until ``completed`` / ``failed`` / ``killed`` and turns ``results[]``
@@ -17,7 +17,12 @@ How the real API behaves, and what this hook does about it:
   retried after its Retry-After.
 * Upserts match on ``external_id`` (the default) or ``email`` for users, ``external_id``
   or ``name`` for organizations; Zendesk itself tries ``external_id`` first when a record
-  carries both. External ids and emails are case-insensitive.
+  carries both. External ids and emails are case-insensitive. Zendesk documents
+  ``create_or_update_many`` for users only (``/organizations/create_or_update_many`` is a
+  404), so an organization upsert looks the keys up (``show_many?external_ids=``, 100 a
+  call, or ``search?name=``), then sends ``create_many`` for the new ones and
+  ``update_many`` by id for the existing ones; a create refused because the key was taken
+  meanwhile is updated instead.
 * Fields: Zendesk's standard attributes (``name``, ``email``, ``phone``, ``tags``,
   ``organization_id`` ...) are sent as they are; any other field is a custom field and
   goes into ``user_fields`` / ``organization_fields``. A field may also be named
@@ -147,6 +152,8 @@ STANDARD_FIELDS = {
         }
     ),
 }
+#: Attributes the API document does not let be null in a write (UserCreateInput: email, name, role).
+NOT_NULLABLE_INPUT = {"users": frozenset({"email", "name", "role"}), "organizations": frozenset({"name"})}
 #: Attributes mirror may set to null (identity and role never: the record must stay matchable).
 CLEARABLE_FIELDS = {
     "users": frozenset(
@@ -431,12 +438,13 @@ class ZendeskHook(DestinationHook):
     # ------------------------------------------------------------------ writes
 
     def upsert(self, object: str, records: Sequence[Record], match_field: str | None = None) -> list[Outcome]:
-        """``create_or_update_many`` matched on ``match_field``; idempotent."""
+        """Users: ``create_or_update_many`` matched on ``match_field``; organizations: lookup, then
+        ``create_many`` / ``update_many`` (Zendesk has no bulk create-or-update for them). Idempotent."""
         kind = self._kind(object)
         field = match_field or "external_id"
         if field not in MATCH_FIELDS[kind]:
             raise ConfigurationError(
-                f"Zendesk {kind} create_or_update_many matches on {' or '.join(MATCH_FIELDS[kind])}, not {field!r}; "
+                f"Zendesk {kind} upserts match on {' or '.join(MATCH_FIELDS[kind])}, not {field!r}; "
                 "set match_on to one of them"
             )
         outcomes: list[Outcome | None] = [None] * len(records)
@@ -449,6 +457,9 @@ class ZendeskHook(DestinationHook):
             body = self.wire_record(kind, record.fields)
             body[field] = value
             payloads[i] = body
+        if kind == "organizations":
+            self._upsert_organizations(field, payloads, outcomes)
+            return [o for o in outcomes if o is not None]
         path = f"/api/v2/{kind}/create_or_update_many.json"
         for part in chunked(list(payloads), self.max_batch_size):
             inputs = [payloads[i] for i in part]
@@ -456,6 +467,46 @@ class ZendeskHook(DestinationHook):
             for i, outcome in zip(part, self._bulk_outcomes(kind, inputs, results), strict=True):
                 outcomes[i] = outcome
         return [o for o in outcomes if o is not None]
+
+    def _upsert_organizations(
+        self, field: str, payloads: Mapping[int, dict[str, Any]], outcomes: list[Outcome | None]
+    ) -> None:
+        """Organization upsert from documented calls: look up, ``create_many`` the new, ``update_many`` the rest.
+
+        Zendesk has ``create_or_update_many`` for users only; for organizations it has
+        ``show_many?external_ids=`` / ``search?name=`` (lookup), ``create_many`` and
+        ``update_many`` (jobs of up to 100), and a single-record ``create_or_update``.
+        Three calls per 100 records (plus job polls) beat one call per record.
+        """
+        kind = "organizations"
+        found = self.lookup(kind, field, [payloads[i][field] for i in payloads])
+        existing: dict[int, dict[str, Any]] = {}
+        new: list[int] = []
+        for i, body in payloads.items():
+            dest_id = _as_id(found.get(body[field]))
+            if dest_id is None:
+                new.append(i)
+            else:
+                existing[i] = {**body, "id": dest_id}
+        path = f"/api/v2/{kind}/create_many.json"
+        for part in chunked(new, self.max_batch_size):
+            inputs = [payloads[i] for i in part]
+            # Resubmitting a lost create_many job is safe here: the key is unique in Zendesk, so a record the
+            # lost job did create comes back "already been taken" and is updated below instead of duplicated.
+            results = self._run_job("POST", path, json={kind: inputs}, idempotent=True)
+            for i, outcome in zip(part, self._bulk_outcomes(kind, inputs, results, created=True), strict=True):
+                taken_by = None
+                if not outcome.ok and _TAKEN.search(outcome.reason or ""):
+                    # Created meanwhile (same key twice in the batch, another writer, a resubmitted job): only
+                    # the match field may redirect the write, never another unique attribute such as the name.
+                    taken_by = _as_id(self.lookup(kind, field, [payloads[i][field]]).get(payloads[i][field]))
+                if taken_by is None:
+                    outcomes[i] = outcome
+                else:
+                    existing[i] = {**payloads[i], "id": taken_by}
+        for part, part_outcomes in self._update_many(kind, existing):
+            for i, outcome in zip(part, part_outcomes, strict=True):
+                outcomes[i] = outcome
 
     def update(self, object: str, records: Sequence[Record]) -> list[Outcome]:
         """``update_many`` by Zendesk id; idempotent."""
@@ -642,6 +693,10 @@ class ZendeskHook(DestinationHook):
             elif name == "phone" and value not in (None, ""):
                 normalized, _ = self.normalize_phone(value)
                 body[name] = normalized or value
+            elif value is None and name in NOT_NULLABLE_INPUT[kind]:
+                # Zendesk's UserCreateInput types these as non-nullable strings: a null (an empty cell of
+                # the row) is left out, which keeps the stored value instead of sending an invalid one.
+                continue
             else:
                 body[name] = value
         if custom:

@@ -15,7 +15,12 @@ import pytest
 import requests
 from requests.adapters import HTTPAdapter
 from simple_salesforce import Salesforce
-from simple_salesforce.exceptions import SalesforceMalformedRequest
+from simple_salesforce.exceptions import (
+    SalesforceGeneralError,
+    SalesforceMalformedRequest,
+    SalesforceMoreThanOneRecord,
+    SalesforceResourceNotFound,
+)
 
 from airflow_provider_retl.testing.emulators import (
     SALESFORCE_CLIENT_ID,
@@ -121,3 +126,112 @@ class TestSimpleSalesforce:
         salesforce.emulator.expire_tokens()
         assert sdk.query("SELECT COUNT() FROM Lead")["totalSize"] == 0
         assert salesforce.emulator.tokens_issued == before + 1
+
+
+NOT_FOUND = [{"message": "The requested resource does not exist", "errorCode": "NOT_FOUND"}]
+
+
+class TestSingleRecordCalls:
+    """simple-salesforce's SFType calls: sObject Rows and sObject Rows by External ID (REST API Developer Guide)."""
+
+    def test_create_get_update_delete(self, salesforce, sdk):
+        created = sdk.Contact.create({"LastName": "Ng", "Email": "ng@example.com"})
+        assert created == {"id": created["id"], "success": True, "errors": []}
+        assert created["id"].startswith("003") and len(created["id"]) == 18
+        got = sdk.Contact.get(created["id"])
+        assert (got["LastName"], got["Email"], got["attributes"]["type"]) == ("Ng", "ng@example.com", "Contact")
+        assert got["attributes"]["url"] == f"/services/data/v62.0/sobjects/Contact/{created['id']}"
+        some = sdk.Contact.get(created["id"], params={"fields": "lastname,Id"})
+        assert some == {"attributes": got["attributes"], "LastName": "Ng", "Id": created["id"]}
+        assert sdk.Contact.update(created["id"], {"FirstName": "Ann", "Email": None}) == 204
+        stored = salesforce.emulator.get_record("Contact", created["id"])
+        assert stored["FirstName"] == "Ann" and stored.get("Email") is None
+        # The collections and SOQL routes see the same record store.
+        [row] = sdk.query(f"SELECT Id, FirstName FROM Contact WHERE Id = '{created['id']}'")["records"]
+        assert row["FirstName"] == "Ann"
+        assert sdk.Contact.delete(created["id"]) == 204
+        assert salesforce.emulator.records("Contact") == []
+        with pytest.raises(SalesforceResourceNotFound) as gone:
+            sdk.Contact.get(created["id"])
+        assert gone.value.content == NOT_FOUND
+        with pytest.raises(SalesforceResourceNotFound) as deleted:
+            sdk.Contact.delete(created["id"])
+        assert deleted.value.content[0]["errorCode"] == "ENTITY_IS_DELETED"
+
+    def test_record_written_by_collections_is_read_and_changed_one_by_one(self, salesforce, sdk):
+        body = {"records": [{"attributes": {"type": "Contact"}, "LastName": "Coll", "External_Id__c": "c-1"}]}
+        [result] = sdk.restful("composite/sobjects", method="POST", json=body)
+        assert sdk.Contact.get_by_custom_id("External_Id__c", "C-1")["Id"] == result["id"]  # case-insensitive
+        assert sdk.Contact.update(result["id"], {"LastName": "Changed"}) == 204
+        assert salesforce.emulator.find("Contact", "External_Id__c", "c-1")["LastName"] == "Changed"
+
+    def test_upsert_by_external_id(self, salesforce, sdk):
+        created = sdk.Contact.upsert("External_Id__c/ext-1", {"LastName": "One"}, raw_response=True)
+        assert created.status_code == 201
+        body = created.json()
+        assert body == {"id": body["id"], "success": True, "errors": [], "created": True}
+        updated = sdk.Contact.upsert("External_Id__c/EXT-1", {"Email": "one@example.com"}, raw_response=True)
+        assert updated.status_code == 200  # API 46.0 and later; 204 before
+        assert updated.json() == {"id": body["id"], "success": True, "errors": [], "created": False}
+        record = sdk.Contact.get_by_custom_id("External_Id__c", "ext-1")
+        assert (record["Id"], record["LastName"], record["Email"]) == (body["id"], "One", "one@example.com")
+        assert len(salesforce.emulator.records("Contact")) == 1
+
+    def test_upsert_answers_204_on_update_before_api_46(self, salesforce, session):
+        old = Salesforce(consumer_key=SALESFORCE_CLIENT_ID, consumer_secret=SALESFORCE_CLIENT_SECRET,
+                         domain="acme.my", session=session, version="45.0")
+        assert old.Contact.upsert("External_Id__c/v45", {"LastName": "Old"}) == 201
+        assert old.Contact.upsert("External_Id__c/v45", {"LastName": "Older"}) == 204
+        assert salesforce.emulator.find("Contact", "External_Id__c", "v45")["LastName"] == "Older"
+
+    def test_more_than_one_match_is_300(self, salesforce, sdk):
+        salesforce.emulator.add_field("Contact", {"name": "Legacy_Id__c", "external_id": True})
+        ids = salesforce.emulator.seed("Contact", [{"LastName": n, "Legacy_Id__c": "L1"} for n in "ab"])
+        with pytest.raises(SalesforceMoreThanOneRecord) as many:
+            sdk.Contact.get_by_custom_id("Legacy_Id__c", "L1")
+        assert many.value.content == [f"/services/data/v62.0/sobjects/Contact/{i}" for i in ids]
+        with pytest.raises(SalesforceMoreThanOneRecord):
+            sdk.Contact.upsert("Legacy_Id__c/L1", {"LastName": "c"})
+        assert sorted(r["LastName"] for r in salesforce.emulator.records("Contact")) == ["a", "b"]
+
+    def test_errors_have_salesforces_shape(self, salesforce, sdk):
+        created = sdk.Contact.create({"LastName": "E"})["id"]
+        with pytest.raises(SalesforceResourceNotFound) as no_route:
+            sdk.restful("no/such/resource")
+        assert no_route.value.content == NOT_FOUND
+        with pytest.raises(SalesforceResourceNotFound) as no_sobject:
+            sdk.Nope__c.get(created)
+        assert no_sobject.value.content == NOT_FOUND
+        with pytest.raises(SalesforceResourceNotFound) as not_external:
+            sdk.Contact.get_by_custom_id("LastName", "E")
+        assert not_external.value.content == [{
+            "message": "Provided external ID field does not exist or is not accessible: LastName",
+            "errorCode": "NOT_FOUND"}]
+        with pytest.raises(SalesforceResourceNotFound) as no_match:
+            sdk.Contact.get_by_custom_id("External_Id__c", "nobody")
+        assert no_match.value.content == NOT_FOUND
+        with pytest.raises(SalesforceMalformedRequest) as malformed:
+            sdk.Contact.update("not-an-id", {"LastName": "x"})
+        assert malformed.value.content == [{"message": "Contact ID: id value of incorrect type: not-an-id",
+                                             "errorCode": "MALFORMED_ID", "fields": ["Id"]}]
+        with pytest.raises(SalesforceMalformedRequest) as bad_field:
+            sdk.Contact.create({"LastName": "x", "Nope__c": 1})
+        assert bad_field.value.content == [{"message": "No such column 'Nope__c' on sobject of type Contact",
+                                            "errorCode": "INVALID_FIELD"}]
+        with pytest.raises(SalesforceMalformedRequest) as too_long:
+            sdk.Contact.update(created, {"LastName": "y" * 81})
+        [error] = too_long.value.content
+        assert error["errorCode"] == "STRING_TOO_LONG" and error["fields"] == ["LastName"]
+        with pytest.raises(SalesforceMalformedRequest) as missing:
+            sdk.Contact.upsert("External_Id__c/new-one", {"FirstName": "no last name"})
+        assert missing.value.content[0]["errorCode"] == "REQUIRED_FIELD_MISSING"
+        with pytest.raises(SalesforceGeneralError) as wrong_method:
+            sdk.restful(f"sobjects/Contact/{created}", method="PUT", json={})
+        assert wrong_method.value.status == 405
+        assert wrong_method.value.content == [{"message": "HTTP Method 'PUT' not allowed. Allowed are DELETE,GET,PATCH",
+                                               "errorCode": "METHOD_NOT_ALLOWED"}]
+        with pytest.raises(SalesforceMalformedRequest) as bad_select:
+            sdk.Contact.get(created, params={"fields": "LastName,Shoe__c"})
+        assert bad_select.value.content[0]["errorCode"] == "INVALID_FIELD"
+        for error in [no_route, no_sobject, not_external, malformed, bad_field, wrong_method]:
+            assert isinstance(error.value.content, list) and "detail" not in str(error.value.content)

@@ -98,8 +98,9 @@ class TestBulkJobs:
         assert job["status"] == "completed" and job["progress"] == 3
         created, failed, third = job["results"]
         assert created["status"] == "Created" and created["email"] == "ann@example.com"
-        assert failed == {"id": 1, "status": "Failed", "error": "UserUpdateError",
-                          "details": "Email: bob@ is not properly formatted"}
+        assert created["action"] == "create" and created["success"] is True
+        assert failed == {"id": 1, "action": "upsert", "success": False,
+                          "error": "UserUpdateError", "details": "Email: bob@ is not properly formatted"}
         assert third["status"] == "Created" and third["external_id"] == "C1"
 
         again = client.upsert([{"external_id": "c1", "name": "Cyrus"}, {"email": "ANN@example.com", "notes": "x"}])
@@ -117,7 +118,7 @@ class TestBulkJobs:
         assert adopted["id"] == first["id"] and zendesk.emulator.find("users", external_id="y") is not None
         client.upsert([{"name": "Z", "email": "z@example.com", "external_id": "Z"}])
         taken = client.upsert([{"external_id": "Z", "email": "new@example.com"}])[0]
-        assert taken["status"] == "Failed" and "already being used by another user" in taken["details"]
+        assert taken["success"] is False and "already being used by another user" in taken["details"]
 
     def test_more_than_100_records_is_refused_before_any_job(self, zendesk, client):
         users = [{"name": f"u{i}", "external_id": str(i)} for i in range(101)]
@@ -125,14 +126,49 @@ class TestBulkJobs:
         assert response.status_code == 400 and response.json()["error"] == "TooManyValues"
         assert zendesk.emulator.jobs() == []
 
-    def test_organizations_match_on_external_id_then_name(self, zendesk, client):
-        first = client.upsert([{"name": "Acme", "organization_fields": {"region": "EU"}}], kind="organizations")[0]
-        again = client.upsert([{"name": "ACME", "external_id": "org-1"}], kind="organizations")[0]
-        assert again["id"] == first["id"] and again["status"] == "Updated"
+    def test_organizations_have_no_create_or_update_many(self, zendesk, client):
+        """Zendesk documents create_or_update_many for users only: for organizations it is the 404 of any
+        unknown endpoint, and nothing is queued."""
+        response = client.call("POST", "/api/v2/organizations/create_or_update_many.json",
+                               json={"organizations": [{"name": "Acme", "external_id": "org-1"}]})
+        assert response.status_code == 404
+        assert response.json() == {"error": "InvalidEndpoint", "description": "Not found"}
+        assert zendesk.emulator.jobs() == [] and zendesk.emulator.organizations() == []
+
+    def test_organizations_create_many_update_many_and_lookups(self, zendesk, client):
+        job = client.job(client.call("POST", "/api/v2/organizations/create_many.json", json={"organizations": [
+            {"name": "Acme", "external_id": "org-1", "organization_fields": {"region": "EU"}},
+            {"external_id": "org-2"},
+            {"name": "acme", "external_id": "org-3"},
+        ]}))
+        assert job["status"] == "completed" and job["total"] == 3
+        created, nameless, taken = job["results"]
+        assert set(created) == {"id", "index"} and created["index"] == 0  # CreateResourceResult
+        assert nameless == {"id": 1, "action": "create", "success": False,
+                            "error": "OrganizationCreateError", "details": "Name: is too short (minimum is 1 character)"}
+        assert taken["success"] is False and taken["details"] == "Name: acme has already been taken"
+        shown = client.call("GET", "/api/v2/organizations/show_many.json", params={"external_ids": "ORG-1,org-2"})
+        assert [o["id"] for o in shown.json()["organizations"]] == [created["id"]]
+        by_ext = client.call("GET", "/api/v2/organizations/search.json", params={"external_id": "org-1"}).json()
+        by_name = client.call("GET", "/api/v2/organizations/search.json", params={"name": "ACME"}).json()
+        assert [o["id"] for o in by_ext["organizations"]] == [o["id"] for o in by_name["organizations"]] == [
+            created["id"]]
+        job = client.job(client.call("PUT", "/api/v2/organizations/update_many.json", json={"organizations": [
+            {"id": created["id"], "notes": "Priority"}, {"id": 999, "notes": "ghost"}]}))
+        ok, missing = job["results"]
+        assert ok == {"id": created["id"], "action": "update", "success": True, "status": "Updated"}
+        assert missing["id"] == 999 and missing["success"] is False and missing["error"] == "RecordNotFound"
+        assert missing["details"] and missing["action"] == "update"
+        # The bulk form: one change, targets in the query string (by external id here).
+        job = client.job(client.call("PUT", "/api/v2/organizations/update_many.json",
+                                     params={"external_ids": "org-1"}, json={"organization": {"details": "d"}}))
+        assert [r["status"] for r in job["results"]] == ["Updated"]
         org = zendesk.emulator.find("organizations", external_id="ORG-1")
-        assert org["organization_fields"] == {"region": "EU"}
-        nameless = client.upsert([{"external_id": "org-2"}], kind="organizations")[0]
-        assert nameless["status"] == "Failed" and nameless["details"].startswith("Name:")
+        assert (org["notes"], org["details"], org["organization_fields"]) == ("Priority", "d", {"region": "EU"})
+        # The single-record create_or_update matches on external id (201 created, 200 updated).
+        one = client.call("POST", "/api/v2/organizations/create_or_update.json",
+                          json={"organization": {"external_id": "org-1", "notes": "again"}})
+        assert one.status_code == 200 and one.json()["organization"]["id"] == created["id"]
 
     def test_update_many_and_destroy_many_by_id(self, zendesk, client):
         ids = [r["id"] for r in client.upsert([{"name": n, "external_id": n} for n in "abc"])]
@@ -143,7 +179,8 @@ class TestBulkJobs:
         assert missing["success"] is False and missing["error"] == "RecordNotFound"
         job = client.job(client.call("DELETE", "/api/v2/users/destroy_many.json",
                                      params={"ids": f"{ids[1]},{ids[2]},999"}))
-        assert [r["status"] for r in job["results"]] == ["Deleted", "Deleted", "Failed"]
+        assert [r.get("status") for r in job["results"]] == ["Deleted", "Deleted", None]
+        assert job["results"][2]["success"] is False and job["results"][2]["error"] == "RecordNotFound"
         shown = client.call("GET", "/api/v2/users/show_many.json", params={"ids": ",".join(map(str, ids))}).json()
         assert [u["id"] for u in shown["users"]] == [ids[0]]
         assert len(zendesk.emulator.users(include_deleted=True)) == 3
@@ -159,7 +196,7 @@ class TestBulkJobs:
             {"name": "c", "external_id": "c", "user_fields": {"tier": "bronze"}},
             {"name": "d", "external_id": "d", "phone": "call me"},
         ])
-        assert [r["status"] for r in results] == ["Created", "Failed", "Failed", "Failed"]
+        assert [(r["success"], r.get("status")) for r in results] == [(True, "Created")] + [(False, None)] * 3
         assert "integer" in results[1]["details"] and "options" in results[2]["details"]
         assert results[3]["details"] == "Phone: call me is not a valid phone number"
         stored = zendesk.emulator.find("users", external_id="a")["user_fields"]
@@ -168,7 +205,7 @@ class TestBulkJobs:
     def test_unknown_custom_fields_can_be_refused(self):
         with start_emulator("zendesk", unknown_custom_fields="reject", processing_seconds=0, rate_limit=None) as zd:
             result = Client(zd.url).upsert([{"name": "a", "external_id": "a", "user_fields": {"nope": 1}}])[0]
-        assert result["status"] == "Failed" and "nope" in result["details"]
+        assert result["success"] is False and "nope" in result["details"]
 
     def test_failed_and_killed_jobs_have_no_results(self, zendesk, client):
         zendesk.emulator.fail_next_jobs(1, "killed")
@@ -244,7 +281,8 @@ class TestReads:
         assert invalid.json()["details"]["email"][0]["description"] == "Email: nope is not properly formatted"
         updated = client.call("PUT", f"/api/v2/users/{ids[0]}", json={"user": {"user_fields": {"plan": "pro"}}})
         assert updated.json()["user"]["user_fields"]["plan"] == "pro"
-        org = client.upsert([{"name": "Acme Inc"}], kind="organizations")[0]
+        org = client.job(client.call("POST", "/api/v2/organizations/create_many.json",
+                                     json={"organizations": [{"name": "Acme Inc"}]}))["results"][0]
         found = client.call("GET", "/api/v2/organizations/search.json", params={"name": "acme inc"}).json()
         assert [o["id"] for o in found["organizations"]] == [org["id"]]
 

@@ -11,7 +11,12 @@ from structlog.testing import capture_logs
 from airflow_provider_retl.hooks.destination import EXISTS
 from airflow_provider_retl.hooks.salesforce import DEFAULT_BULK_THRESHOLD, SalesforceHook
 from airflow_provider_retl.sync.destination import Destination
-from airflow_provider_retl.sync.errors import ConfigurationError, FatalDestinationError, OutcomeUnknownError
+from airflow_provider_retl.sync.errors import (
+    ConfigurationError,
+    DestinationError,
+    FatalDestinationError,
+    OutcomeUnknownError,
+)
 from airflow_provider_retl.sync.records import Record
 from airflow_provider_retl.testing.emulators import (
     SALESFORCE_CLIENT_ID,
@@ -156,6 +161,17 @@ class TestAuth:
             hook.lookup("Contact", "Email", ["a@example.com"])
         assert hook._access_token not in str(info.value) + repr(info.value)
         assert info.value.request.headers["Authorization"] == "***"
+
+    def test_salesforce_error_arrays_from_any_route_are_parsed(self, sf, hook):
+        """Unknown routes and single-record calls answer Salesforce's [{message, errorCode}], which the hook
+        turns into "CODE: message" (never a FastAPI {"detail": ...} body)."""
+        with pytest.raises(DestinationError) as no_route:
+            hook.request("GET", "no/such/resource", retry=False)
+        assert "NOT_FOUND: The requested resource does not exist" in str(no_route.value)
+        with pytest.raises(DestinationError) as malformed:
+            hook.request("PATCH", "sobjects/Contact/not-an-id", json={"LastName": "x"}, retry=False)
+        assert "MALFORMED_ID: Contact ID: id value of incorrect type: not-an-id" in str(malformed.value)
+        assert "detail" not in str(no_route.value) + str(malformed.value)
 
 
 class TestUpsert:

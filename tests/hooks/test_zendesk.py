@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import threading
 import time
+from pathlib import Path
 
 import pytest
+import yaml
+from openapi_schema_validator import OAS30Validator
 
 from airflow_provider_retl.hooks.destination import EXISTS
 from airflow_provider_retl.hooks.zendesk import ZendeskHook, clear_job_gates
@@ -164,7 +169,7 @@ class TestUpsert:
         assert outcomes[0].ok and not outcomes[1].ok and outcomes[1].code == "MISSING_MATCH"
         assert hook.upsert("users", [Record("1", {"email": "X@example.com", "notes": "n"},
                                             match_value="X@example.com")], "email")[0].created is False
-        with pytest.raises(ConfigurationError, match="matches on external_id or email"):
+        with pytest.raises(ConfigurationError, match="match on external_id or email"):
             hook.upsert("users", records, "phone")
 
     def test_at_most_100_records_per_job(self, zd, hook):
@@ -181,6 +186,113 @@ class TestUpsert:
         assert hook.upsert("organizations", records, "name")[0].created is True
         org = zd.emulator.find("organizations", name="ACME")
         assert org["organization_fields"] == {"region": "EU"} and org["domain_names"] == ["acme.com", "acme.io"]
+
+
+class TestOrganizationUpsert:
+    """Zendesk has no organizations/create_or_update_many: lookup, then create_many and update_many."""
+
+    ORG_ROUTES = ("GET /api/v2/organizations/show_many.json", "POST /api/v2/organizations/create_many.json",
+                  "PUT /api/v2/organizations/update_many.json")
+
+    def test_existing_updated_new_created_in_three_calls(self, start):
+        zd = start(organization_fields={"region": "text"})
+        [old_id] = zd.emulator.seed("organizations", [{"name": "Old", "external_id": "ORG-1"}])
+        hook = ZendeskHook(sleep=no_sleep)
+        records = [Record("1", {"external_id": "org-1", "notes": "kept", "region": "EU"}, match_value="org-1"),
+                   Record("2", {"external_id": "org-2", "name": "New"}, match_value="org-2"),
+                   Record("3", {"external_id": "org-3"}, match_value="org-3"),  # no name: Zendesk refuses it
+                   Record("4", {"external_id": None, "name": "x"})]
+        outcomes = hook.upsert("organizations", records, "external_id")
+        assert (outcomes[0].ok, outcomes[0].dest_id, outcomes[0].created) == (True, str(old_id), False)
+        assert outcomes[1].ok and outcomes[1].created is True
+        assert not outcomes[2].ok and outcomes[2].reason.startswith("OrganizationCreateError: Name:")
+        assert outcomes[3].code == "MISSING_MATCH"
+        assert [zd.emulator.request_count(r) for r in self.ORG_ROUTES] == [1, 1, 1]
+        assert zd.emulator.request_count("/api/v2/organizations/create_or_update_many.json") == 0
+        old = zd.emulator.find("organizations", external_id="org-1")
+        assert (old["name"], old["notes"], old["organization_fields"]) == ("Old", "kept", {"region": "EU"})
+        assert zd.emulator.find("organizations", external_id="org-2")["id"] == int(outcomes[1].dest_id)
+
+    def test_same_key_twice_and_a_resubmitted_create_job_make_no_duplicate(self, zd, hook):
+        zd.emulator.fail_next_jobs(1, "killed")
+        records = [Record("a", {"external_id": "A", "name": "Acme"}, match_value="A"),
+                   Record("a2", {"external_id": "a", "notes": "second"}, match_value="a")]
+        outcomes = hook.upsert("organizations", records, "external_id")
+        assert all(o.ok for o in outcomes) and outcomes[0].dest_id == outcomes[1].dest_id
+        assert len(zd.emulator.organizations()) == 1
+        assert zd.emulator.find("organizations", external_id="a")["notes"] == "second"
+        assert [j["status"] for j in zd.emulator.jobs()][:2] == ["killed", "completed"]
+
+    def test_a_name_taken_by_another_key_is_a_reject_not_a_takeover(self, zd, hook):
+        zd.emulator.seed("organizations", [{"name": "Acme", "external_id": "theirs"}])
+        [outcome] = hook.upsert("organizations", [Record("m", {"external_id": "mine", "name": "ACME"},
+                                                         match_value="mine")], "external_id")
+        assert not outcome.ok and "has already been taken" in outcome.reason
+        assert zd.emulator.find("organizations", external_id="theirs")["name"] == "Acme"
+
+    def test_every_call_is_a_documented_route_and_job_results_match_the_schemas(self, zd, hook):
+        """The wire against Zendesk's own OpenAPI document (shared/vendor-specs/zendesk-support-oas.yaml)."""
+        spec = _zendesk_spec()
+        zd.emulator.seed("organizations", [{"name": "Old", "external_id": "o1"}])
+        hook.upsert("organizations", [Record("1", {"external_id": "o1", "notes": "n"}, match_value="o1"),
+                                      Record("2", {"external_id": "o2", "name": "New"}, match_value="o2"),
+                                      Record("3", {"external_id": "o3"}, match_value="o3")], "external_id")
+        hook.upsert("organizations", [Record("4", {"name": "Named"}, match_value="Named")], "name")
+        hook.upsert("users", [user("u1", name="U"), user("u2", name="V", email="bad@")], "external_id")
+        hook.lookup("users", "email", ["a@example.com"])
+        mirror = ZendeskHook(sleep=no_sleep, mirror_delete=True)
+        mirror.delete("organizations", [str(zd.emulator.find("organizations", external_id="o1")["id"])])
+        templates = {
+            (method.upper(), re.compile("^" + re.sub(r"\\{[^}]+\\}", "[^/]+", re.escape(path)) + "$"), path)
+            for path, item in spec["paths"].items()
+            for method in item
+            if method in ("get", "post", "put", "patch", "delete")
+        }
+        calls = {(r.method, r.path.removesuffix(".json")) for r in zd.emulator.requests}
+        assert ("POST", "/api/v2/organizations/create_many") in calls
+        for method, path in calls:
+            literal = path in spec["paths"]
+            documented = (literal and method.lower() in spec["paths"][path]) or (
+                not literal and any(m == method and rx.match(path) for m, rx, _ in templates)
+            )
+            assert documented, f"{method} {path} is not in Zendesk's API document"
+
+        schemas = spec["components"]["schemas"]
+        branch = {name: OAS30Validator(schemas[name]) for name in
+                  ("CreateResourceResult", "UpdateResourceResult", "FailedResult")}
+        envelope = OAS30Validator({**schemas["JobStatusObject"], "properties": {
+            k: v for k, v in schemas["JobStatusObject"]["properties"].items() if k != "results"}})
+        results = []
+        for job in zd.emulator.jobs():
+            envelope.validate(job)
+            results.extend(job["results"] or [])
+        assert {"Created", "Updated"} <= {r.get("status") for r in results}
+        assert any(r.get("success") is False for r in results)
+        for result in results:
+            # JobStatusResultObject is a oneOf: a result must match exactly one of the three.
+            matching = [name for name, validator in branch.items() if validator.is_valid(result)]
+            assert len(matching) == 1, (result, matching)
+            kind = ("FailedResult" if result.get("success") is False
+                    else "CreateResourceResult" if "index" in result else "UpdateResourceResult")
+            branch[kind].validate(result)
+
+
+class _SpecLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """Safe YAML, plus the document's bare ``=`` scalars (YAML 1.1's "value" tag) read as text."""
+
+
+_SpecLoader.add_constructor("tag:yaml.org,2002:value", lambda loader, node: loader.construct_scalar(node))
+
+
+def _zendesk_spec() -> dict:
+    """Zendesk's OpenAPI document, read from shared/vendor-specs beside the repository (never copied into it)."""
+    root = Path(__file__).resolve().parents[2]
+    candidates = [Path(os.environ["RETL_VENDOR_SPECS"])] if os.environ.get("RETL_VENDOR_SPECS") else []
+    candidates += [parent / "shared" / "vendor-specs" for parent in root.parents]
+    for folder in candidates:
+        if (folder / "zendesk-support-oas.yaml").is_file():
+            return yaml.load((folder / "zendesk-support-oas.yaml").read_text(), Loader=_SpecLoader)  # a SafeLoader subclass
+    pytest.fail(f"zendesk-support-oas.yaml not found in shared/vendor-specs beside {root} (or $RETL_VENDOR_SPECS)")
 
 
 class TestJobs:

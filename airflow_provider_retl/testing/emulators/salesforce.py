@@ -22,6 +22,17 @@ our hook and ``simple-salesforce`` run against it unchanged:
   ``allOrNone`` rolls everything back on one failure
   (``ALL_OR_NONE_OPERATION_ROLLED_BACK``). Problems with the request itself (an
   unknown field, a value of the wrong JSON type) fail it whole with 400.
+- **sObject Rows.** ``POST /sobjects/{SObject}`` (201 ``{id, success, errors}``), ``GET|PATCH|DELETE
+  /sobjects/{SObject}/{id}`` (200 record / 204 / 204; ``?fields=`` on GET), and by External ID ``GET|PATCH
+  /sobjects/{SObject}/{field}/{value}``: upsert answers 201 ``{id, success, errors, created: true}`` on
+  create and, on update, 200 ``{..., created: false}`` from API 46.0 on (204 before); more than one
+  match is 300 with the matching records' URLs. They share the record store of the collections,
+  SOQL and Bulk routes. Guesses: PATCH/DELETE with a malformed id answer 400 ``MALFORMED_ID`` (fields
+  ``["Id"]``), GET with one non-id segment 404 "Provided external ID field does not exist or is not
+  accessible", a deleted record 404 ``ENTITY_IS_DELETED``.
+- **Errors.** Every error, the framework's own included (no route: 404 ``NOT_FOUND`` "The requested
+  resource does not exist"; wrong method: 405 ``METHOD_NOT_ALLOWED``), is Salesforce's JSON array
+  ``[{"message", "errorCode"[, "fields"]}]``.
 - **SOQL** (``salesforce_soql``) with ``nextRecordsUrl`` paging (2,000 per page,
   or ``Sforce-Query-Options: batchSize=``).
 - **Bulk API 2.0 ingest.** Jobs go Open -> UploadComplete -> InProgress ->
@@ -60,7 +71,11 @@ from xml.sax.saxutils import escape as xml_escape
 
 import orjson
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
+from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from airflow_provider_retl.testing.emulators.base import (
     ASGIApp,
@@ -448,6 +463,39 @@ class SalesforceEmulator(BaseEmulator):
         async def request_error(request: Request, exc: RequestError) -> Response:
             return json_response(exc.status, exc.body())
 
+        # Every answer, including the framework's own (no route, wrong method, unparsable parameters), has
+        # Salesforce's shape: a JSON array of {message, errorCode}, never FastAPI's {"detail": ...}.
+        @app.exception_handler(StarletteHTTPException)
+        async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+            if exc.status_code == 405:
+                # Salesforce lists every method the resource takes; Starlette's Allow names only one route's.
+                allowed = sorted(
+                    {
+                        m
+                        for route in app.routes
+                        if isinstance(route, APIRoute) and route.matches(request.scope)[0] is not Match.NONE
+                        for m in route.methods
+                    }
+                )
+                return json_response(
+                    405,
+                    [
+                        {
+                            "message": f"HTTP Method '{request.method}' not allowed. Allowed are {','.join(allowed)}",
+                            "errorCode": "METHOD_NOT_ALLOWED",
+                        }
+                    ],
+                )
+            if exc.status_code == 404:
+                return json_response(
+                    404, RequestError(404, "NOT_FOUND", "The requested resource does not exist").body()
+                )
+            return json_response(exc.status_code, [{"message": str(exc.detail), "errorCode": "UNKNOWN_EXCEPTION"}])
+
+        @app.exception_handler(RequestValidationError)
+        async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+            return json_response(400, [{"message": "The request could not be parsed", "errorCode": "MALFORMED_QUERY"}])
+
         # -- login
         @app.post("/services/oauth2/token")
         async def oauth_token(request: Request) -> Response:
@@ -497,15 +545,95 @@ class SalesforceEmulator(BaseEmulator):
             with self.lock:
                 return json_response(200, self._resource_sobject(sobject).describe(version))
 
+        # -- sObject Rows (one record by id) and sObject Rows by External ID
         @app.get("/services/data/{version}/sobjects/{sobject}/{record_id}")
-        async def get_record(version: str, sobject: str, record_id: str) -> Response:
+        async def get_record(version: str, sobject: str, record_id: str, request: Request) -> Response:
             _check_version(version)
             with self.lock:
                 definition = self._resource_sobject(sobject)
-                record = self._records[definition.name].get(id18(record_id)) if looks_like_id(record_id) else None
+                if not looks_like_id(record_id):
+                    # One path segment that is not an id: Salesforce reads it as an external id field name.
+                    raise RequestError(
+                        404, "NOT_FOUND", f"Provided external ID field does not exist or is not accessible: {record_id}"
+                    )
+                record = self._records[definition.name].get(id18(record_id))
                 if record is None or record.deleted:
                     raise RequestError(404, "NOT_FOUND", "The requested resource does not exist")
-                return json_response(200, self._record_json(definition, record, list(definition.fields), version))
+                fields = self._requested_fields(definition, request)
+                return json_response(200, self._record_json(definition, record, fields, version))
+
+        @app.patch("/services/data/{version}/sobjects/{sobject}/{record_id}")
+        async def update_record(version: str, sobject: str, record_id: str, request: Request) -> Response:
+            _check_version(version)
+            body = _record_body(await _json(request))
+            with self.lock:
+                definition = self._resource_sobject(sobject)
+                values = self._coerce_fields(definition, body)
+                target = self._row(definition, record_id)
+                result = self._update(definition, target.id, values)
+            if not result["success"]:
+                return _row_errors(400, result["errors"])
+            return Response(status_code=204)
+
+        @app.delete("/services/data/{version}/sobjects/{sobject}/{record_id}")
+        async def delete_record(version: str, sobject: str, record_id: str) -> Response:
+            _check_version(version)
+            with self.lock:
+                definition = self._resource_sobject(sobject)
+                target = self._row(definition, record_id)
+                [result] = self._delete([target.id], all_or_none=False)
+            if not result["success"]:
+                return _row_errors(400, result["errors"])
+            return Response(status_code=204)
+
+        @app.get("/services/data/{version}/sobjects/{sobject}/{field_name}/{value:path}")
+        async def get_by_external_id(
+            version: str, sobject: str, field_name: str, value: str, request: Request
+        ) -> Response:
+            _check_version(version)
+            with self.lock:
+                definition = self._resource_sobject(sobject)
+                external = self._external_field(definition, field_name)
+                matches = self._matches(definition, external, value)
+                if not matches:
+                    raise RequestError(404, "NOT_FOUND", "The requested resource does not exist")
+                if len(matches) > 1:
+                    return _multiple_choices(definition, matches, version)
+                fields = self._requested_fields(definition, request)
+                return json_response(200, self._record_json(definition, matches[0], fields, version))
+
+        @app.patch("/services/data/{version}/sobjects/{sobject}/{field_name}/{value:path}")
+        async def upsert_record(version: str, sobject: str, field_name: str, value: str, request: Request) -> Response:
+            _check_version(version)
+            body = _record_body(await _json(request))
+            with self.lock:
+                definition = self._resource_sobject(sobject)
+                external = self._external_field(definition, field_name)
+                values = self._coerce_fields(definition, body, skip=("id",))
+                record_id: Any = None
+                if external.name == "Id":
+                    record_id = value
+                else:
+                    try:
+                        # The URL's value is text whatever the field's type (as in Bulk API CSV).
+                        values[external.name] = coerce(external, value, source="csv")
+                    except ValueError:
+                        raise RequestError(
+                            400, "MALFORMED_QUERY", f"{external.name}: invalid value {value!r} in the request URI"
+                        ) from None
+                matches = self._matches(definition, external, value)
+                if len(matches) > 1:
+                    return _multiple_choices(definition, matches, version)
+                result = self._upsert(definition, external, values, record_id, set())
+            if not result["success"]:
+                status = 404 if result["errors"][0]["statusCode"] == "NOT_FOUND" else 400
+                return _row_errors(status, result["errors"])
+            if result["created"]:
+                return json_response(201, result)
+            # "In API version 46.0 and later, 200 with the record's id; earlier versions answer 204."
+            if float(version.lstrip("v")) >= 46.0:
+                return json_response(200, result)
+            return Response(status_code=204)
 
         @app.post("/services/data/{version}/sobjects/{sobject}")
         async def create_one(version: str, sobject: str, request: Request) -> Response:
@@ -788,6 +916,59 @@ class SalesforceEmulator(BaseEmulator):
         if definition is None:
             raise RequestError(404, "NOT_FOUND", "The requested resource does not exist")
         return definition
+
+    def _row(self, definition: SObjectDef, record_id: str) -> StoredRecord:
+        """The live record ``record_id`` of this sObject, or the error Salesforce answers for it."""
+        if not looks_like_id(record_id):
+            raise RequestError(
+                400, "MALFORMED_ID", f"{definition.name} ID: id value of incorrect type: {record_id}", ["Id"]
+            )
+        record = self._records[definition.name].get(id18(record_id))
+        if record is None:
+            raise RequestError(404, "NOT_FOUND", "The requested resource does not exist")
+        if record.deleted:
+            raise RequestError(404, "ENTITY_IS_DELETED", "entity is deleted", [])
+        return record
+
+    def _external_field(self, definition: SObjectDef, name: str) -> FieldDef:
+        f = definition.field(name)
+        if f is None or not (f.external_id or f.name == "Id"):
+            raise RequestError(
+                404, "NOT_FOUND", f"Provided external ID field does not exist or is not accessible: {name}"
+            )
+        return f
+
+    def _matches(self, definition: SObjectDef, f: FieldDef, value: Any) -> list[StoredRecord]:
+        """Every live record whose ``f`` equals ``value`` (an external id need not be unique)."""
+        if f.name == "Id" or f.unique:
+            record = self._lookup(definition, f, value)
+            return [record] if record is not None else []
+        try:
+            wanted = f.key(coerce(f, value, source="csv"))
+        except ValueError:
+            return []
+        return [
+            r
+            for r in self._records[definition.name].values()
+            if not r.deleted and r.values.get(f.name) is not None and f.key(r.values[f.name]) == wanted
+        ]
+
+    def _requested_fields(self, definition: SObjectDef, request: Request) -> list[str]:
+        wanted = [n.strip() for n in (request.query_params.get("fields") or "").split(",") if n.strip()]
+        if not wanted:
+            return list(definition.fields)
+        names = []
+        for name in wanted:
+            f = definition.field(name)
+            if f is None:
+                raise RequestError(
+                    400,
+                    "INVALID_FIELD",
+                    f"No such column '{name}' on entity '{definition.name}'. If you are attempting to use a custom "
+                    "field, be sure to append the '__c' after the custom field name.",
+                )
+            names.append(f.name)
+        return names
 
     def _typed_sobject(self, record: Mapping[str, Any]) -> SObjectDef:
         attributes = record.get("attributes")
@@ -1513,6 +1694,28 @@ async def _json(request: Request) -> Any:
         raise RequestError(
             400, "JSON_PARSER_ERROR", f"Unexpected character at [line:{exc.lineno}, column:{exc.colno}]: {exc.msg}"
         ) from None
+
+
+def _record_body(body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise RequestError(400, "JSON_PARSER_ERROR", "The request body must be a JSON object")
+    return {k: v for k, v in body.items() if k != "attributes"}
+
+
+def _row_errors(status: int, errors: Sequence[Mapping[str, Any]]) -> Response:
+    """Record errors (``statusCode``) as a single-record call answers them: ``[{message, errorCode, fields}]``."""
+    return json_response(
+        status,
+        [
+            {"message": e["message"], "errorCode": e["statusCode"], "fields": list(e.get("fields") or [])}
+            for e in errors
+        ],
+    )
+
+
+def _multiple_choices(definition: SObjectDef, records: Sequence[StoredRecord], version: str) -> Response:
+    # 300 Multiple Choices: "the external ID exists in more than one record"; the body lists their URLs.
+    return json_response(300, [f"/services/data/{version}/sobjects/{definition.name}/{r.id}" for r in records])
 
 
 def _collection_body(body: Any, limit: int) -> tuple[bool, list[Any]]:

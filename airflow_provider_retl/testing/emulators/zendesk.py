@@ -6,17 +6,26 @@ documentation, the ``zenpy`` SDK and answers quoted by Zendesk's own staff show 
 
 - Auth: basic auth ``{email}/token:{api_token}`` (API token) or ``Authorization: Bearer
   <oauth token>``; anything else is 401 ``{"error": "Couldn't authenticate you"}``.
-- ``POST /api/v2/{users,organizations}/create_or_update_many`` takes up to 100 records (more:
-  400 ``TooManyValues``) and answers 200 ``{"job_status": {id, url, status: "queued", total,
+- ``POST /api/v2/users/create_or_update_many`` takes up to 100 records (more: 400
+  ``TooManyValues``) and answers 200 ``{"job_status": {id, url, status: "queued", total,
   progress, results: null}}``; the work happens later, in the background. Users match on
-  ``external_id`` first, then ``email``; organizations on ``external_id``, then ``name``
-  (both case-insensitive). ``GET /api/v2/job_statuses/{id}`` goes ``queued`` -> ``working``
-  -> ``completed`` (or ``failed`` / ``killed``) and then lists ``results[]`` in request
-  order: ``{"id": 245, "status": "Created" | "Updated", "email"/"external_id": ...}``, and for
-  a refused record ``{"id": <input index>, "status": "Failed", "error": "...", "details":
-  "Email: x is not properly formatted"}`` (shape quoted by Zendesk staff on their forum).
-  ``create_many`` results are ``{"id", "index"}``; ``update_many`` and ``destroy_many`` results
-  are ``{"id", "action", "status", "success"}``.
+  ``external_id`` first, then ``email`` (case-insensitive). Zendesk's document
+  (``zendesk-support-oas.yaml``) has no ``/organizations/create_or_update_many``: that path
+  answers the unknown-endpoint 404 ``{"error": "InvalidEndpoint", "description": "Not
+  found"}``; organizations have ``create_many``, ``update_many`` (``{"organizations": [{id,
+  ...}]}`` batch, or ``?ids=`` / ``?external_ids=`` with one ``{"organization": {...}}``),
+  ``show_many?ids=|external_ids=``, ``search?external_id=|name=``, ``destroy_many`` and the
+  single-record ``create_or_update`` (external id or id, never name). ``GET
+  /api/v2/job_statuses/{id}`` goes ``queued`` -> ``working`` -> ``completed`` (or ``failed``
+  / ``killed``) and then lists ``results[]`` in request order (``JobStatusResultObject``):
+  ``{"id": 245, "action": "create" | "update", "success": true, "status": "Created" |
+  "Updated", "email"/"external_id": ...}``, and for a refused record exactly the
+  ``FailedResult`` fields ``{"id": <input index>, "action", "success": false, "error": "...",
+  "details": "Email: x is not properly formatted"}`` (the id rule quoted by Zendesk staff on
+  their forum; no ``"status": "Failed"``, which would also match ``UpdateResourceResult`` and
+  break the document's ``oneOf``). ``create_many`` results are ``{"id", "index"}``
+  (``CreateResourceResult``); ``update_many`` and ``destroy_many`` results are ``{"id",
+  "action", "status", "success"}`` (``UpdateResourceResult``).
 - At most 30 jobs queued or working per account: the 31st job request is 429. Job statuses
   can be read for an hour (``job_ttl``), then 404.
 - ``GET /api/v2/users/show_many?ids=`` / ``?external_ids=`` (up to 100), ``GET
@@ -134,6 +143,23 @@ MAX_EXTERNAL_ID_CHARS = 255
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$")
 _PHONE_CHARS = re.compile(r"^\+?[0-9 ().\-]+$")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+#: UserObject attributes the document declares nullable (its first anyOf branch).
+_USER_NULLABLE = frozenset(
+    {
+        "custom_role_id",
+        "external_id",
+        "organization_id",
+        "phone",
+        "photo",
+        "role_type",
+        "shared_phone_number",
+        "suspension_details",
+        "ticket_restriction",
+        "two_factor_auth_enabled",
+    }
+)
 
 
 class ZendeskError(Exception):
@@ -626,15 +652,24 @@ class ZendeskEmulator(RollingWindowRateLimited, BaseEmulator):
     def _add_kind_routes(self, app: FastAPI, kind: _Kind) -> None:
         base = f"/api/v2/{kind.plural}"
 
-        @app.post(base + "/create_or_update_many")
-        async def create_or_update_many(request: Request) -> Response:
-            items = self._bulk_items(kind, await _json(request))
-            return self._submit(
-                kind,
-                f"bulk_create_or_update_{kind.plural}",
-                items,
-                lambda: [self._upsert_one(kind, i, item) for i, item in enumerate(items)],
-            )
+        if kind is ORGANIZATIONS:
+            # Documented for users only. Without this route the path would hit PUT/GET {record_id} and
+            # answer 405; Zendesk answers its unknown-endpoint 404.
+            @app.post(base + "/create_or_update_many")
+            async def no_create_or_update_many() -> Response:
+                return json_response(404, {"error": "InvalidEndpoint", "description": "Not found"})
+
+        else:
+
+            @app.post(base + "/create_or_update_many")
+            async def create_or_update_many(request: Request) -> Response:
+                items = self._bulk_items(kind, await _json(request))
+                return self._submit(
+                    kind,
+                    f"bulk_create_or_update_{kind.plural}",
+                    items,
+                    lambda: [self._upsert_one(kind, i, item) for i, item in enumerate(items)],
+                )
 
         @app.post(base + "/create_many")
         async def create_many(request: Request) -> Response:
@@ -927,9 +962,15 @@ class ZendeskEmulator(RollingWindowRateLimited, BaseEmulator):
         target = self._match(kind, item)
         values, errors = self._check(kind, item, target)
         if errors:
-            return _failed(index, kind.error, " ".join(errors))
+            return _failed(index, kind.error, " ".join(errors), action="update" if target is not None else "upsert")
         record = self._write(kind, target, values)
-        result: dict[str, Any] = {"id": record["id"], "status": "Updated" if target is not None else "Created"}
+        # UpdateResourceResult: id, action, success and status ("Created" / "Updated").
+        result: dict[str, Any] = {
+            "id": record["id"],
+            "action": "update" if target is not None else "create",
+            "success": True,
+            "status": "Updated" if target is not None else "Created",
+        }
         for key in ("external_id", kind.second_key):
             if item.get(key) not in (None, ""):
                 result[key] = item[key]
@@ -937,16 +978,22 @@ class ZendeskEmulator(RollingWindowRateLimited, BaseEmulator):
 
     def _create_one(self, kind: _Kind, index: int, item: Any) -> dict[str, Any]:
         if not isinstance(item, dict):
-            return {"index": index, "error": kind.error.replace("Update", "Create"), "details": "not an object"}
+            return _failed(index, kind.error.replace("Update", "Create"), "not an object", action="create")
         values, errors = self._check(kind, item, None)
         if errors:
-            return {"index": index, "error": kind.error.replace("Update", "Create"), "details": " ".join(errors)}
+            return _failed(index, kind.error.replace("Update", "Create"), " ".join(errors), action="create")
         record = self._write(kind, None, values)
         return {"id": record["id"], "index": index}
 
     def _update_one(self, kind: _Kind, item: Any) -> dict[str, Any]:
         if not isinstance(item, dict):
-            return {"action": "update", "success": False, "status": "Failed", "error": "InvalidValue"}
+            return {
+                "id": None,
+                "action": "update",
+                "success": False,
+                "error": "InvalidValue",
+                "details": f"{kind.label} must be an object",
+            }
         store = self._stores[kind.plural]
         how, value = item.pop("__target", ("id", item.get("id")))
         if how == "id":
@@ -960,7 +1007,6 @@ class ZendeskEmulator(RollingWindowRateLimited, BaseEmulator):
                 "id": ident,
                 "action": "update",
                 "success": False,
-                "status": "Failed",
                 "error": "RecordNotFound",
                 "details": f"{kind.label} {value} not found",
             }
@@ -970,7 +1016,6 @@ class ZendeskEmulator(RollingWindowRateLimited, BaseEmulator):
                 "id": target["id"],
                 "action": "update",
                 "success": False,
-                "status": "Failed",
                 "error": kind.error,
                 "details": " ".join(errors),
             }
@@ -991,7 +1036,6 @@ class ZendeskEmulator(RollingWindowRateLimited, BaseEmulator):
                 "id": ident,
                 "action": "delete",
                 "success": False,
-                "status": "Failed",
                 "error": "RecordNotFound",
                 "details": f"{kind.label} {value} not found",
             }
@@ -1112,20 +1156,16 @@ class ZendeskEmulator(RollingWindowRateLimited, BaseEmulator):
         body = {k: v for k, v in record.items() if k != kind.fields_key}
         body["url"] = f"{self._base_url}/api/v2/{kind.plural}/{record['id']}.json"
         if kind is USERS:
-            for key in (
-                "email",
-                "external_id",
-                "phone",
-                "alias",
-                "details",
-                "notes",
-                "organization_id",
-                "time_zone",
-                "locale",
-                "signature",
-            ):
+            # UserObject (Zendesk OAS): external_id, phone and organization_id are nullable; the other
+            # attributes are not, so an unset one is left out rather than sent as null, and locale and
+            # time zone carry the account's defaults as Zendesk's do.
+            for key in ("external_id", "phone", "organization_id"):
                 body.setdefault(key, None)
-            body.setdefault("name", None)
+            for key, default in (("locale", "en-US"), ("locale_id", 1), ("time_zone", "UTC"), ("role", "end-user")):
+                if body.get(key) is None:
+                    body[key] = default
+            for key in [k for k, v in body.items() if v is None and k not in _USER_NULLABLE]:
+                del body[key]
         else:
             for key in ("external_id", "details", "notes", "group_id"):
                 body.setdefault(key, None)
@@ -1193,9 +1233,11 @@ def _record_invalid(errors: Sequence[str]) -> ZendeskError:
     return ZendeskError(422, "RecordInvalid", "Record validation errors", details=details)
 
 
-def _failed(index: int, error: str, details: str) -> dict[str, Any]:
-    # "on failure id is the input index" (Zendesk's answer on their developer forum).
-    return {"id": index, "status": "Failed", "error": error, "details": details}
+def _failed(index: int, error: str, details: str, *, action: str = "update") -> dict[str, Any]:
+    # FailedResult (Zendesk OAS): id, action, success, error, details. "On failure id is the input index"
+    # (Zendesk's answer on their developer forum). No "status"/"index": JobStatusResultObject is a oneOf, and
+    # either would make the result match UpdateResourceResult / CreateResourceResult as well.
+    return {"id": index, "action": action, "success": False, "error": error, "details": details}
 
 
 def _valid_phone(value: Any) -> bool:
