@@ -242,7 +242,14 @@ class DestinationHook(BaseHook):
 
     def knob(self, extra: Mapping[str, Any], name: str) -> Any:
         """The value of knob ``name``: caller option, else the extra, else the declared default (parsed)."""
-        return self.knobs()[name].parse(self._option(extra, name))
+        knob = self.knobs()[name]
+        raw = self._option(extra, name)
+        value = knob.parse(raw)
+        if knob.cap_at_maximum and raw is not None and _as_number(raw) > value:
+            self.log.warning(
+                "%s %s is above the %s limit of %s; using %s", name, raw, self.hook_name, knob.maximum, value
+            )
+        return value
 
     # Set by the operator for one run (not connection settings).
     #: The sync's name (a webhook sends it as ``sync``).
@@ -449,16 +456,7 @@ class DestinationHook(BaseHook):
         max_retries = self.knob(extra, "max_retries")
         deadline = float(self.knob(extra, "retry_deadline"))
         self._max_concurrency = self.knob(extra, "max_concurrency")
-        requested = option("batch_size")
         self._batch_size = self.knob(extra, "batch_size")
-        if requested is not None and self._batch_size < _as_number(requested):
-            self.log.warning(
-                "batch_size %s is above the %s limit of %d records per call; using %d",
-                requested,
-                self.hook_name,
-                self.api_batch_limit,
-                self._batch_size,
-            )
 
         if self._injected_policy is not None:
             self._retry_policy = self._injected_policy

@@ -60,8 +60,6 @@ from airflow_provider_retl.hooks.destination import (
     EXISTS,
     IDEMPOTENT_METHODS,
     DestinationHook,
-    _as_float,
-    _as_int,
     _json_or_none,
     chunked,
     dumps,
@@ -84,11 +82,12 @@ if TYPE_CHECKING:
 
 __all__ = ["SalesforceHook"]
 
-DEFAULT_API_VERSION = "62.0"
+# Defaults declared once, as knobs of the spec.
+DEFAULT_API_VERSION: str = SPEC.knob("api_version").default
 #: Upserts from which one Bulk API 2.0 job beats sObject Collections (see benchmarks/salesforce_bulk_threshold.py).
-DEFAULT_BULK_THRESHOLD = 10_000
+DEFAULT_BULK_THRESHOLD: int = SPEC.knob("bulk_threshold").default
 #: Records per Bulk API 2.0 job (the engine splits larger syncs into several jobs).
-DEFAULT_BULK_BATCH_SIZE = 100_000
+DEFAULT_BULK_BATCH_SIZE: int = SPEC.knob("bulk_batch_size").default
 #: Bulk API 2.0 takes at most 150 MB of base64 per job; stay well below with raw CSV.
 MAX_BULK_UPLOAD_BYTES = 100 * 1024 * 1024
 #: Longest request URI Salesforce accepts (HTTP 414 beyond it).
@@ -244,18 +243,13 @@ class SalesforceHook(DestinationHook):
             self._api_version = f"{match.group(1)}.{match.group(2) or '0'}"
         threshold = self._option(extra, "bulk_threshold")
         if threshold is not None:
-            parsed = 0 if str(threshold).strip().lower() in ("off", "none", "false") else threshold
-            number = _as_int("bulk_threshold", parsed, DEFAULT_BULK_THRESHOLD, minimum=0)
-            self._bulk_threshold = number or None
-        self._bulk_batch_size = _as_int(
-            "bulk_batch_size", self._option(extra, "bulk_batch_size"), DEFAULT_BULK_BATCH_SIZE, minimum=1
-        )
-        self._bulk_poll_interval = _as_float(
-            "bulk_poll_interval", self._option(extra, "bulk_poll_interval"), 2.0, positive=True
-        )
-        self._bulk_timeout = _as_float("bulk_timeout", self._option(extra, "bulk_timeout"), 3600.0, positive=True)
-        self._lock_retries = _as_int("lock_retries", self._option(extra, "lock_retries"), 3, minimum=0)
-        warning = _as_float("api_usage_warning", self._option(extra, "api_usage_warning"), 0.8, positive=True)
+            off = str(threshold).strip().lower() in ("off", "none", "false")
+            self._bulk_threshold = None if off else (self.knob(extra, "bulk_threshold") or None)
+        self._bulk_batch_size = self.knob(extra, "bulk_batch_size")
+        self._bulk_poll_interval = self.knob(extra, "bulk_poll_interval")
+        self._bulk_timeout = self.knob(extra, "bulk_timeout")
+        self._lock_retries = self.knob(extra, "lock_retries")
+        warning = self.knob(extra, "api_usage_warning")
         self._usage_warning = warning / 100 if warning > 1 else warning
 
     def _remember_secret(self, secret: str | None) -> None:

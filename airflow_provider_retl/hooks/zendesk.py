@@ -66,8 +66,6 @@ from airflow_provider_retl.destinations.zendesk.spec import SPEC
 from airflow_provider_retl.hooks.destination import (
     DestinationHook,
     _as_bool_or_path,
-    _as_float,
-    _as_int,
     _json_or_none,
     chunked,
     excerpt,
@@ -87,9 +85,7 @@ if TYPE_CHECKING:
 
 __all__ = ["JobGate", "ZendeskHook", "clear_job_gates", "job_gate"]
 
-#: Jobs Zendesk lets an account have queued or running at once.
-ACCOUNT_JOB_LIMIT = 30
-DEFAULT_JOBS_IN_FLIGHT = 25
+#: Longest wait between two polls of a background job (seconds).
 MAX_POLL_INTERVAL = 10.0
 #: Extra submissions of an idempotent job that failed, was killed or expired.
 JOB_RESUBMITS = 2
@@ -289,7 +285,7 @@ class ZendeskHook(DestinationHook):
         self.default_region: str | None = None
         self.mirror_delete = False
         self.mirror_unset_fields: tuple[str, ...] | None = None
-        self.max_jobs_in_flight = DEFAULT_JOBS_IN_FLIGHT
+        self.max_jobs_in_flight: int = SPEC.knob("max_jobs_in_flight").default
         self.job_poll_interval = 0.5
         self.job_timeout = 900.0
         self._gate: JobGate | None = None
@@ -347,35 +343,24 @@ class ZendeskHook(DestinationHook):
 
     def _configure_from_extra(self, session: requests.Session, extra: dict[str, Any]) -> None:
         super()._configure_from_extra(session, extra)
-        region = self._option(extra, "default_region")
+        region = self.knob(extra, "default_region")
         if region:
             import phonenumbers
 
-            region = str(region).strip().upper()
+            region = region.upper()
             if region not in phonenumbers.SUPPORTED_REGIONS:
                 raise ConfigurationError(f"default_region {region!r} is not a region code like 'US' or 'GB'")
         self.default_region = region or None
-        self.mirror_delete = _as_bool(self._option(extra, "mirror_delete"))
-        fields = self._option(extra, "mirror_unset_fields")
+        self.mirror_delete = self.knob(extra, "mirror_delete")
+        fields = self._option(extra, "mirror_unset_fields")  # a list from the hook's caller, or text from the form
         if isinstance(fields, str):
             fields = [f for f in _SPLIT_LIST.split(fields) if f]
         self.mirror_unset_fields = tuple(str(f) for f in fields) if fields else None
-        jobs = _as_int(
-            "max_jobs_in_flight", self._option(extra, "max_jobs_in_flight"), DEFAULT_JOBS_IN_FLIGHT, minimum=1
-        )
-        if jobs > ACCOUNT_JOB_LIMIT:
-            self.log.warning(
-                "max_jobs_in_flight %d is above Zendesk's %d jobs per account; using %d",
-                jobs,
-                ACCOUNT_JOB_LIMIT,
-                ACCOUNT_JOB_LIMIT,
-            )
-            jobs = ACCOUNT_JOB_LIMIT
+        # The spec caps it at Zendesk's 30 jobs per account (cap_at_maximum, with a warning).
+        jobs = self.knob(extra, "max_jobs_in_flight")
         self.max_jobs_in_flight = jobs
-        self.job_poll_interval = _as_float(
-            "job_poll_interval", self._option(extra, "job_poll_interval"), 0.5, positive=True
-        )
-        self.job_timeout = _as_float("job_timeout", self._option(extra, "job_timeout"), 900.0, positive=True)
+        self.job_poll_interval = self.knob(extra, "job_poll_interval")
+        self.job_timeout = self.knob(extra, "job_timeout")
         self._gate = job_gate(self.account_key, jobs)
 
     @property

@@ -72,6 +72,7 @@ SPEC = DestinationSpec(
             "Zendesk allows 30 queued or running jobs per account.",
             minimum=1,
             maximum=30,
+            cap_at_maximum=True,
         ),
         Knob(
             "job_timeout",
