@@ -189,6 +189,9 @@ class ObjectSpec:
     match_aliases: tuple[str, ...] = ()
     updates_by_match: bool = False
     aliases: tuple[str, ...] = ()
+    #: Fields besides the match field by which the API finds an existing record on a write (two live
+    #: keys sharing such a value would be merged into one record: both are rejected before sending).
+    identities: tuple[str, ...] = ()
     #: The object's page in the vendor app (the ``page`` of ``AppLink.template``).
     app_page: str | None = None
 

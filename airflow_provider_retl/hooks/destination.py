@@ -847,6 +847,11 @@ class DestinationHook(BaseHook):
     def match_field_aliases(self, object: str) -> Sequence[str]:
         return ()
 
+    def match_identities(self, object: str) -> Sequence[str]:
+        """The spec's ``identities`` of ``object``: fields the API matches existing records by on a write."""
+        declared = self.spec.object(object) if self.spec is not None else None
+        return declared.identities if declared is not None else ()
+
     def validate(self, object: str, fields: Mapping[str, Any]) -> list[tuple[str | None, str]]:
         return []
 

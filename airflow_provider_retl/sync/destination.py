@@ -52,6 +52,9 @@ class Destination(Protocol):
     def sync_fields(self, object: str, fields: Sequence[str], key_fields: Sequence[str] = ()) -> None:
         """Told once per run, before anything is sent: the fields this sync sends, and those of its key."""
 
+    def match_identities(self, object: str) -> Sequence[str]:
+        """Other fields by which the destination finds an existing record on a write (values unique per record)."""
+
     def match_field_aliases(self, object: str) -> Sequence[str]:
         """Other field names the default match field may have in a query (e.g. ``email``)."""
 

@@ -263,11 +263,23 @@ def _jobs(
         return [(Action.SEND_EVENT, b) for b in pusher.batches(send, size)]
     # Two live keys must never end up on one destination record (a silent merge, and mirror
     # would later delete the record of the one that "left"): reject both sides before sending.
-    matched = np.concatenate([plan.rows(Action.UPSERT), plan.rows(Action.LOOKUP)])
+    # Also on the other fields the destination identifies records by (Zendesk users: an email
+    # matches an existing user whatever the external_id), for every row written this run.
+    writes = np.concatenate([plan.rows(a) for a in (Action.UPSERT, Action.LOOKUP, Action.UPDATE, Action.CREATE)])
+    kept = writes
+    for field in destination.match_identities(obj):
+        if field != pusher.match_field:
+            kept = pusher.reject_shared_match_values(pending, kept, field)
+    refused = np.setdiff1d(writes, kept)
+
+    def rows(action: Action) -> np.ndarray:
+        return np.setdiff1d(plan.rows(action), refused) if len(refused) else plan.rows(action)
+
+    matched = np.concatenate([rows(Action.UPSERT), rows(Action.LOOKUP)])
     if check_shared and destination.needs_lookup(obj):
         matched = pusher.reject_shared_match_values(pending, matched)
-    upserts = np.intersect1d(plan.rows(Action.UPSERT), matched)
-    updates = pusher.reject_held_ids(pending, plan.rows(Action.UPDATE), found=False)
+    upserts = np.intersect1d(rows(Action.UPSERT), matched)
+    updates = pusher.reject_held_ids(pending, rows(Action.UPDATE), found=False)
     threshold = destination.bulk_threshold(obj)
     if threshold is not None and len(upserts) >= threshold:
         # Large syncs: one bulk job per bulk_batch_size records instead of thousands of calls.
@@ -275,8 +287,8 @@ def _jobs(
     else:
         jobs = [(Action.UPSERT, b) for b in pusher.batches(upserts, size)]
     jobs += [(Action.UPDATE, b) for b in pusher.batches(updates, size)]
-    jobs += [(Action.CREATE, b) for b in pusher.batches(plan.rows(Action.CREATE), size)]
-    lookup_rows = np.intersect1d(plan.rows(Action.LOOKUP), matched)
+    jobs += [(Action.CREATE, b) for b in pusher.batches(rows(Action.CREATE), size)]
+    lookup_rows = np.intersect1d(rows(Action.LOOKUP), matched)
     if len(lookup_rows):
         found, missing = pusher.lookup_rows(pending, lookup_rows)
         found = pusher.reject_held_ids(pending, found, found=True)

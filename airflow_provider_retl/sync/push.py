@@ -665,11 +665,12 @@ class Pusher:
             code=MATCH_COLLISION,
         )
 
-    def match_texts(self, pending: pd.DataFrame, rows: np.ndarray) -> list[str | None]:
-        """The match value of ``rows`` as the destination compares it (None: no usable value)."""
-        assert self.match_field is not None
-        values, failures = column_to_wire(pending[self.match_field].iloc[rows])
-        fold = self.destination.match_ignores_case(self.config.object, self.match_field)
+    def match_texts(self, pending: pd.DataFrame, rows: np.ndarray, field: str | None = None) -> list[str | None]:
+        """The match value (or ``field``) of ``rows`` as the destination compares it (None: no usable value)."""
+        field = field or self.match_field
+        assert field is not None
+        values, failures = column_to_wire(pending[field].iloc[rows])
+        fold = self.destination.match_ignores_case(self.config.object, field)
         texts: list[str | None] = []
         for i, value in enumerate(values):
             if i in failures or value is None or value == "":
@@ -679,12 +680,16 @@ class Pusher:
                 texts.append(text.lower() if fold else text)
         return texts
 
-    def reject_shared_match_values(self, pending: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
-        """Rows to be matched by value that share their match value with another such row are all
-        rejected (the destination would merge them into one record); returns the rows left."""
-        if self.match_field is None or not len(rows) or self.match_field not in pending.columns:
+    def reject_shared_match_values(
+        self, pending: pd.DataFrame, rows: np.ndarray, field: str | None = None
+    ) -> np.ndarray:
+        """Rows to be matched by value that share their match value (or the value of ``field``, another
+        field the destination identifies records by) with another such row are all rejected (the
+        destination would merge them into one record); returns the rows left."""
+        field = field or self.match_field
+        if field is None or not len(rows) or field not in pending.columns:
             return rows
-        texts = self.match_texts(pending, rows)
+        texts = self.match_texts(pending, rows, field)
         groups: dict[str, list[int]] = {}
         for i, text in enumerate(texts):
             if text is not None:
@@ -698,7 +703,7 @@ class Pusher:
             shown = [fp.display_key(keys[rows[i]]) for i in members]
             for j, i in enumerate(members):
                 other = shown[1] if j == 0 else shown[0]
-                detail = f" (both have {self.match_field} {texts[i]!r}" + (
+                detail = f" (both have {field} {texts[i]!r}" + (
                     f", with {len(members) - 2} more keys)" if len(members) > 2 else ")"
                 )
                 self.report.add_reject(self.collision_reject(shown[j], other, detail))

@@ -36,6 +36,8 @@ class InMemoryDestination:
     ):
         #: An API that refuses a whole batch (400, nothing applied) when one record is bad, like most batch APIs.
         self.refuse_batch = refuse_batch
+        #: Other fields the destination matches existing records by (like Zendesk's user emails).
+        self.identities: tuple[str, ...] = ()
         self._bulk_threshold = bulk_threshold
         self.is_event_stream = events
         self.can_reconcile = can_reconcile
@@ -101,6 +103,9 @@ class InMemoryDestination:
 
     def match_field_aliases(self, object: str) -> Sequence[str]:
         return ()
+
+    def match_identities(self, object: str) -> Sequence[str]:
+        return self.identities
 
     def match_ignores_case(self, object: str, match_field: str | None) -> bool:
         return match_field == "email"

@@ -93,6 +93,8 @@ SPEC = DestinationSpec(
             delete=True,
             default_match="external_id",
             aliases=("user",),
+            # create_or_update_many finds a user by external_id or by email (Zendesk "Create Or Update Many Users").
+            identities=("external_id", "email"),
             app_page="users",
         ),
         ObjectSpec(
