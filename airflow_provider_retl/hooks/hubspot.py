@@ -332,7 +332,8 @@ class HubSpotHook(DestinationHook):
         return path
 
     def _resolve_custom_object(self, name: str) -> str:
-        response = self.request("GET", "/crm/v3/schemas", accept=(400, 404, 405))
+        # The schemas API as HubSpot's document places it (hubspot-schemas.json: GET /crm-object-schemas/v3/schemas).
+        response = self.request("GET", "/crm-object-schemas/v3/schemas", accept=(400, 403, 404, 405))
         if response.status_code >= 400:
             return name  # no schema API (or no scope for it): use the name as given
         wanted = name.lower()

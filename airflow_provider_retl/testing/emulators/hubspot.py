@@ -441,6 +441,10 @@ class HubSpotEmulator(RollingWindowRateLimited, BaseEmulator):
                     self._archive(type_def, obj)
             return Response(status_code=204)
 
+        @app.get("/crm-object-schemas/v3/schemas")
+        async def get_schemas() -> Response:
+            return json_response(200, {"results": self._schemas_json()})
+
         @app.get("/crm/v3/properties/{object_type}")
         async def get_properties(object_type: str) -> Response:
             with self.lock:
@@ -464,6 +468,40 @@ class HubSpotEmulator(RollingWindowRateLimited, BaseEmulator):
         return _AuthAndRateLimit(app, self)
 
     # -- handlers -------------------------------------------------------------------
+
+    def _schemas_json(self) -> list[dict[str, Any]]:
+        """Custom object types as ``ObjectSchema``s (hubspot-schemas.json), for ``GET /crm-object-schemas/v3/schemas``."""
+        with self.lock:
+            out = []
+            for type_def in self._types.values():
+                if not type_def.object_type_id.startswith("2-"):
+                    continue  # standard objects are not listed by the schemas API
+                bare = (
+                    type_def.name.split("_", 1)[1]
+                    if type_def.name.startswith("p") and "_" in type_def.name
+                    else type_def.name
+                )
+                custom = [p for p in type_def.properties.values() if p.group_name not in ("system",)]
+                primary = custom[0].name if custom else "hs_object_id"
+                out.append(
+                    {
+                        "id": type_def.object_type_id.split("-", 1)[1],
+                        "objectTypeId": type_def.object_type_id,
+                        "name": type_def.name,
+                        "fullyQualifiedName": f"p{self.portal_id}_{bare}",
+                        "labels": {"singular": type_def.singular.title(), "plural": bare.replace("_", " ").title()},
+                        "properties": [p.to_json(self._started_at) for p in type_def.properties.values()],
+                        "requiredProperties": [],
+                        "searchableProperties": [primary],
+                        "primaryDisplayProperty": primary,
+                        "secondaryDisplayProperties": [],
+                        "associations": [],
+                        "archived": False,
+                        "createdAt": self._started_at,
+                        "updatedAt": self._started_at,
+                    }
+                )
+            return out
 
     def _type(self, object_type: str) -> ObjectTypeDef:
         name = self._aliases.get(object_type.lower())
