@@ -39,6 +39,7 @@ from airflow_provider_retl.hooks.destination import (
     DestinationHook,
     _json_or_none,
     chunked,
+    excerpt,
 )
 from airflow_provider_retl.sync import validate as validators
 from airflow_provider_retl.sync.errors import (
@@ -616,18 +617,29 @@ def wire_value(value: Any) -> str:
     if isinstance(value, list | tuple | set | frozenset):
         return ";".join(wire_value(v) for v in value)
     if isinstance(value, Mapping):
+        # Refused before sending (``_unwritable``); text here only so that nothing raises.
         return json.dumps(value, separators=(",", ":"), default=str)
     return str(value)
 
 
 def _unwritable(fields: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """Fields whose value has no text HubSpot would take (NaN, infinity): per-record rejects."""
-    return [
-        (name, f"{value!r} is not a finite number; HubSpot takes numbers as decimal text")
-        for name, value in fields.items()
-        if (isinstance(value, float) and not math.isfinite(value))
-        or (isinstance(value, Decimal) and not value.is_finite())
-    ]
+    """Fields whose value has no text HubSpot would take: per-record rejects.
+
+    NaN and infinity; and nested data (an object, or a list holding objects or lists): a HubSpot
+    property holds one value (a list of plain values is a multi-checkbox value, joined with ";").
+    """
+    problems = []
+    for name, value in fields.items():
+        if (isinstance(value, float) and not math.isfinite(value)) or (
+            isinstance(value, Decimal) and not value.is_finite()
+        ):
+            problems.append((name, f"{value!r} is not a finite number; HubSpot takes numbers as decimal text"))
+        elif isinstance(value, Mapping) or (
+            isinstance(value, list | tuple | set | frozenset)
+            and any(isinstance(v, Mapping | list | tuple | set | frozenset) for v in value)
+        ):
+            problems.append((name, f"{excerpt(repr(value))} is not a valid value for a HubSpot property (nested data)"))
+    return problems
 
 
 def _unknown_properties(body: Any) -> list[str]:

@@ -179,6 +179,9 @@ class TestWireValue:
         assert "score" in outcomes[0].reason and "finite" in outcomes[0].reason
         assert outcomes[1].ok
         assert hook.validate("contacts", {"email": "c@x.com", "score": float("inf")})[0][0] == "score"
+        [(field, reason)] = hook.validate("contacts", {"email": "c@x.com", "firstname": {"a": [1]}})
+        assert field == "firstname" and "not a valid value" in reason
+        assert hook.validate("contacts", {"email": "c@x.com", "colours": ["red", "blue"]}) == []
         assert [len(b["inputs"]) for b in wire.bodies("/batch/upsert")] == [1]
 
 
