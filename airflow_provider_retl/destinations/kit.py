@@ -163,6 +163,8 @@ class Limits:
     window: float = 1.0
     batch_default: int | None = None
     bulk_batch: int | None = None
+    #: Calls in flight the API allows at most (a higher max_concurrency is capped, with a warning).
+    concurrency_max: int | None = None
     rate_note: str = ""
     batch_note: str = ""
 
@@ -338,7 +340,16 @@ def transport_knobs(limits: Limits) -> tuple[Knob, ...]:
             minimum=0,
         ),
         Knob("retry_deadline", "number", "Retry deadline (seconds)", 300, exclusive_minimum=0),
-        Knob("max_concurrency", "integer", "Max concurrent calls", limits.concurrency, minimum=1),
+        Knob(
+            "max_concurrency",
+            "integer",
+            "Max concurrent calls",
+            limits.concurrency,
+            f"At most {limits.concurrency_max}." if limits.concurrency_max else "",
+            minimum=1,
+            maximum=limits.concurrency_max,
+            cap_at_maximum=True,
+        ),
         Knob(
             "batch_size",
             "integer",

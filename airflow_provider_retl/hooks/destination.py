@@ -716,7 +716,7 @@ class DestinationHook(BaseHook):
         # What the engine needs to isolate the bad record (sync.batching): the hook's judgement and words.
         refused.record_level = self.is_record_level(refused)
         lone = self.rejection_outcome(refused)
-        refused.reason, refused.code = lone.reason, lone.code
+        refused.reason, refused.code, refused.outcome = lone.reason, lone.code, lone
         return refused
 
     def describe_error(self, response: requests.Response) -> str:

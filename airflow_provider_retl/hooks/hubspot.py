@@ -22,10 +22,14 @@ How the real API behaves, and what this hook does about it:
 
 from __future__ import annotations
 
+import json
+import math
 import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, date, datetime
+from decimal import Decimal
 from typing import Any
 
 import requests
@@ -36,6 +40,7 @@ from airflow_provider_retl.hooks.destination import (
     DestinationHook,
     _json_or_none,
     chunked,
+    excerpt,
 )
 from airflow_provider_retl.sync import validate as validators
 from airflow_provider_retl.sync.errors import (
@@ -47,7 +52,7 @@ from airflow_provider_retl.sync.errors import (
 )
 from airflow_provider_retl.sync.records import Outcome, Record
 
-__all__ = ["HubSpotHook"]
+__all__ = ["HubSpotHook", "wire_value"]
 
 #: Longest property value HubSpot stores.
 MAX_VALUE_CHARS = 65_536
@@ -139,8 +144,9 @@ class HubSpotHook(DestinationHook):
         return field is not None and self._is_unique(object, field)
 
     def validate(self, object: str, fields: Mapping[str, Any]) -> list[tuple[str | None, str]]:
-        """Malformed contact emails (syntax only, no DNS) and values longer than HubSpot stores."""
-        return validators.run_validators(fields, _CONTACT_RULES if self._is_contacts(object) else _OBJECT_RULES)
+        """Malformed contact emails (syntax only, no DNS), values longer than HubSpot stores, NaN/infinity."""
+        problems = validators.run_validators(fields, _CONTACT_RULES if self._is_contacts(object) else _OBJECT_RULES)
+        return problems + [(name, reason) for name, reason in _unwritable(fields)]
 
     # ------------------------------------------------------------------ writes
 
@@ -161,8 +167,13 @@ class HubSpotHook(DestinationHook):
         def build(record: Record, trace: str) -> dict[str, Any]:
             value = self._match_value(record, field)
             properties = self.wire_properties(record.fields)
-            properties[field] = value  # echoed back in the result, so results map to inputs by it
-            return {"idProperty": field, "id": str(value), "properties": properties, "objectWriteTraceId": trace}
+            properties[field] = wire_value(value)  # echoed back in the result, so results map to inputs by it
+            return {
+                "idProperty": field,
+                "id": wire_value(value),
+                "properties": properties,
+                "objectWriteTraceId": trace,
+            }
 
         return self._write(object, records, "upsert", check, build, idempotent=True, match_field=field)
 
@@ -174,7 +185,9 @@ class HubSpotHook(DestinationHook):
         """
 
         def build(record: Record, trace: str) -> dict[str, Any]:
-            return {"properties": self.wire_properties(record.fields), "objectWriteTraceId": trace}
+            # SimplePublicObjectBatchInputForCreate requires ``associations`` (hubspot-contacts.json);
+            # a sync links nothing, so it is an empty list.
+            return {"associations": [], "properties": self.wire_properties(record.fields), "objectWriteTraceId": trace}
 
         field = self.default_match_field(object)
         return self._write(object, records, "create", lambda r: None, build, idempotent=False, match_field=field)
@@ -238,9 +251,9 @@ class HubSpotHook(DestinationHook):
         found: dict[Any, str] = {}
         wanted_values = [v for v in values if v not in (None, "")]
         for chunk in chunked(wanted_values, self.lookup_batch_size):
-            wanted = {norm(v): v for v in chunk}
+            wanted = {norm(wire_value(v)): v for v in chunk}
             body: dict[str, Any] = {
-                "inputs": [{"id": str(v)} for v in wanted.values()],
+                "inputs": [{"id": wire_value(v)} for v in wanted.values()],
                 "properties": [] if by_id else [field],
                 "propertiesWithHistory": [],
             }
@@ -267,17 +280,18 @@ class HubSpotHook(DestinationHook):
         ambiguous = 0
         wanted_values = [v for v in values if v not in (None, "")]
         for chunk in chunked(wanted_values, SEARCH_IN_VALUES):
-            wanted = {str(v): v for v in chunk}
-            after: str | None = None
+            wanted = {wire_value(v): v for v in chunk}
+            # PublicObjectSearchRequest requires after, filterGroups, limit, properties and sorts, and
+            # types ``sorts`` as an array of strings (a property name, ascending); "0" is the first page.
+            after = "0"
             while True:
                 body: dict[str, Any] = {
                     "filterGroups": [{"filters": [{"propertyName": field, "operator": "IN", "values": list(wanted)}]}],
                     "properties": [field],
-                    "sorts": [{"propertyName": "hs_object_id", "direction": "ASCENDING"}],
+                    "sorts": ["hs_object_id"],
                     "limit": SEARCH_PAGE,
+                    "after": after,
                 }
-                if after is not None:
-                    body["after"] = after
                 data = self.response_json(self.request("POST", path, json=body, idempotent=True)) or {}
                 for result in data.get("results", []):
                     original = wanted.get(str((result.get("properties") or {}).get(field)))
@@ -287,9 +301,10 @@ class HubSpotHook(DestinationHook):
                         ambiguous += 1
                     else:
                         found[original] = str(result["id"])
-                after = ((data.get("paging") or {}).get("next") or {}).get("after")
-                if not after:
+                next_after = ((data.get("paging") or {}).get("next") or {}).get("after")
+                if not next_after:
                     break
+                after = str(next_after)
         if ambiguous:
             self.log.warning(
                 "%d HubSpot %s share a %s value with an older record; the oldest is used", ambiguous, object, field
@@ -309,7 +324,8 @@ class HubSpotHook(DestinationHook):
         return path
 
     def _resolve_custom_object(self, name: str) -> str:
-        response = self.request("GET", "/crm/v3/schemas", accept=(400, 404, 405))
+        # The schemas API as HubSpot's document places it (hubspot-schemas.json: GET /crm-object-schemas/v3/schemas).
+        response = self.request("GET", "/crm-object-schemas/v3/schemas", accept=(400, 403, 404, 405))
         if response.status_code >= 400:
             return name  # no schema API (or no scope for it): use the name as given
         wanted = name.lower()
@@ -363,8 +379,11 @@ class HubSpotHook(DestinationHook):
         positions: list[int] = []
         for i, record in enumerate(records):
             problem = check(record)
+            unwritable = _unwritable(record.fields)
             if problem:
                 outcomes[i] = Outcome.failure(problem, "MISSING_ID")
+            elif unwritable:
+                outcomes[i] = Outcome.failure("; ".join(f"{n}: {r}" for n, r in unwritable), "INVALID_VALUE")
             else:
                 positions.append(i)
         path = f"/crm/v3/objects/{self.object_path(object)}/batch/{action}"
@@ -508,9 +527,9 @@ class HubSpotHook(DestinationHook):
     # ------------------------------------------------------------------ plumbing
 
     @staticmethod
-    def wire_properties(fields: Mapping[str, Any]) -> dict[str, Any]:
-        """Property values as HubSpot takes them: None clears a property (""), the rest as JSON."""
-        return {name: "" if value is None else value for name, value in fields.items()}
+    def wire_properties(fields: Mapping[str, Any]) -> dict[str, str]:
+        """Property values as HubSpot takes them: every value a string (see ``wire_value``)."""
+        return {name: wire_value(value) for name, value in fields.items()}
 
     @staticmethod
     def _match_value(record: Record, field: str) -> Any:
@@ -554,6 +573,64 @@ class HubSpotHook(DestinationHook):
 
     def _test_call(self) -> None:
         self.request("GET", "/crm/v3/objects/contacts", params={"limit": 1}, retry=False)
+
+
+def wire_value(value: Any) -> str:
+    """One property value as the string HubSpot's API takes.
+
+    hubspot-contacts.json types every property value as a string
+    (``SimplePublicObjectInput*`` / ``SimplePublicObjectBatchInput*``: ``properties`` has
+    ``additionalProperties: {type: string}``). None clears the property, which HubSpot does
+    with ""; booleans are "true"/"false" (checkbox values); numbers are plain decimal text
+    (the shortest text that round-trips a float, never "1e-05" or "17.0"); datetimes are
+    ISO 8601 UTC with milliseconds (a naive one is taken as UTC, as warehouses store them);
+    dates are YYYY-MM-DD; a list is a multi-checkbox value, its items joined with ";".
+    """
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float | Decimal):
+        number = Decimal(repr(value)) if isinstance(value, float) else value
+        if not number.is_finite():
+            raise ValueError(f"{value!r} is not a finite number")
+        text = format(number.normalize(), "f")
+        return "0" if text in ("-0", "0") else text
+    if isinstance(value, datetime):
+        moment = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+        return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, list | tuple | set | frozenset):
+        return ";".join(wire_value(v) for v in value)
+    if isinstance(value, Mapping):
+        # Refused before sending (``_unwritable``); text here only so that nothing raises.
+        return json.dumps(value, separators=(",", ":"), default=str)
+    return str(value)
+
+
+def _unwritable(fields: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Fields whose value has no text HubSpot would take: per-record rejects.
+
+    NaN and infinity; and nested data (an object, or a list holding objects or lists): a HubSpot
+    property holds one value (a list of plain values is a multi-checkbox value, joined with ";").
+    """
+    problems = []
+    for name, value in fields.items():
+        if (isinstance(value, float) and not math.isfinite(value)) or (
+            isinstance(value, Decimal) and not value.is_finite()
+        ):
+            problems.append((name, f"{value!r} is not a finite number; HubSpot takes numbers as decimal text"))
+        elif isinstance(value, Mapping) or (
+            isinstance(value, list | tuple | set | frozenset)
+            and any(isinstance(v, Mapping | list | tuple | set | frozenset) for v in value)
+        ):
+            problems.append((name, f"{excerpt(repr(value))} is not a valid value for a HubSpot property (nested data)"))
+    return problems
 
 
 def _unknown_properties(body: Any) -> list[str]:

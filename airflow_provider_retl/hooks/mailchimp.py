@@ -11,10 +11,15 @@
   (matched by address, without regard to case); a member in none of them is a reject
   too, never a silent success. ``create`` sends ``update_existing: false``: an existing
   member comes back as ``ERROR_CONTACT_EXISTS``, which the engine turns into an update.
-* New members get ``status_if_new`` (``subscribed`` unless the connection or the row
-  says otherwise); existing members keep their status, so a sync never re-subscribes
-  someone who unsubscribed. Only a mapped ``status`` field changes the status of existing
-  members, and Mailchimp refuses to subscribe unsubscribed or cleaned ones (a reject).
+* Every batch member carries ``status``: the document's ``Add_List_Members`` (the items of
+  ``members``) has no ``status_if_new``, Mailchimp requires ``status``, and with
+  ``update_existing`` that status is *applied* to existing members. So the hook sends new
+  members the ``status_if_new`` status (``subscribed`` unless the connection or the row
+  says otherwise) and existing members their *current* status, read from Mailchimp (the
+  lookup's member read, or a status read just before the write): a sync never
+  re-subscribes someone who unsubscribed and never touches a cleaned address. Only a
+  mapped ``status`` field changes the status of existing members, and Mailchimp refuses
+  to subscribe unsubscribed or cleaned ones (a reject).
 * A row whose email changed while its key stayed (``dest_id`` is the hash of the old
   address) is renamed in place with ``PATCH`` instead of becoming a second member.
 * Mirror mode archives (``DELETE``); ``delete_permanently`` forgets the address for good
@@ -70,8 +75,8 @@ if TYPE_CHECKING:
 
 __all__ = ["MailchimpHook", "subscriber_hash"]
 
-#: Simultaneous connections Mailchimp allows per account.
-CONNECTION_LIMIT = 10
+#: Simultaneous connections Mailchimp allows per account (declared in the spec).
+CONNECTION_LIMIT: int = SPEC.limits.concurrency_max or SPEC.limits.concurrency
 STATUSES = ("subscribed", "unsubscribed", "cleaned", "pending", "transactional")
 EMAIL_FIELDS = ("email_address", "email")
 MEMBER_FIELDS = (
@@ -173,6 +178,8 @@ class MailchimpHook(DestinationHook):
         self._cache_lock = threading.Lock()
         self._merge_fields: dict[str, dict[str, MergeField]] = {}
         self._plans: dict[tuple[str, tuple[str, ...]], FieldPlan] = {}
+        #: (audience, subscriber hash) -> the member's status as last read or written; None: not a member.
+        self._statuses: dict[tuple[str, str], str | None] = {}
 
     # ------------------------------------------------------------------ connection
 
@@ -204,21 +211,11 @@ class MailchimpHook(DestinationHook):
 
     def _configure_from_extra(self, session: requests.Session, extra: dict[str, Any]) -> None:
         super()._configure_from_extra(session, extra)
-        if self._max_concurrency > CONNECTION_LIMIT:
-            self.log.warning(
-                "max_concurrency %d is above Mailchimp's limit of %d simultaneous connections; using %d",
-                self._max_concurrency,
-                CONNECTION_LIMIT,
-                CONNECTION_LIMIT,
-            )
-            self._max_concurrency = CONNECTION_LIMIT
-        status = str(self._option(extra, "status_if_new") or "subscribed").strip().lower()
-        if status not in STATUSES:
-            raise ConfigurationError(f"status_if_new must be one of {', '.join(STATUSES)}; got {status!r}")
-        self.status_if_new = status
-        self.sync_tags = _as_bool(self._option(extra, "sync_tags"))
-        self.delete_permanently = _as_bool(self._option(extra, "delete_permanently"))
-        self.skip_merge_validation = _as_bool(self._option(extra, "skip_merge_validation"))
+        # max_concurrency is capped at Mailchimp's 10 simultaneous connections by the spec's limits.
+        self.status_if_new = self.knob(extra, "status_if_new")
+        self.sync_tags = self.knob(extra, "sync_tags")
+        self.delete_permanently = self.knob(extra, "delete_permanently")
+        self.skip_merge_validation = self.knob(extra, "skip_merge_validation")
         self._slots = connection_slots(self.account_key)
 
     def _send(self, *args: Any, **kwargs: Any) -> requests.Response:
@@ -363,9 +360,42 @@ class MailchimpHook(DestinationHook):
                 accept=(404,),
             )
             member = self.response_json(response) if response.status_code == 200 else None
+            self._remember_status(object, subscriber_hash(value), member)
             if isinstance(member, Mapping) and member.get("id") and member.get("status") != "archived":
                 found[value] = str(member["id"])
         return found
+
+    def _remember_status(self, object: str, member_hash: str, member: Any) -> None:
+        """Keep the status of a member just read or written (None: not a member, or archived)."""
+        status = member.get("status") if isinstance(member, Mapping) else None
+        with self._cache_lock:
+            self._statuses[(object, member_hash)] = str(status) if status and status != "archived" else None
+
+    def current_statuses(self, object: str, hashes: Sequence[str]) -> dict[str, str | None]:
+        """{subscriber hash: status} of the members, None for addresses that are not members.
+
+        Known statuses (from this hook's lookups and writes) are used as they are; the others are
+        read, one ``GET .../members/{hash}?fields=status`` each, in parallel.
+        """
+        with self._cache_lock:
+            known = {h: self._statuses[(object, h)] for h in hashes if (object, h) in self._statuses}
+        unknown = [h for h in dict.fromkeys(hashes) if h not in known]
+        if unknown:
+            list_path = self._list_path(object)
+
+            def read(member_hash: str) -> None:
+                response = self.request(
+                    "GET", f"{list_path}/members/{member_hash}", params={"fields": "id,status"}, accept=(404,)
+                )
+                member = self.response_json(response) if response.status_code == 200 else None
+                self._remember_status(object, member_hash, member)
+
+            workers = max(1, min(self.max_concurrency, len(unknown)))
+            with cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="retl-mailchimp-status") as pool:
+                list(pool.map(read, unknown))
+            with self._cache_lock:
+                known.update({h: self._statuses.get((object, h)) for h in unknown})
+        return known
 
     def merge_fields(self, object: str) -> dict[str, MergeField]:
         """The audience's merge fields by tag (one call per audience, cached)."""
@@ -469,7 +499,69 @@ class MailchimpHook(DestinationHook):
     def _subscribe(
         self, object: str, records: Sequence[Record], part: Sequence[int], update_existing: bool
     ) -> dict[int, Outcome]:
-        members = [self.member_body(object, records[i]) for i in part]
+        # Mailchimp requires ``status`` on every batch member and, with update_existing, applies it to
+        # existing members (POST /lists/{list_id}: ``members`` items are Add_List_Members, which have
+        # ``status`` and no ``status_if_new``). So a member without a mapped status must be sent its
+        # *current* status if it exists (unsubscribed stays unsubscribed; cleaned stays cleaned, which
+        # Mailchimp would refuse to change anyway) and the status for new members if it does not:
+        #
+        # 1. members already known to exist (this hook's lookup read their status) and members with a
+        #    mapped status go straight to the update_existing call;
+        # 2. the others are first sent with ``update_existing: false`` and the new-member status: new
+        #    ones are created (no extra call for a first sync), existing ones come back as
+        #    ERROR_CONTACT_EXISTS and are left untouched;
+        # 3. those get their status read (one GET each, in parallel) and join the update_existing call.
+        #    Records the engine already knows to exist (dest_id) skip the probe and are read directly.
+        #
+        # An unsubscribe landing between the read and the write is overwritten with the old status: a
+        # window of one call, and the price of the batch endpoint having no status_if_new.
+        bodies = {i: self.member_body(object, records[i]) for i in part}
+        new_status = {i: str(body.pop("status_if_new")) for i, body in bodies.items()}
+        if not update_existing:
+            # Existing members are refused whatever the status says: no read is needed.
+            for i, body in bodies.items():
+                body.setdefault("status", new_status[i])
+            return self._post_members(object, bodies, update_existing=False)
+        unset = [i for i, body in bodies.items() if "status" not in body]
+        # Records with a destination id (the engine's checkpoint says they exist) are read directly,
+        # which costs less than a probe that would come back ERROR_CONTACT_EXISTS anyway.
+        expected = [
+            subscriber_hash(bodies[i]["email_address"])
+            for i in unset
+            if records[i].dest_id == subscriber_hash(bodies[i]["email_address"])
+        ]
+        if expected:
+            self.current_statuses(object, expected)
+        with self._cache_lock:
+            known = {i: self._statuses.get((object, subscriber_hash(bodies[i]["email_address"]))) for i in unset}
+        ready = {i: body for i, body in bodies.items() if "status" in body or known.get(i)}
+        for i in unset:
+            if known.get(i):
+                bodies[i]["status"] = known[i]
+        probe = {i: {**bodies[i], "status": new_status[i]} for i in unset if not known.get(i)}
+        outcomes: dict[int, Outcome] = {}
+        if probe:
+            first = self._post_members(object, probe, update_existing=False)
+            existing = [i for i, outcome in first.items() if outcome.code == EXISTS]
+            outcomes.update({i: o for i, o in first.items() if o.code != EXISTS})
+            if existing:
+                hashes = [subscriber_hash(bodies[i]["email_address"]) for i in existing]
+                with self._cache_lock:
+                    for member_hash in hashes:  # what a lookup said before is stale now
+                        self._statuses.pop((object, member_hash), None)
+                current = self.current_statuses(object, hashes)
+                for i, member_hash in zip(existing, hashes, strict=True):
+                    bodies[i]["status"] = current.get(member_hash) or new_status[i]
+                    ready[i] = bodies[i]
+        if ready:
+            outcomes.update(self._post_members(object, dict(sorted(ready.items())), update_existing=True))
+        return outcomes
+
+    def _post_members(
+        self, object: str, bodies: Mapping[int, dict[str, Any]], *, update_existing: bool
+    ) -> dict[int, Outcome]:
+        """One batch subscribe call; {record position: outcome}."""
+        part, members = list(bodies), list(bodies.values())
         body = {"members": members, "update_existing": update_existing, "sync_tags": self.sync_tags}
         params = {"skip_merge_validation": "true"} if self.skip_merge_validation else None
         # Safe to resend: an address cannot exist twice, and a repeated add is reported as existing.
@@ -485,6 +577,7 @@ class MailchimpHook(DestinationHook):
                     continue
                 member_id = str(member.get("id") or subscriber_hash(str(member.get("email_address") or "")))
                 by_hash.setdefault(member_id, []).append(Outcome.success(member_id, created=created))
+                self._remember_status(object, member_id, member)
         for error in data.get("errors") or []:
             if isinstance(error, Mapping):
                 member_id = subscriber_hash(str(error.get("email_address") or ""))
@@ -524,7 +617,11 @@ class MailchimpHook(DestinationHook):
         return Outcome.success(str(member.get("id") or subscriber_hash(email)), created=False)
 
     def member_body(self, object: str, record: Record) -> dict[str, Any]:
-        """The member as Mailchimp takes it (batch item, PATCH body)."""
+        """The member as Mailchimp takes it, before statuses are settled.
+
+        ``status`` only when the row maps one; ``status_if_new`` always: the batch write turns
+        them into the one ``status`` the batch endpoint takes, a rename drops ``status_if_new``.
+        """
         plan = self.field_plan(object, record.fields)
         fields = record.fields
         body: dict[str, Any] = {"email_address": self._email(object, record)}
@@ -574,19 +671,6 @@ def _code(err: DestinationError) -> str:
     if isinstance(data, Mapping) and data.get("title"):
         return str(data["title"])
     return str(err.status or "ERROR")
-
-
-def _as_bool(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if value is None:
-        return False
-    text = str(value).strip().lower()
-    if text in ("true", "1", "yes", "on"):
-        return True
-    if text in ("false", "0", "no", "off", ""):
-        return False
-    raise ConfigurationError(f"expected true or false; got {value!r}")
 
 
 def _tag_names(value: Any) -> list[str]:

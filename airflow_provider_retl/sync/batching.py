@@ -29,7 +29,8 @@ def isolate(
         if not err.record_level:
             raise
         if len(items) == 1:
-            return [Outcome.failure(reason=err.reason or str(err), code=err.code)]
+            lone = err.outcome if isinstance(err.outcome, Outcome) else None
+            return [lone or Outcome.failure(reason=err.reason or str(err), code=err.code)]
         if on_split is not None:
             on_split(len(items), err.reason or str(err))
         middle = len(items) // 2

@@ -86,6 +86,8 @@ class BatchRejectedError(DestinationError):
         self.record_level = self.status in self.RECORD_LEVEL_STATUSES if record_level is None else record_level
         self.reason = reason
         self.code = code or (str(self.status) if self.status else None)
+        #: The hook's whole outcome for a lone record (a 409 may name the existing record's id).
+        self.outcome: Any = None
 
 
 class EmptySourceError(FatalSyncError):

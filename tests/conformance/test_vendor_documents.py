@@ -201,8 +201,12 @@ def drive_hubspot(tmp: Path, monkeypatch: pytest.MonkeyPatch, problems: list[str
             )
             assert report.created == 4, report
 
-            # A custom object by its label: the hook asks the schemas API (the emulator has none: 404),
-            # falls back to the name as given, which the properties API refuses (400).
+            # 404: a record that does not exist, read by id (the answer must be HubSpot's Error shape).
+            response = hook.request("GET", "/crm/v3/objects/contacts/999999999", accept=(404,))
+            assert response.status_code == 404
+
+            # A custom object by an unknown label: the hook asks the schemas API, finds none, falls back
+            # to the name as given, which the properties API refuses (400).
             with pytest.raises(SyncError):
                 sync(
                     hook,

@@ -39,17 +39,6 @@ _UNDECLARED = r"^ResponseNotFound: Unknown response http status"
 
 ALLOWED: tuple[Allowed, ...] = (
     Allowed(
-        "hubspot",
-        "POST /crm/v3/objects/contacts/batch/update",
-        r"^InvalidData: \(body\): 'category' is a required property$",
-        status=429,
-        reason="HubSpot's 429 body is not its generic Error: developers.hubspot.com/docs/api/usage-details "
-        "('Error responses', rate limits) shows {status, message, errorType: RATE_LIMIT, correlationId, "
-        "policyName, groupName} with no 'category'; the emulator answers exactly that, the document's shared "
-        "Error response (category required) does not describe 429s. The 429 here is the fault injected on the "
-        "first request of the run.",
-    ),
-    Allowed(
         "customerio",
         "POST /api/v2/batch",
         _UNDECLARED,

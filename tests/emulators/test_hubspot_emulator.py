@@ -234,7 +234,9 @@ class TestBatchUpsert:
         assert "non-unique" in response.json()["message"]
 
     def test_unknown_record_id_is_not_created(self, hubspot, client) -> None:
-        response = client.batch("contacts", "upsert", [{"id": "424242", "idProperty": "hs_object_id", "properties": {}}])
+        response = client.batch(
+            "contacts", "upsert", [{"id": "424242", "idProperty": "hs_object_id", "properties": {}}]
+        )
         assert response.status_code == 404
         assert hubspot.emulator.records("contacts") == []
 
@@ -287,7 +289,8 @@ class TestBatchReadAndArchive:
         response = client.post("/crm/v3/objects/contacts/batch/archive", {"inputs": [{"id": gone}, {"id": "424242"}]})
         assert response.status_code == 204 and response.content == b""
         read = client.post(
-            "/crm/v3/objects/contacts/batch/read", {"idProperty": "email", "inputs": [{"id": "a@x.com"}], "properties": []}
+            "/crm/v3/objects/contacts/batch/read",
+            {"idProperty": "email", "inputs": [{"id": "a@x.com"}], "properties": []},
         )
         assert read.status_code == 207 and read.json()["results"] == []
         assert client.get(f"/crm/v3/objects/contacts/{gone}").status_code == 404
@@ -330,17 +333,52 @@ class TestPropertyValidation:
         assert response.json()["errors"][0]["code"] == code
 
     def test_values_are_normalised_to_hubspot_strings(self, client, typed) -> None:
-        response = client.batch(
-            "contacts",
-            "create",
-            [{"properties": {"email": "a@x.com", "score": 42, "signup": "2024-03-01", "seen_at": 0, "vip": True}}],
-        )
+        props_in = {
+            "email": "a@x.com",
+            "score": "42.0",
+            "signup": "2024-03-01",
+            "seen_at": "0000000000000",
+            "vip": "TRUE",
+        }
+        response = client.batch("contacts", "create", [{"properties": props_in}])
         assert response.status_code == 201, response.text
         props = response.json()["results"][0]["properties"]
         assert props["score"] == "42"
         assert props["signup"] == "2024-03-01"
         assert props["seen_at"] == "1970-01-01T00:00:00.000Z"
         assert props["vip"] == "true"
+
+    @pytest.mark.parametrize(
+        ("value", "json_type"),
+        [(42, "number"), (4.5, "number"), (True, "boolean"), (None, "null"), ({"a": "1"}, "object"), (["a"], "array")],
+    )
+    @pytest.mark.parametrize("action", ["create", "update", "upsert"])
+    def test_non_string_values_are_refused(self, hubspot, client, typed, action: str, value, json_type: str) -> None:
+        """The spec types every property value as a string; anything else fails the call, traced or not."""
+        (existing,) = hubspot.emulator.seed("contacts", [{"email": "a@x.com"}])
+        item: dict = {"properties": {"email": "a@x.com", "score": value}, "objectWriteTraceId": "t0"}
+        if action == "update":
+            item["id"] = existing
+        elif action == "upsert":
+            item.update(id="a@x.com", idProperty="email")
+        response = client.batch("contacts", action, [item, contact("b@x.com", trace="t1")])
+        assert response.status_code == 400, response.text
+        body = response.json()
+        assert body["category"] == "VALIDATION_ERROR"
+        assert f"inputs[0].properties.score must be a string, got {json_type}" in body["message"]
+        assert body["context"] == {"properties": ["score"]}
+        assert [r["properties"]["email"] for r in hubspot.emulator.records("contacts")] == ["a@x.com"]
+
+    def test_single_object_routes_refuse_non_strings_too(self, hubspot, client, typed) -> None:
+        created = client.post("/crm/v3/objects/contacts", {"properties": {"email": "a@x.com", "vip": False}})
+        assert created.status_code == 400 and created.json()["category"] == "VALIDATION_ERROR"
+        assert hubspot.emulator.records("contacts") == []
+
+    def test_empty_string_clears_a_property(self, hubspot, client, typed) -> None:
+        (existing,) = hubspot.emulator.seed("contacts", [{"email": "a@x.com", "score": "7"}])
+        response = client.batch("contacts", "update", [{"id": existing, "properties": {"score": ""}}])
+        assert response.status_code == 200, response.text
+        assert "score" not in hubspot.emulator.get_record("contacts", existing)["properties"]
 
     def test_non_strict_accepts_unknown_properties(self, make_client) -> None:
         with start_emulator("hubspot", strict_properties=False, rate_limit=None) as hs:
@@ -357,7 +395,7 @@ class TestSingleObjectRoutes:
         assert created.status_code == 201
         object_id = created.json()["id"]
         assert client.patch(f"/crm/v3/objects/contacts/{object_id}", {"properties": {"phone": "5"}}).status_code == 200
-        got = client.get(f"/crm/v3/objects/contacts/a@x.com?idProperty=email&properties=phone,email")
+        got = client.get("/crm/v3/objects/contacts/a@x.com?idProperty=email&properties=phone,email")
         assert got.status_code == 200 and got.json()["properties"] == {"phone": "5", "email": "a@x.com"}
         assert client.delete(f"/crm/v3/objects/contacts/{object_id}").status_code == 204
         assert client.get(f"/crm/v3/objects/contacts/{object_id}").status_code == 404
@@ -396,7 +434,9 @@ class TestSearch:
         leads = client.post(
             "/crm/v3/objects/contacts/search",
             {
-                "filterGroups": [{"filters": [{"propertyName": "lifecyclestage", "operator": "IN", "values": ["lead"]}]}],
+                "filterGroups": [
+                    {"filters": [{"propertyName": "lifecyclestage", "operator": "IN", "values": ["lead"]}]}
+                ],
                 "properties": ["email"],
                 "limit": 2,
             },

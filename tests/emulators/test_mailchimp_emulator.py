@@ -47,10 +47,11 @@ class Client:
         return self.call("POST", f"/lists/{LIST}", {"members": members, **options})
 
 
-def member(email: str, status_if_new: str | None = "subscribed", **fields: Any) -> dict[str, Any]:
+def member(email: str, status: str | None = "subscribed", **fields: Any) -> dict[str, Any]:
+    """A batch member (Add_List_Members): ``status`` is required there, so it is sent unless None."""
     item: dict[str, Any] = {"email_address": email, **fields}
-    if status_if_new:
-        item["status_if_new"] = status_if_new
+    if status:
+        item["status"] = status
     return item
 
 
@@ -182,14 +183,40 @@ class TestBatchSubscribe:
         assert errors["not-an-email"]["error"] == "Please provide a valid email address."
         assert [m["email_address"] for m in mailchimp.emulator.members(LIST)] == ["ok@acme.io"]
 
-    def test_status_if_new_never_changes_an_existing_status(self, client, mailchimp) -> None:
+    def test_status_applies_to_existing_members_with_update_existing(self, client, mailchimp) -> None:
+        """``status`` is the member's status, new or existing: sending the current one keeps it."""
         mailchimp.emulator.seed(LIST, [{"email_address": "gone@acme.io", "status": "unsubscribed"},
-                                       {"email_address": "bounced@acme.io", "status": "cleaned"}])
-        body = client.batch([member("gone@acme.io", merge_fields={"FNAME": "G"}), member("bounced@acme.io")],
-                            update_existing=True).json()
-        assert body["total_updated"] == 2 and body["errors"] == []
+                                       {"email_address": "bounced@acme.io", "status": "cleaned"},
+                                       {"email_address": "sub@acme.io", "status": "subscribed"}])
+        body = client.batch(
+            [member("gone@acme.io", "unsubscribed", merge_fields={"FNAME": "G"}),
+             member("bounced@acme.io", "cleaned"),
+             member("sub@acme.io", "unsubscribed")],
+            update_existing=True,
+        ).json()
+        assert body["total_updated"] == 3 and body["errors"] == []
         assert mailchimp.emulator.member(LIST, "gone@acme.io")["status"] == "unsubscribed"
         assert mailchimp.emulator.member(LIST, "gone@acme.io")["merge_fields"]["FNAME"] == "G"
+        assert mailchimp.emulator.member(LIST, "bounced@acme.io")["status"] == "cleaned"
+        assert mailchimp.emulator.member(LIST, "sub@acme.io")["status"] == "unsubscribed"  # applied
+
+    def test_status_if_new_is_not_a_batch_member_field(self, client, mailchimp) -> None:
+        """Add_List_Members has no status_if_new: it is ignored, and it does not stand in for status."""
+        mailchimp.emulator.seed(LIST, [{"email_address": "gone@acme.io", "status": "unsubscribed"}])
+        body = client.batch([member("gone@acme.io", "pending", status_if_new="subscribed")], update_existing=True)
+        assert body.json()["total_updated"] == 1
+        assert mailchimp.emulator.member(LIST, "gone@acme.io")["status"] == "pending"
+        response = client.batch([member("new@acme.io", None, status_if_new="subscribed")])
+        body = assert_problem(response, 400, "Invalid Resource")
+        assert body["errors"] == [{"field": "members.item:0", "message": "Required fields were not provided: status"}]
+        assert mailchimp.emulator.member(LIST, "new@acme.io") is None
+
+    def test_a_cleaned_member_keeps_its_status(self, client, mailchimp) -> None:
+        mailchimp.emulator.seed(LIST, [{"email_address": "bounced@acme.io", "status": "cleaned"}])
+        body = client.batch([member("bounced@acme.io", "unsubscribed")], update_existing=True).json()
+        (error,) = body["errors"]
+        assert error["email_address"] == "bounced@acme.io" and "cleaned" in error["error"]
+        assert mailchimp.emulator.member(LIST, "bounced@acme.io")["status"] == "cleaned"
 
     def test_unsubscribed_and_cleaned_members_cannot_be_resubscribed(self, client, mailchimp) -> None:
         mailchimp.emulator.seed(LIST, [{"email_address": "gone@acme.io", "status": "unsubscribed"},
@@ -207,14 +234,15 @@ class TestBatchSubscribe:
         assert again["total_updated"] == 1
         assert mailchimp.emulator.member(LIST, "gone@acme.io")["status"] == "pending"
 
-    def test_new_member_status_and_explicit_status(self, client, mailchimp) -> None:
-        client.batch([member("p@acme.io", status_if_new="pending"), member("t@acme.io", None, status="transactional")])
+    def test_new_member_status_and_a_missing_or_bad_status_fails_the_call(self, client, mailchimp) -> None:
+        client.batch([member("p@acme.io", "pending"), member("t@acme.io", "transactional")])
         assert mailchimp.emulator.member(LIST, "p@acme.io")["status"] == "pending"
         assert mailchimp.emulator.member(LIST, "t@acme.io")["status"] == "transactional"
-        body = client.batch([member("none@acme.io", None)]).json()
-        assert body["errors"][0]["field"] == "status"
-        body = client.batch([member("bad@acme.io", "maybe")]).json()
-        assert body["errors"][0]["field"] == "status_if_new"
+        # Schema validation: one member without a (valid) status fails the whole call, nothing is written.
+        response = client.batch([member("ok@acme.io"), member("none@acme.io", None), member("bad@acme.io", "maybe")])
+        body = assert_problem(response, 400, "Invalid Resource")
+        assert [e["field"] for e in body["errors"]] == ["members.item:1", "members.item:2.status"]
+        assert mailchimp.emulator.member(LIST, "ok@acme.io") is None
 
     def test_merge_field_values_are_checked(self, client, mailchimp) -> None:
         mailchimp.emulator.add_merge_field(LIST, {"tag": "COMPANY", "type": "text", "required": True})

@@ -53,11 +53,13 @@ class TestOfficialSdk:
 
     def test_batch_list_members(self, sdk, mailchimp) -> None:
         mailchimp.emulator.seed(LIST, [{"email_address": "gone@acme.io", "status": "unsubscribed"}])
+        # Batch members take ``status`` (required; applied to existing members with update_existing):
+        # the unsubscribed member is sent its current status so that it stays unsubscribed.
         body = {
             "members": [
-                {"email_address": "ann@acme.io", "status_if_new": "subscribed", "merge_fields": {"FNAME": "Ann"}},
-                {"email_address": "gone@acme.io", "status_if_new": "subscribed", "merge_fields": {"FNAME": "G"}},
-                {"email_address": "fake@example.com", "status_if_new": "subscribed"},
+                {"email_address": "ann@acme.io", "status": "subscribed", "merge_fields": {"FNAME": "Ann"}},
+                {"email_address": "gone@acme.io", "status": "unsubscribed", "merge_fields": {"FNAME": "G"}},
+                {"email_address": "fake@example.com", "status": "subscribed"},
             ],
             "update_existing": True,
         }
@@ -68,6 +70,9 @@ class TestOfficialSdk:
         assert (result["total_created"], result["total_updated"], result["error_count"]) == (1, 1, 1)
         again = sdk.lists.batch_list_members(LIST, {"members": body["members"][:1]}, skip_merge_validation=True)
         assert again["errors"][0]["error_code"] == "ERROR_CONTACT_EXISTS"
+        with pytest.raises(ApiClientError) as refused:  # a member without status: the whole call is refused
+            sdk.lists.batch_list_members(LIST, {"members": [{"email_address": "x@acme.io", "status_if_new": "subscribed"}]})
+        assert refused.value.status_code == 400 and "members.item:0" in refused.value.text
 
     def test_set_get_update_and_delete_a_member(self, sdk, mailchimp) -> None:
         h = subscriber_hash("Bob@Acme.io")

@@ -62,7 +62,7 @@ SPEC = DestinationSpec(
         ),
     ),
     # 500 members per batch subscribe; Mailchimp allows 10 simultaneous connections and no rate.
-    limits=Limits(batch=500, lookup_batch=50, concurrency=10, rate=None, window=1),
+    limits=Limits(batch=500, lookup_batch=50, concurrency=10, concurrency_max=10, rate=None, window=1),
     # The object is the audience (list) id; members upsert by email address.
     objects=(
         ObjectSpec(

@@ -34,6 +34,7 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from airflow_provider_retl.testing.emulators.base import (
     ASGIApp,
@@ -73,7 +74,13 @@ ObjectTypeSpec = Sequence[PropertyDef | Mapping[str, Any] | str]
 
 
 class HubSpotError(Exception):
-    """Raised in a handler to answer with HubSpot's error body (model ``Error``)."""
+    """Raised in a handler to answer with HubSpot's error body.
+
+    The body has the fields of the ``Error`` schema of HubSpot's own spec
+    (hubspot-contacts.json: required ``category``, ``correlationId`` (a uuid),
+    ``message``; optional ``subCategory``, ``context``, ``links``, ``errors[]``), plus
+    the ``status: "error"`` HubSpot also sends. ``extra`` adds the optional ones.
+    """
 
     def __init__(self, status: int, category: str, message: str, **extra: Any) -> None:
         super().__init__(message)
@@ -342,9 +349,12 @@ class HubSpotEmulator(RollingWindowRateLimited, BaseEmulator):
         return self._rate_limit_body(), self._rate_headers(limit, 0)
 
     def _rate_limit_body(self) -> dict[str, Any]:
+        # HubSpot's 429 carries errorType/policyName/groupName; ``category`` (RATE_LIMITS, HubSpot's
+        # documented category for 429s) is there too so the body has the spec's Error fields.
         return {
             "status": "error",
             "message": "You have reached your ten_secondly_rolling limit.",
+            "category": "RATE_LIMITS",
             "errorType": "RATE_LIMIT",
             "correlationId": correlation_id(),
             "policyName": "TEN_SECONDLY_ROLLING",
@@ -370,7 +380,15 @@ class HubSpotEmulator(RollingWindowRateLimited, BaseEmulator):
             assert isinstance(exc, HubSpotError)
             return exc.response()
 
+        async def on_http_error(request: Request, exc: Exception) -> Response:
+            # An unknown path or method: HubSpot's Error shape, not FastAPI's {"detail": ...}.
+            status = int(getattr(exc, "status_code", 404))
+            if status == 405:
+                return HubSpotError(405, "VALIDATION_ERROR", f"Method {request.method} is not allowed here").response()
+            return HubSpotError(status, "OBJECT_NOT_FOUND", "Resource not found").response()
+
         app.add_exception_handler(HubSpotError, on_error)
+        app.add_exception_handler(StarletteHTTPException, on_http_error)
         base = "/crm/v3/objects/{object_type}"
 
         @app.post(base + "/batch/create")
@@ -423,6 +441,10 @@ class HubSpotEmulator(RollingWindowRateLimited, BaseEmulator):
                     self._archive(type_def, obj)
             return Response(status_code=204)
 
+        @app.get("/crm-object-schemas/v3/schemas")
+        async def get_schemas() -> Response:
+            return json_response(200, {"results": self._schemas_json()})
+
         @app.get("/crm/v3/properties/{object_type}")
         async def get_properties(object_type: str) -> Response:
             with self.lock:
@@ -446,6 +468,40 @@ class HubSpotEmulator(RollingWindowRateLimited, BaseEmulator):
         return _AuthAndRateLimit(app, self)
 
     # -- handlers -------------------------------------------------------------------
+
+    def _schemas_json(self) -> list[dict[str, Any]]:
+        """Custom object types as ``ObjectSchema``s (hubspot-schemas.json), for ``GET /crm-object-schemas/v3/schemas``."""
+        with self.lock:
+            out = []
+            for type_def in self._types.values():
+                if not type_def.object_type_id.startswith("2-"):
+                    continue  # standard objects are not listed by the schemas API
+                bare = (
+                    type_def.name.split("_", 1)[1]
+                    if type_def.name.startswith("p") and "_" in type_def.name
+                    else type_def.name
+                )
+                custom = [p for p in type_def.properties.values() if p.group_name not in ("system",)]
+                primary = custom[0].name if custom else "hs_object_id"
+                out.append(
+                    {
+                        "id": type_def.object_type_id.split("-", 1)[1],
+                        "objectTypeId": type_def.object_type_id,
+                        "name": type_def.name,
+                        "fullyQualifiedName": f"p{self.portal_id}_{bare}",
+                        "labels": {"singular": type_def.singular.title(), "plural": bare.replace("_", " ").title()},
+                        "properties": [p.to_json(self._started_at) for p in type_def.properties.values()],
+                        "requiredProperties": [],
+                        "searchableProperties": [primary],
+                        "primaryDisplayProperty": primary,
+                        "secondaryDisplayProperties": [],
+                        "associations": [],
+                        "archived": False,
+                        "createdAt": self._started_at,
+                        "updatedAt": self._started_at,
+                    }
+                )
+            return out
 
     def _type(self, object_type: str) -> ObjectTypeDef:
         name = self._aliases.get(object_type.lower())
@@ -476,6 +532,7 @@ class HubSpotEmulator(RollingWindowRateLimited, BaseEmulator):
         with self.lock:
             type_def = self._type(object_type)
             inputs = self._inputs(body)
+            _check_wire_types(inputs)
             traced = bool(inputs) and all(_trace_id(i) for i in inputs)
             if mode != "create":
                 self._check_ids(type_def, mode, inputs)
@@ -604,6 +661,7 @@ class HubSpotEmulator(RollingWindowRateLimited, BaseEmulator):
         """``POST /objects/{type}`` (create, 201) and ``PATCH /objects/{type}/{id}`` (update, 200)."""
         if not isinstance(body, dict) or not isinstance(body.get("properties", {}), dict):
             raise HubSpotError(400, "VALIDATION_ERROR", "Invalid input JSON: properties must be an object")
+        _check_property_strings(body.get("properties") or {}, "properties")
         with self.lock:
             type_def = self._type(object_type)
             target = None
@@ -908,6 +966,55 @@ async def _json(request: Request) -> Any:
         ) from None
 
 
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, dict):
+        return "object"
+    if isinstance(value, list):
+        return "array"
+    return type(value).__name__
+
+
+def _check_property_strings(properties: Mapping[str, Any], where: str) -> None:
+    """Every property value must be a JSON string: the spec's ``properties`` are ``{type: string}`` maps.
+
+    (SimplePublicObjectInput, ...InputForCreate, ...BatchInput, ...BatchInputUpsert in
+    hubspot-contacts.json.) A number, boolean, null, object or array fails the whole call
+    with 400 VALIDATION_ERROR before anything is written, as a body that does not match
+    the schema does; clear a property with "".
+    """
+    wrong = {name: value for name, value in properties.items() if not isinstance(value, str)}
+    if wrong:
+        name, value = next(iter(wrong.items()))
+        raise HubSpotError(
+            400,
+            "VALIDATION_ERROR",
+            f"Invalid input JSON: {where}.{name} must be a string, got {_json_type(value)} ({value!r}); "
+            'HubSpot takes every property value as a string (clear a property with "")',
+            context={"properties": list(wrong)},
+        )
+
+
+def _check_wire_types(inputs: Sequence[Mapping[str, Any]]) -> None:
+    """Types the spec gives batch write inputs: string ids, idProperty, trace ids and property values."""
+    for position, item in enumerate(inputs):
+        for key in ("id", "idProperty", "objectWriteTraceId"):
+            if key in item and not isinstance(item[key], str):
+                raise HubSpotError(
+                    400,
+                    "VALIDATION_ERROR",
+                    f"Invalid input JSON: inputs[{position}].{key} must be a string, got {_json_type(item[key])}",
+                )
+        properties = item.get("properties")
+        if isinstance(properties, dict):
+            _check_property_strings(properties, f"inputs[{position}].properties")
+
+
 def _trace_id(item: Mapping[str, Any]) -> str | None:
     trace = item.get("objectWriteTraceId")
     return trace if isinstance(trace, str) and trace else None
@@ -979,12 +1086,14 @@ def _standard_error(error: _ItemError) -> dict[str, Any]:
     context = dict(error.context)
     if error.trace_id:
         context["objectWriteTraceId"] = [error.trace_id]
+    # StandardError requires status, category, message, context, errors and links.
     return {
         "status": "error",
         "category": error.category,
         "message": error.message,
         "context": context,
         "errors": error.details,
+        "links": {},
     }
 
 

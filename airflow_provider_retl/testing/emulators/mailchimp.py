@@ -17,10 +17,16 @@ show them:
   ``ERROR_GENERIC``, ``field``, ``field_message``), ``total_created``,
   ``total_updated``, ``error_count``. Without ``update_existing: true`` an existing member
   is an ``ERROR_CONTACT_EXISTS``; an archived member comes back as a new member.
-- ``status_if_new`` applies to new members only; an existing member keeps its status
-  unless ``status`` is given. A member that unsubscribed or was cleaned cannot be
+- Batch subscribe members are the document's ``Add_List_Members``: ``status`` is required on
+  every member (Mailchimp's reference marks ``members[].status`` required; a member without
+  a valid one fails the whole call with 400 "Invalid Resource", the error naming
+  ``members.item:N.status``, as Mailchimp's schema validation answers), and with
+  ``update_existing`` it is applied to existing members too. ``status_if_new`` is not a
+  batch member field (it belongs to ``PUT .../members/{hash}``) and is ignored there.
+- On ``PUT``, ``status_if_new`` applies to new members only; an existing member keeps its
+  status unless ``status`` is given. A member that unsubscribed or was cleaned cannot be
   subscribed again ("... is in a compliance state ..."); an unsubscribed one may be set
-  to ``pending`` (a confirmation email). Addresses on fake or reserved domains are
+  to ``pending`` (a confirmation email); a cleaned one's status cannot be changed at all. Addresses on fake or reserved domains are
   refused ("... looks fake or invalid, please enter a real email address."), and a
   permanently deleted address cannot be re-imported.
 - Members are keyed by the subscriber hash, the MD5 of the lower-cased address; member
@@ -836,6 +842,7 @@ class MailchimpEmulator(RollingWindowRateLimited, BaseEmulator):
                         }
                     ],
                 )
+            _check_batch_statuses(members)
             update_existing = body.get("update_existing") is True
             sync_tags = body.get("sync_tags") is True
             created: list[dict[str, Any]] = []
@@ -944,7 +951,9 @@ class MailchimpEmulator(RollingWindowRateLimited, BaseEmulator):
                 code="ERROR_CONTACT_EXISTS",
             )
         status = _status(body, "status")
-        status_if_new = _status(body, "status_if_new")
+        # Batch members have no status_if_new (Add_List_Members): their ``status`` is required and
+        # is what new and existing members get alike.
+        status_if_new = None if mode == "batch" else _status(body, "status_if_new")
         if active:
             assert existing is not None
             new_status = status or existing.status
@@ -1278,8 +1287,41 @@ def _status(body: Mapping[str, Any], name: str) -> str | None:
     return str(value)
 
 
+def _check_batch_statuses(members: Sequence[Any]) -> None:
+    """Schema check of batch members: each needs a ``status`` of the enum, or the whole call is a 400.
+
+    The document's ``Add_List_Members`` (the ``members`` items of POST /lists/{list_id}) has
+    ``status`` (enum subscribed, unsubscribed, cleaned, pending, transactional), and Mailchimp's
+    reference marks it required. Mailchimp validates the body against that schema before it
+    touches a member: a bad ``members[0].status`` comes back as 400 "Invalid Resource" with
+    ``errors[{field: "members.item:0.status", ...}]`` (an answer quoted in MailChimp.Net issue
+    #567). The wording for a missing one follows the "Required fields were not provided" answers.
+    """
+    problems: list[dict[str, str]] = []
+    for position, item in enumerate(members):
+        if not isinstance(item, Mapping):
+            continue  # reported per member, as before
+        value = item.get("status")
+        if value is None:
+            problems.append(
+                {"field": f"members.item:{position}", "message": "Required fields were not provided: status"}
+            )
+        elif value not in STATUSES:
+            problems.append(
+                {
+                    "field": f"members.item:{position}.status",
+                    "message": f"Data presented is not one of the accepted values: {', '.join(STATUSES)}.",
+                }
+            )
+    if problems:
+        raise MailchimpError(400, "Invalid Resource", _MSG_INVALID_RESOURCE, problems)
+
+
 def _check_compliance(email: str, previous: str | None, wanted: str) -> None:
-    """Unsubscribed or cleaned addresses are never subscribed by an API call (pending re-asks an unsubscribe)."""
+    """Unsubscribed or cleaned addresses are never subscribed by an API call (pending re-asks an unsubscribe).
+
+    A cleaned address (hard bounce) keeps that status: any other status is refused.
+    """
     if (
         wanted == "subscribed"
         and previous in ("unsubscribed", "cleaned")
@@ -1289,6 +1331,11 @@ def _check_compliance(email: str, previous: str | None, wanted: str) -> None:
             "Member In Compliance State",
             f"{email} is in a compliance state due to unsubscribe, bounce, or compliance review and cannot be "
             "subscribed.",
+        )
+    if previous == "cleaned" and wanted != "cleaned":
+        raise _MemberError(
+            "Member In Compliance State",
+            f"{email} was cleaned (its address bounced) and its status cannot be changed to {wanted}.",
         )
 
 
