@@ -5,16 +5,19 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-_EXPORTS = {
-    "BrazeHook": "airflow_provider_retl.hooks.braze",
-    "DestinationHook": "airflow_provider_retl.hooks.destination",
-    "CustomerIoHook": "airflow_provider_retl.hooks.customerio",
-    "HubSpotHook": "airflow_provider_retl.hooks.hubspot",
-    "MailchimpHook": "airflow_provider_retl.hooks.mailchimp",
-    "SalesforceHook": "airflow_provider_retl.hooks.salesforce",
-    "WebhookHook": "airflow_provider_retl.hooks.webhook",
-    "ZendeskHook": "airflow_provider_retl.hooks.zendesk",
-}
+
+def _exports() -> dict[str, str]:
+    # The destinations' hooks come from the registry (a spec names its hook's public class path).
+    from airflow_provider_retl.destinations import REGISTRY
+
+    found = {"DestinationHook": "airflow_provider_retl.hooks.destination"}
+    for spec in REGISTRY.values():
+        module, _, name = spec.hook_class.rpartition(".")
+        found[name] = module
+    return found
+
+
+_EXPORTS = _exports()
 
 __all__ = list(_EXPORTS)
 

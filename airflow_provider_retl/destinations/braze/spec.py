@@ -74,7 +74,7 @@ SPEC = DestinationSpec(
     vendor_hosts=(".braze.com", ".braze.eu"),
     app_link=AppLink(template="https://dashboard.braze.com/"),
     emulator=EmulatorSpec(
-        "airflow_provider_retl.testing.emulators.braze:BrazeEmulator",
+        "airflow_provider_retl.destinations.braze.emulator:BrazeEmulator",
         "Braze REST API (users/track, users/delete, users/export/ids)",
         8088,
     ),

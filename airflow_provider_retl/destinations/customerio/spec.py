@@ -71,7 +71,7 @@ SPEC = DestinationSpec(
         default_app="https://fly.customer.io",
     ),
     emulator=EmulatorSpec(
-        "airflow_provider_retl.testing.emulators.customerio:CustomerIoEmulator",
+        "airflow_provider_retl.destinations.customerio.emulator:CustomerIoEmulator",
         "Customer.io Track API (v2 batch, v1 customers/events)",
         8087,
     ),

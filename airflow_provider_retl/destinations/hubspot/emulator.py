@@ -36,6 +36,18 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from airflow_provider_retl.destinations.hubspot.emulator_schema import (
+    PROPERTY_TYPES,
+    ObjectTypeDef,
+    PropertyDef,
+    PropertyError,
+    custom_object_type,
+    default_object_types,
+    format_timestamp,
+    normalize_value,
+    sort_key,
+    validate_properties,
+)
 from airflow_provider_retl.testing.emulators.base import (
     ASGIApp,
     BaseEmulator,
@@ -48,18 +60,6 @@ from airflow_provider_retl.testing.emulators.base import (
 )
 from airflow_provider_retl.testing.emulators.connection import drain_request_body
 from airflow_provider_retl.testing.emulators.faults import Faults
-from airflow_provider_retl.testing.emulators.hubspot_schema import (
-    PROPERTY_TYPES,
-    ObjectTypeDef,
-    PropertyDef,
-    PropertyError,
-    custom_object_type,
-    default_object_types,
-    format_timestamp,
-    normalize_value,
-    sort_key,
-    validate_properties,
-)
 from airflow_provider_retl.testing.emulators.ratelimit import RollingWindowLimiter, RollingWindowRateLimited
 
 DEFAULT_TOKEN = "test-token"

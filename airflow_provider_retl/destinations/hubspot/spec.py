@@ -41,5 +41,7 @@ SPEC = DestinationSpec(
         template="https://app.hubspot.com/contacts/{portal_id}/objects/{page}/views/all/list",
         fallback="https://app.hubspot.com/",
     ),
-    emulator=EmulatorSpec("airflow_provider_retl.testing.emulators.hubspot:HubSpotEmulator", "HubSpot CRM v3", 8081),
+    emulator=EmulatorSpec(
+        "airflow_provider_retl.destinations.hubspot.emulator:HubSpotEmulator", "HubSpot CRM v3", 8081
+    ),
 )

@@ -76,6 +76,6 @@ SPEC = DestinationSpec(
     vendor_hosts=(".mailchimp.com",),
     app_link=AppLink(template="https://{dc}.admin.mailchimp.com/audience/contacts/"),
     emulator=EmulatorSpec(
-        "airflow_provider_retl.testing.emulators.mailchimp:MailchimpEmulator", "Mailchimp Marketing API v3", 8083
+        "airflow_provider_retl.destinations.mailchimp.emulator:MailchimpEmulator", "Mailchimp Marketing API v3", 8083
     ),
 )

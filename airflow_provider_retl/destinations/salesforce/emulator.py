@@ -77,18 +77,7 @@ from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from airflow_provider_retl.testing.emulators.base import (
-    ASGIApp,
-    BaseEmulator,
-    Message,
-    Receive,
-    Scope,
-    Send,
-    json_response,
-)
-from airflow_provider_retl.testing.emulators.connection import drain_request_body
-from airflow_provider_retl.testing.emulators.faults import Faults
-from airflow_provider_retl.testing.emulators.salesforce_schema import (
+from airflow_provider_retl.destinations.salesforce.emulator_schema import (
     FieldDef,
     IdFactory,
     RequestError,
@@ -102,7 +91,18 @@ from airflow_provider_retl.testing.emulators.salesforce_schema import (
     looks_like_id,
     record_error,
 )
-from airflow_provider_retl.testing.emulators.salesforce_soql import parse as parse_soql
+from airflow_provider_retl.destinations.salesforce.emulator_soql import parse as parse_soql
+from airflow_provider_retl.testing.emulators.base import (
+    ASGIApp,
+    BaseEmulator,
+    Message,
+    Receive,
+    Scope,
+    Send,
+    json_response,
+)
+from airflow_provider_retl.testing.emulators.connection import drain_request_body
+from airflow_provider_retl.testing.emulators.faults import Faults
 
 DEFAULT_USERNAME = "integration@example.com"
 DEFAULT_PASSWORD = "emulator-password"

@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from airflow_provider_retl.testing.emulators.salesforce_schema import (
+from airflow_provider_retl.destinations.salesforce.emulator_schema import (
     NUMBER_TYPES,
     FieldDef,
     RequestError,

@@ -97,7 +97,7 @@ SPEC = DestinationSpec(
         login_hosts=("login.salesforce.com", "test.salesforce.com"),
     ),
     emulator=EmulatorSpec(
-        "airflow_provider_retl.testing.emulators.salesforce:SalesforceEmulator",
+        "airflow_provider_retl.destinations.salesforce.emulator:SalesforceEmulator",
         "Salesforce REST API (OAuth, collections, SOQL, Bulk 2.0)",
         8084,
     ),

@@ -24,6 +24,6 @@ SPEC = DestinationSpec(
     # A receiver has no notion of existing records: every record is an upsert it applies by key.
     objects=(ObjectSpec("*", upsert_by=("*",), lookup=False, delete=True),),
     emulator=EmulatorSpec(
-        "airflow_provider_retl.testing.emulators.webhook:WebhookReceiver", "signed webhook receiver", 8082
+        "airflow_provider_retl.destinations.webhook.emulator:WebhookReceiver", "signed webhook receiver", 8082
     ),
 )

@@ -109,7 +109,7 @@ SPEC = DestinationSpec(
     vendor_hosts=(".zendesk.com",),
     app_link=AppLink(template="{origin}/agent/{page}"),
     emulator=EmulatorSpec(
-        "airflow_provider_retl.testing.emulators.zendesk:ZendeskEmulator",
+        "airflow_provider_retl.destinations.zendesk.emulator:ZendeskEmulator",
         "Zendesk Support API (users, organizations, bulk jobs)",
         8085,
     ),

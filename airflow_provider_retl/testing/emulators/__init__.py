@@ -21,66 +21,66 @@ from types import TracebackType
 from typing import Any, Self
 
 from airflow_provider_retl.destinations import REGISTRY
-from airflow_provider_retl.testing.emulators.base import BaseEmulator
-from airflow_provider_retl.testing.emulators.braze import DEFAULT_API_KEY as BRAZE_API_KEY
-from airflow_provider_retl.testing.emulators.braze import BrazeEmulator
-from airflow_provider_retl.testing.emulators.customerio import (
+from airflow_provider_retl.destinations.braze.emulator import DEFAULT_API_KEY as BRAZE_API_KEY
+from airflow_provider_retl.destinations.braze.emulator import BrazeEmulator
+from airflow_provider_retl.destinations.customerio.emulator import (
     DEFAULT_API_KEY as CUSTOMERIO_API_KEY,
 )
-from airflow_provider_retl.testing.emulators.customerio import (
+from airflow_provider_retl.destinations.customerio.emulator import (
     DEFAULT_SITE_ID as CUSTOMERIO_SITE_ID,
 )
-from airflow_provider_retl.testing.emulators.customerio import (
+from airflow_provider_retl.destinations.customerio.emulator import (
     CustomerIoEmulator,
 )
-from airflow_provider_retl.testing.emulators.faults import FAULT_KINDS, FaultDecision, Faults
-from airflow_provider_retl.testing.emulators.hubspot import DEFAULT_TOKEN, HubSpotEmulator
-from airflow_provider_retl.testing.emulators.hubspot_schema import ObjectTypeDef, PropertyDef, custom_object_type
-from airflow_provider_retl.testing.emulators.mailchimp import (
+from airflow_provider_retl.destinations.hubspot.emulator import DEFAULT_TOKEN, HubSpotEmulator
+from airflow_provider_retl.destinations.hubspot.emulator_schema import ObjectTypeDef, PropertyDef, custom_object_type
+from airflow_provider_retl.destinations.mailchimp.emulator import (
     DEFAULT_API_KEY as MAILCHIMP_API_KEY,
 )
-from airflow_provider_retl.testing.emulators.mailchimp import (
+from airflow_provider_retl.destinations.mailchimp.emulator import (
     DEFAULT_LIST_ID as MAILCHIMP_LIST_ID,
 )
-from airflow_provider_retl.testing.emulators.mailchimp import (
+from airflow_provider_retl.destinations.mailchimp.emulator import (
     MailchimpEmulator,
     MergeFieldDef,
     subscriber_hash,
 )
-from airflow_provider_retl.testing.emulators.salesforce import (
+from airflow_provider_retl.destinations.salesforce.emulator import (
     DEFAULT_CLIENT_ID as SALESFORCE_CLIENT_ID,
 )
-from airflow_provider_retl.testing.emulators.salesforce import (
+from airflow_provider_retl.destinations.salesforce.emulator import (
     DEFAULT_CLIENT_SECRET as SALESFORCE_CLIENT_SECRET,
 )
-from airflow_provider_retl.testing.emulators.salesforce import (
+from airflow_provider_retl.destinations.salesforce.emulator import (
     DEFAULT_PASSWORD as SALESFORCE_PASSWORD,
 )
-from airflow_provider_retl.testing.emulators.salesforce import (
+from airflow_provider_retl.destinations.salesforce.emulator import (
     DEFAULT_SECURITY_TOKEN as SALESFORCE_SECURITY_TOKEN,
 )
-from airflow_provider_retl.testing.emulators.salesforce import (
+from airflow_provider_retl.destinations.salesforce.emulator import (
     DEFAULT_USERNAME as SALESFORCE_USERNAME,
 )
-from airflow_provider_retl.testing.emulators.salesforce import (
+from airflow_provider_retl.destinations.salesforce.emulator import (
     SalesforceEmulator,
 )
-from airflow_provider_retl.testing.emulators.salesforce_schema import FieldDef, SObjectDef
-from airflow_provider_retl.testing.emulators.server import EmulatorServer
-from airflow_provider_retl.testing.emulators.webhook import WebhookReceiver, sign, signed_headers
-from airflow_provider_retl.testing.emulators.zendesk import (
+from airflow_provider_retl.destinations.salesforce.emulator_schema import FieldDef, SObjectDef
+from airflow_provider_retl.destinations.webhook.emulator import WebhookReceiver, sign, signed_headers
+from airflow_provider_retl.destinations.zendesk.emulator import (
     DEFAULT_API_TOKEN as ZENDESK_API_TOKEN,
 )
-from airflow_provider_retl.testing.emulators.zendesk import (
+from airflow_provider_retl.destinations.zendesk.emulator import (
     DEFAULT_EMAIL as ZENDESK_EMAIL,
 )
-from airflow_provider_retl.testing.emulators.zendesk import (
+from airflow_provider_retl.destinations.zendesk.emulator import (
     DEFAULT_OAUTH_TOKEN as ZENDESK_OAUTH_TOKEN,
 )
-from airflow_provider_retl.testing.emulators.zendesk import (
+from airflow_provider_retl.destinations.zendesk.emulator import (
     CustomFieldDef,
     ZendeskEmulator,
 )
+from airflow_provider_retl.testing.emulators.base import BaseEmulator
+from airflow_provider_retl.testing.emulators.faults import FAULT_KINDS, FaultDecision, Faults
+from airflow_provider_retl.testing.emulators.server import EmulatorServer
 
 __all__ = [
     "BRAZE_API_KEY",

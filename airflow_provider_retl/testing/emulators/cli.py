@@ -25,12 +25,12 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from airflow_provider_retl.destinations import REGISTRY
+from airflow_provider_retl.destinations.hubspot.emulator import DEFAULT_TOKEN
+from airflow_provider_retl.destinations.mailchimp.emulator import DEFAULT_API_KEY as MAILCHIMP_API_KEY
+from airflow_provider_retl.destinations.mailchimp.emulator import DEFAULT_LIST_ID as MAILCHIMP_LIST_ID
+from airflow_provider_retl.destinations.salesforce import emulator as sf_emulator
 from airflow_provider_retl.testing.emulators import RunningEmulator, start_emulator
-from airflow_provider_retl.testing.emulators import salesforce as sf_emulator
 from airflow_provider_retl.testing.emulators.faults import Faults
-from airflow_provider_retl.testing.emulators.hubspot import DEFAULT_TOKEN
-from airflow_provider_retl.testing.emulators.mailchimp import DEFAULT_API_KEY as MAILCHIMP_API_KEY
-from airflow_provider_retl.testing.emulators.mailchimp import DEFAULT_LIST_ID as MAILCHIMP_LIST_ID
 
 
 def _rate_limit(text: str) -> int | None:
@@ -134,7 +134,7 @@ def _salesforce_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _add_customerio_options(parser: argparse.ArgumentParser) -> None:
-    from airflow_provider_retl.testing.emulators import customerio as cio
+    from airflow_provider_retl.destinations.customerio import emulator as cio
 
     group = parser.add_argument_group("customerio")
     group.add_argument("--site-id", default=cio.DEFAULT_SITE_ID, help="Site ID of the basic auth user name")
@@ -157,7 +157,7 @@ def _customerio_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _add_braze_options(parser: argparse.ArgumentParser) -> None:
-    from airflow_provider_retl.testing.emulators.braze import DEFAULT_API_KEY as BRAZE_API_KEY
+    from airflow_provider_retl.destinations.braze.emulator import DEFAULT_API_KEY as BRAZE_API_KEY
 
     group = parser.add_argument_group("braze")
     group.add_argument(
@@ -179,7 +179,7 @@ def _add_braze_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _braze_options(args: argparse.Namespace) -> dict[str, Any]:
-    from airflow_provider_retl.testing.emulators.braze import DEFAULT_API_KEY as BRAZE_API_KEY
+    from airflow_provider_retl.destinations.braze.emulator import DEFAULT_API_KEY as BRAZE_API_KEY
 
     return {
         "api_keys": None if args.braze_any_key else (args.braze_keys or [BRAZE_API_KEY]),
@@ -192,7 +192,7 @@ def _braze_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _add_zendesk_options(parser: argparse.ArgumentParser) -> None:
-    from airflow_provider_retl.testing.emulators import zendesk as zd
+    from airflow_provider_retl.destinations.zendesk import emulator as zd
 
     group = parser.add_argument_group("zendesk")
     group.add_argument("--email", default=zd.DEFAULT_EMAIL, help="agent email of API token auth ({email}/token)")
@@ -225,7 +225,7 @@ def _add_zendesk_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _zendesk_options(args: argparse.Namespace) -> dict[str, Any]:
-    from airflow_provider_retl.testing.emulators import zendesk as zd
+    from airflow_provider_retl.destinations.zendesk import emulator as zd
 
     def fields(specs: list[str]) -> dict[str, str]:
         return {key: kind or "text" for key, _, kind in (spec.partition(":") for spec in specs)}

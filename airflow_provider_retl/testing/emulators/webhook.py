@@ -1,0 +1,12 @@
+"""``airflow_provider_retl.testing.emulators.webhook``: kept so users' code and connections keep working.
+
+The emulator lives in ``airflow_provider_retl.destinations.webhook.emulator``; this module *is* that module (an alias in ``sys.modules``),
+so attributes read or patched here are the real ones.
+"""
+
+import sys
+
+from airflow_provider_retl.destinations.webhook import emulator as _module
+from airflow_provider_retl.destinations.webhook.emulator import *
+
+sys.modules[__name__] = _module
