@@ -19,6 +19,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
+from airflow_provider_retl.destinations import REGISTRY
 from airflow_provider_retl.testing.emulators import (
     CUSTOMERIO_API_KEY,
     CUSTOMERIO_SITE_ID,
@@ -38,17 +39,14 @@ from airflow_provider_retl.testing.emulators import (
 
 HUBSPOT_TOKEN = "pat-example-0000-token"
 
-#: Port of each example emulator when not picked at random (same as the emulator CLI's defaults).
-PORTS = {"hubspot": 8081, "mailchimp": 8083, "salesforce": 8084, "zendesk": 8085, "customerio": 8087}
+#: The destinations of the shop example.
+EXAMPLE_DESTINATIONS = ("hubspot", "mailchimp", "salesforce", "zendesk", "customerio")
 
-#: Connection id of each destination in the example DAGs.
-CONN_IDS = {
-    "hubspot": "hubspot_default",
-    "mailchimp": "mailchimp_default",
-    "salesforce": "salesforce_default",
-    "zendesk": "zendesk_default",
-    "customerio": "customerio_default",
-}
+#: Port of each example emulator when not picked at random (the emulator CLI's defaults, from the specs).
+PORTS = {name: emulator.port for name in EXAMPLE_DESTINATIONS if (emulator := REGISTRY[name].emulator) is not None}
+
+#: Connection id of each destination in the example DAGs (each hook's default connection).
+CONN_IDS = {name: REGISTRY[name].default_conn_name for name in EXAMPLE_DESTINATIONS}
 
 HUBSPOT_PROPERTIES = {
     "contacts": {
@@ -114,14 +112,18 @@ def stop_all(running: Mapping[str, RunningEmulator]) -> None:
 def connections(urls: Mapping[str, str], *, warehouse_path: str | None = None) -> dict[str, dict[str, Any]]:
     """Connection id -> Connection fields (JSON form) for the example DAGs, given each emulator's URL."""
     conns: dict[str, dict[str, Any]] = {
-        CONN_IDS["hubspot"]: {"conn_type": "retl_hubspot", "host": urls["hubspot"], "password": HUBSPOT_TOKEN},
+        CONN_IDS["hubspot"]: {
+            "conn_type": REGISTRY["hubspot"].conn_type,
+            "host": urls["hubspot"],
+            "password": HUBSPOT_TOKEN,
+        },
         CONN_IDS["mailchimp"]: {
-            "conn_type": "retl_mailchimp",
+            "conn_type": REGISTRY["mailchimp"].conn_type,
             "host": urls["mailchimp"],
             "password": MAILCHIMP_API_KEY,
         },
         CONN_IDS["salesforce"]: {
-            "conn_type": "retl_salesforce",
+            "conn_type": REGISTRY["salesforce"].conn_type,
             "host": urls["salesforce"],
             "login": SALESFORCE_USERNAME,
             "password": SALESFORCE_PASSWORD,
@@ -133,14 +135,14 @@ def connections(urls: Mapping[str, str], *, warehouse_path: str | None = None) -
             },
         },
         CONN_IDS["zendesk"]: {
-            "conn_type": "retl_zendesk",
+            "conn_type": REGISTRY["zendesk"].conn_type,
             "host": urls["zendesk"],
             "login": ZENDESK_EMAIL,
             "password": ZENDESK_API_TOKEN,
             "extra": {"job_poll_interval": 0.02, "default_region": "US"},
         },
         CONN_IDS["customerio"]: {
-            "conn_type": "retl_customerio",
+            "conn_type": REGISTRY["customerio"].conn_type,
             "host": urls["customerio"],
             "login": CUSTOMERIO_SITE_ID,
             "password": CUSTOMERIO_API_KEY,
