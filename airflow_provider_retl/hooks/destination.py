@@ -36,7 +36,7 @@ from airflow.sdk import BaseHook
 from airflow.sdk.log import mask_secret
 from requests.adapters import BaseAdapter, HTTPAdapter
 
-from airflow_provider_retl.destinations.kit import DestinationSpec, Knob, Limits, transport_knobs
+from airflow_provider_retl.destinations.kit import DestinationSpec, Knob, Limits, ObjectSpec, transport_knobs
 from airflow_provider_retl.hooks.ratelimit import Limiter, shared_limiter
 from airflow_provider_retl.hooks.retrying import (
     RetryPolicy,
@@ -822,35 +822,59 @@ class DestinationHook(BaseHook):
         """The connection test's call: a cheap authenticated read that writes nothing."""
         raise NotImplementedError
 
+    # Capabilities: by default what the spec declares for the object (``ObjectSpec``); a hook
+    # overrides one only when the answer depends on the account (HubSpot's unique properties,
+    # Salesforce's External ID fields) or on a knob (Braze's allow_delete).
+
+    def declared(self, object: str) -> ObjectSpec | None:
+        """The spec's declaration of ``object``; a ``ConfigurationError`` naming the objects there are
+        when the spec declares others and no wildcard (an unknown object fails before anything is sent)."""
+        if self.spec is None:
+            return None
+        found = self.spec.object(str(object).strip())
+        if found is None:
+            names = ", ".join(repr(o.name) for o in self.spec.objects)
+            raise ConfigurationError(f"{self.hook_name} has no object {object!r}; it syncs {names}")
+        return found
+
     def supports_upsert(self, object: str, match_field: str | None) -> bool:
-        return False
+        declared = self.declared(object)
+        field = match_field or (declared.default_match if declared else None)
+        if declared is None or field is None:
+            return False
+        return "*" in declared.upsert_by or field.lower() in {f.lower() for f in declared.upsert_by}
 
     def supports_delete(self, object: str) -> bool:
-        return False
+        declared = self.declared(object)
+        return declared is not None and declared.delete
 
     def needs_lookup(self, object: str) -> bool:
-        return True
+        declared = self.declared(object)
+        return declared is None or declared.lookup
 
     def default_match_field(self, object: str) -> str | None:
-        return None
+        declared = self.declared(object)
+        return declared.default_match if declared else None
 
     def match_ignores_case(self, object: str, match_field: str | None) -> bool:
         # Emails are compared case-insensitively by every API we know; other fields exactly.
         return match_field is not None and match_field.lower() in ("email", "email_address")
 
     def updates_by_match(self, object: str) -> bool:
-        return False
+        declared = self.declared(object)
+        return declared is not None and declared.updates_by_match
 
     def sync_fields(self, object: str, fields: Sequence[str], key_fields: Sequence[str] = ()) -> None:
         """Most destinations do not need to know the synced fields up front."""
 
     def match_field_aliases(self, object: str) -> Sequence[str]:
-        return ()
+        declared = self.declared(object)
+        return declared.match_aliases if declared else ()
 
     def match_identities(self, object: str) -> Sequence[str]:
-        """The spec's ``identities`` of ``object``: fields the API matches existing records by on a write."""
-        declared = self.spec.object(object) if self.spec is not None else None
-        return declared.identities if declared is not None else ()
+        """Fields besides the match field the API finds existing records by on a write (the spec's ``identities``)."""
+        declared = self.declared(object)
+        return declared.identities if declared else ()
 
     def validate(self, object: str, fields: Mapping[str, Any]) -> list[tuple[str | None, str]]:
         return []
@@ -871,7 +895,8 @@ class DestinationHook(BaseHook):
         raise self._unsupported("delete", object)
 
     def supports_events(self, object: str) -> bool:
-        return False
+        declared = self.declared(object)
+        return declared is not None and declared.events
 
     def send_events(self, object: str, records: Sequence[Record]) -> list[Outcome]:
         raise self._unsupported("events", object)
