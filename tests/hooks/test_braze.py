@@ -8,6 +8,7 @@ import time
 import pytest
 
 from airflow_provider_retl.hooks.braze import BrazeHook, braze_time
+from airflow_provider_retl.sync.batching import isolate
 from airflow_provider_retl.sync.destination import Destination
 from airflow_provider_retl.sync.errors import (
     ConfigurationError,
@@ -109,17 +110,24 @@ class TestUsers:
         assert bz.emulator.request_count() == 0
 
     def test_75_objects_per_call(self, bz, hook):
-        hook.upsert("users", [user(f"u{i}") for i in range(160)], "external_id")
-        assert bz.emulator.request_count(TRACK) == 3 and len(bz.emulator.users()) == 160
+        # The engine hands the hook batches of max_batch_size; one such batch is one /users/track call.
+        assert hook.max_batch_size == 75
+        assert all(o.ok for o in hook.upsert("users", [user(f"u{i}") for i in range(75)], "external_id"))
+        assert bz.emulator.request_count(TRACK) == 1 and len(bz.emulator.users()) == 75
 
     def test_a_combined_limit_of_50_is_met_by_batch_size_or_by_splitting(self, start_braze):
         bz = start_braze(max_per_request=50)
-        BrazeHook(sleep=no_sleep).upsert("users", [user(f"u{i}") for i in range(75)], "external_id")
-        # 75 is refused whole (400 Max Input Length Exceeded, nothing applied); the halves fit.
+        hook = BrazeHook(sleep=no_sleep)
+        records = [user(f"u{i}") for i in range(75)]
+        # 75 is refused whole (400 Max Input Length Exceeded, nothing applied); the engine's isolate sends halves.
+        assert all(o.ok for o in isolate(records, lambda part: hook.upsert("users", part, "external_id")))
         assert bz.emulator.request_count(TRACK, 400) == 1 and bz.emulator.request_count(TRACK, 201) == 2
         assert len(bz.emulator.users()) == 75
         bz2 = start_braze(max_per_request=50, extra={"batch_size": 50})
-        BrazeHook(sleep=no_sleep).upsert("users", [user(f"v{i}") for i in range(75)], "external_id")
+        hook2 = BrazeHook(sleep=no_sleep)
+        assert hook2.max_batch_size == 50  # the engine then sends batches of 50: none is refused
+        for start in (0, 50):
+            hook2.upsert("users", [user(f"v{i}") for i in range(start, min(start + 50, 75))], "external_id")
         assert bz2.emulator.request_count(TRACK, 400) == 0 and bz2.emulator.request_count(TRACK) == 2
 
     def test_partial_201_errors_become_outcomes_by_index(self, bz, hook):
@@ -157,12 +165,14 @@ class TestDelete:
     def test_deletes_50_per_call_when_allowed(self, start_braze, how):
         bz = start_braze(extra={"allow_delete": True} if how == "extra" else {})
         hook = BrazeHook(sleep=no_sleep, **({"allow_delete": True} if how == "param" else {}))
-        hook.upsert("users", [user(f"u{i}") for i in range(110)], "external_id")
+        for start in (0, 75):  # API-sized batches, as the engine sends them
+            hook.upsert("users", [user(f"u{i}") for i in range(start, min(start + 75, 110))], "external_id")
         assert hook.supports_delete("users") and not hook.supports_delete("events")
-        outcomes = hook.delete("users", [f"u{i}" for i in range(105)] + ["never-there", None])
+        # One batch of max_batch_size (75) ids; /users/delete takes 50 a call.
+        outcomes = hook.delete("users", [f"u{i}" for i in range(73)] + ["never-there", None])
         assert all(o.ok for o in outcomes[:-1]) and outcomes[-1].code == "NO_ID"
-        assert bz.emulator.request_count("POST /users/delete") == 3
-        assert sorted(u["external_id"] for u in bz.emulator.users()) == sorted(f"u{i}" for i in range(105, 110))
+        assert bz.emulator.request_count("POST /users/delete") == 2
+        assert sorted(u["external_id"] for u in bz.emulator.users()) == sorted(f"u{i}" for i in range(73, 110))
 
 
 class TestEvents:
@@ -204,7 +214,8 @@ class TestEvents:
         hook.event_name = "ping"
         records = [row(f"e{i}", f"u{i}", time="2026-01-01T00:00:00Z") for i in range(80)]
         records[76].fields["$bad"] = 1  # validate() catches this in a sync; here Braze does
-        outcomes = hook.send_events("events", records)
+        # Two API-sized batches, as the engine sends them; errors map back by index within each call.
+        outcomes = hook.send_events("events", records[:75]) + hook.send_events("events", records[75:])
         assert bz.emulator.request_count(TRACK) == 2
         assert [i for i, o in enumerate(outcomes) if not o.ok] == [76]
         assert outcomes[76].reason.startswith("'properties' is not valid")

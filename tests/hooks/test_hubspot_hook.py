@@ -10,8 +10,10 @@ from airflow_provider_retl.hooks import hubspot as hubspot_module
 from airflow_provider_retl.hooks.destination import EXISTS
 from airflow_provider_retl.hooks.hubspot import HubSpotHook
 from airflow_provider_retl.hooks.ratelimit import RollingWindowLimiter
+from airflow_provider_retl.sync.batching import isolate
 from airflow_provider_retl.sync.destination import Destination
 from airflow_provider_retl.sync.errors import (
+    BatchRejectedError,
     ConfigurationError,
     FatalDestinationError,
     OutcomeUnknownError,
@@ -182,23 +184,28 @@ class TestPerRecordOutcomes:
 
     def test_whole_batch_400_and_409_are_bisected(self, hs, hook, monkeypatch):
         # Without trace ids HubSpot fails the whole batch for one bad input (400) or one conflict (409).
+        # The hook raises a record-level BatchRejectedError; the engine's isolate (as Pusher uses it) splits.
         monkeypatch.setattr(hubspot_module, "_trace_id", lambda position: "")
         [existing] = hs.emulator.seed("contacts", [{"email": "taken@example.com"}])
         records = [contact(str(i), f"user{i}@example.com") for i in range(8)]
         records[2].fields["lifecyclestage"] = "royalty"
         records[5] = contact("5", "taken@example.com")
-        outcomes = hook.create("contacts", records)
+        with pytest.raises(BatchRejectedError) as refused:
+            hook.create("contacts", records)
+        assert refused.value.record_level
+        outcomes = isolate(records, lambda part: hook.create("contacts", part))
         assert [o.ok for o in outcomes] == [i not in (2, 5) for i in range(8)]
         assert outcomes[2].code == "INVALID_OPTION"
         assert (outcomes[5].code, outcomes[5].dest_id) == (EXISTS, existing)
         assert len(hs.emulator.records("contacts")) == 7
-        assert 2 < hs.emulator.request_count(CREATE) < 16
+        assert 3 < hs.emulator.request_count(CREATE) < 17
 
     def test_duplicate_ids_in_one_batch_are_split_and_both_applied(self, hs, hook):
         [dest_id] = hs.emulator.seed("contacts", [{"email": "a@example.com"}])
         records = [Record("1", {"firstname": "First"}, dest_id=dest_id),
                    Record("1", {"firstname": "Second"}, dest_id=dest_id)]
-        assert all(o.ok for o in hook.update("contacts", records))
+        # HubSpot refuses the pair as one batch; the engine's isolate sends them one by one, in order.
+        assert all(o.ok for o in isolate(records, lambda part: hook.update("contacts", part)))
         assert hs.emulator.get_record("contacts", dest_id)["properties"]["firstname"] == "Second"
 
     def test_validate_locally(self, hook):

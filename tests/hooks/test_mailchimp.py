@@ -111,8 +111,12 @@ class TestUpsert:
 
     def test_500_members_per_call(self, mc, hook):
         records = [person(str(i), f"user{i}@acme.io", SEATS=i) for i in range(1200)]
-        outcomes = hook.upsert(LIST, records, "email_address")
-        assert all(o.ok and o.created for o in outcomes)
+        # The engine hands the hook batches of max_batch_size (500): one batch call each.
+        assert hook.max_batch_size == 500
+        outcomes = [
+            o for start in range(0, 1200, 500) for o in hook.upsert(LIST, records[start : start + 500], "email_address")
+        ]
+        assert len(outcomes) == 1200 and all(o.ok and o.created for o in outcomes)
         assert mc.emulator.request_count(BATCH) == 3 and len(mc.emulator.members(LIST)) == 1200
 
     def test_fields_become_merge_fields_member_fields_and_tags(self, mc, hook):

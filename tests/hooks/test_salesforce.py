@@ -195,7 +195,12 @@ class TestUpsert:
             hook.supports_upsert("Spaceship__c", "Key__c")
 
     def test_200_records_per_call(self, sf, hook):
-        outcomes = hook.upsert("Contact", [person(f"k{i}") for i in range(450)], "External_Id__c")
+        # The engine hands the hook batches of max_batch_size (200, the sObject Collections limit): one call each.
+        assert hook.max_batch_size == 200
+        records = [person(f"k{i}") for i in range(450)]
+        outcomes = [
+            o for at in range(0, 450, 200) for o in hook.upsert("Contact", records[at : at + 200], "External_Id__c")
+        ]
         assert all(o.ok and o.created for o in outcomes) and len(outcomes) == 450
         assert sf.emulator.request_count(UPSERT) == 3
         assert len(sf.emulator.records("Contact")) == 450
@@ -318,7 +323,9 @@ class TestLookupCreateUpdate:
 class TestDelete:
     def test_delete_counts_gone_records_as_deleted_200_a_call(self, sf, hook):
         ids = sf.emulator.seed("Contact", [{"LastName": str(i)} for i in range(250)])
-        outcomes = hook.delete("Contact", [*ids, ids[0], "003Hs00000000zzIAA", None])
+        doomed = [*ids, ids[0], "003Hs00000000zzIAA", None]
+        # API-sized batches (200 ids a call), as the engine sends them.
+        outcomes = hook.delete("Contact", doomed[:200]) + hook.delete("Contact", doomed[200:])
         assert [o.ok for o in outcomes] == [True] * 252 + [False]
         assert outcomes[-1].code == "NO_ID"
         assert sf.emulator.records("Contact") == []

@@ -6,9 +6,13 @@ import hashlib
 import hmac
 import json
 
+import pandas as pd
 import pytest
 
 from airflow_provider_retl.hooks.webhook import WebhookHook, sign
+from airflow_provider_retl.sync.checkpoint import FileCheckpointStore
+from airflow_provider_retl.sync.config import SyncConfig
+from airflow_provider_retl.sync.engine import run_sync
 from airflow_provider_retl.sync.errors import FatalDestinationError, OutcomeUnknownError
 from airflow_provider_retl.sync.records import Record
 from airflow_provider_retl.testing.emulators import start_emulator
@@ -130,10 +134,16 @@ class TestDelivery:
         assert wh.emulator.deleted_ids == [ids[0]]
         assert set(wh.emulator.records("users")) == {"bob"}
 
-    def test_batches_follow_batch_size(self, start_receiver):
+    def test_batches_follow_batch_size(self, start_receiver, tmp_path):
+        # The engine cuts batches of the hook's max_batch_size (the connection's batch_size); one call each.
         wh = start_receiver(extra={"batch_size": 2})
-        WebhookHook(sleep=no_sleep).upsert("users", users("a", "b", "c", "d", "e"))
-        assert [b["size"] for b in wh.emulator.batches] == [2, 2, 1]
+        hook = WebhookHook(sync_id="sizes", sleep=no_sleep)
+        assert hook.max_batch_size == 2
+        frame = pd.DataFrame({"key": ["a", "b", "c", "d", "e"], "name": ["a", "b", "c", "d", "e"]})
+        config = SyncConfig(sync_id="sizes", object="users", primary_key="key", mode="upsert")
+        report = run_sync([frame], hook, FileCheckpointStore(tmp_path / "ck.parquet"), config)
+        assert report.rejected == 0 and set(wh.emulator.records("users")) == {"a", "b", "c", "d", "e"}
+        assert sorted(b["size"] for b in wh.emulator.batches) == [1, 2, 2]
 
     def test_an_answer_without_results_means_all_ok_ids_unknown(self, server, add_connection):
         server.then((204, {}, b""), (200, {}, b'{"results": [{"ok": true}]}'))

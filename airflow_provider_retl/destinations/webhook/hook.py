@@ -33,7 +33,7 @@ import orjson
 import requests
 
 from airflow_provider_retl.destinations.webhook.spec import SPEC
-from airflow_provider_retl.hooks.destination import DestinationHook, _json_default, chunked, excerpt
+from airflow_provider_retl.hooks.destination import DestinationHook, _json_default, excerpt
 from airflow_provider_retl.sync.errors import BatchRejectedError, FatalDestinationError, OutcomeUnknownError
 from airflow_provider_retl.sync.records import Outcome, Record
 
@@ -130,12 +130,10 @@ class WebhookHook(DestinationHook):
     # ------------------------------------------------------------------ calls
 
     def upsert(self, object: str, records: Sequence[Record], match_field: str | None = None) -> list[Outcome]:
-        """Send records as ``upsert`` batches; the receiver creates or updates by ``key``."""
-        outcomes: list[Outcome] = []
-        for part in chunked(records, self.max_batch_size):
-            items = [{"key": r.key, "fields": r.fields} for r in part]
-            outcomes.extend(self.send_batch(object, "upsert", items))
-        return outcomes
+        """Send the engine's batch as one ``upsert`` call; the receiver creates or updates by ``key``."""
+        if not records:
+            return []
+        return self.send_batch(object, "upsert", [{"key": r.key, "fields": r.fields} for r in records])
 
     def create(self, object: str, records: Sequence[Record]) -> list[Outcome]:
         """A webhook has one write action: creates are sent as ``upsert`` (the key makes them safe)."""
@@ -158,9 +156,9 @@ class WebhookHook(DestinationHook):
                 )
             else:
                 positions.append(i)
-        for part in chunked(positions, self.max_batch_size):
-            items = [{"key": None, "id": str(dest_ids[i])} for i in part]
-            for i, outcome in zip(part, self.send_batch(object, "delete", items), strict=True):
+        if positions:
+            items = [{"key": None, "id": str(dest_ids[i])} for i in positions]
+            for i, outcome in zip(positions, self.send_batch(object, "delete", items), strict=True):
                 outcomes[i] = outcome
         return [o for o in outcomes if o is not None]
 

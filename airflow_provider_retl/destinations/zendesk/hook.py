@@ -67,7 +67,6 @@ from airflow_provider_retl.hooks.destination import (
     DestinationHook,
     _as_bool_or_path,
     _json_or_none,
-    chunked,
     excerpt,
 )
 from airflow_provider_retl.sync import validate as validators
@@ -445,11 +444,11 @@ class ZendeskHook(DestinationHook):
         if kind == "organizations":
             self._upsert_organizations(field, payloads, outcomes)
             return [o for o in outcomes if o is not None]
-        path = f"/api/v2/{kind}/create_or_update_many.json"
-        for part in chunked(list(payloads), self.max_batch_size):
-            inputs = [payloads[i] for i in part]
+        if payloads:
+            inputs = list(payloads.values())
+            path = f"/api/v2/{kind}/create_or_update_many.json"
             results = self._run_job("POST", path, json={kind: inputs}, idempotent=True)
-            for i, outcome in zip(part, self._bulk_outcomes(kind, inputs, results), strict=True):
+            for i, outcome in zip(payloads, self._bulk_outcomes(kind, inputs, results), strict=True):
                 outcomes[i] = outcome
         return [o for o in outcomes if o is not None]
 
@@ -474,12 +473,12 @@ class ZendeskHook(DestinationHook):
             else:
                 existing[i] = {**body, "id": dest_id}
         path = f"/api/v2/{kind}/create_many.json"
-        for part in chunked(new, self.max_batch_size):
-            inputs = [payloads[i] for i in part]
+        if new:
+            inputs = [payloads[i] for i in new]
             # Resubmitting a lost create_many job is safe here: the key is unique in Zendesk, so a record the
             # lost job did create comes back "already been taken" and is updated below instead of duplicated.
             results = self._run_job("POST", path, json={kind: inputs}, idempotent=True)
-            for i, outcome in zip(part, self._bulk_outcomes(kind, inputs, results, created=True), strict=True):
+            for i, outcome in zip(new, self._bulk_outcomes(kind, inputs, results, created=True), strict=True):
                 taken_by = None
                 if not outcome.ok and _TAKEN.search(outcome.reason or ""):
                     # Created meanwhile (same key twice in the batch, another writer, a resubmitted job): only
@@ -489,9 +488,8 @@ class ZendeskHook(DestinationHook):
                     outcomes[i] = outcome
                 else:
                     existing[i] = {**payloads[i], "id": taken_by}
-        for part, part_outcomes in self._update_many(kind, existing):
-            for i, outcome in zip(part, part_outcomes, strict=True):
-                outcomes[i] = outcome
+        for i, outcome in self._update_many(kind, existing).items():
+            outcomes[i] = outcome
 
     def update(self, object: str, records: Sequence[Record]) -> list[Outcome]:
         """``update_many`` by Zendesk id; idempotent."""
@@ -506,9 +504,8 @@ class ZendeskHook(DestinationHook):
                 )
                 continue
             payloads[i] = {**self.wire_record(kind, record.fields), "id": record_id}
-        for part, part_outcomes in self._update_many(kind, payloads):
-            for i, outcome in zip(part, part_outcomes, strict=True):
-                outcomes[i] = outcome
+        for i, outcome in self._update_many(kind, payloads).items():
+            outcomes[i] = outcome
         return [o for o in outcomes if o is not None]
 
     def create(self, object: str, records: Sequence[Record]) -> list[Outcome]:
@@ -518,15 +515,11 @@ class ZendeskHook(DestinationHook):
         ``code=EXISTS`` with the existing record's id (looked up), so the engine updates it.
         """
         kind = self._kind(object)
+        if not records:
+            return []
         inputs = [self.wire_record(kind, r.fields) for r in records]
-        outcomes: list[Outcome] = []
-        path = f"/api/v2/{kind}/create_many.json"
-        for part in chunked(list(range(len(records))), self.max_batch_size):
-            part_inputs = [inputs[i] for i in part]
-            results = self._run_job("POST", path, json={kind: part_inputs}, idempotent=False)
-            part_outcomes = self._bulk_outcomes(kind, part_inputs, results, created=True)
-            outcomes.extend(self._resolve_taken(kind, part_inputs, part_outcomes))
-        return outcomes
+        results = self._run_job("POST", f"/api/v2/{kind}/create_many.json", json={kind: inputs}, idempotent=False)
+        return self._resolve_taken(kind, inputs, self._bulk_outcomes(kind, inputs, results, created=True))
 
     def delete(self, object: str, dest_ids: Sequence[str]) -> list[Outcome]:
         """Mirror: unset the synced fields (default), or ``destroy_many`` with ``mirror_delete``."""
@@ -541,12 +534,12 @@ class ZendeskHook(DestinationHook):
             else:
                 ids[i] = record_id
         if self.mirror_delete:
-            for part in chunked(list(ids), self.max_batch_size):
-                params = {"ids": ",".join(str(ids[i]) for i in part)}
+            if ids:
+                params = {"ids": ",".join(str(record_id) for record_id in ids.values())}
                 results = self._run_job("DELETE", f"/api/v2/{kind}/destroy_many.json", params=params, idempotent=True)
                 by_id = _results_by_id(results)
-                for i in part:
-                    outcomes[i] = self._delete_outcome(by_id.get(ids[i]), ids[i])
+                for i, record_id in ids.items():
+                    outcomes[i] = self._delete_outcome(by_id.get(record_id), record_id)
             return [o for o in outcomes if o is not None]
         synced = self._synced_fields(kind)
         if not synced:
@@ -571,9 +564,8 @@ class ZendeskHook(DestinationHook):
                 outcomes[i] = Outcome.failure(reason, "NOTHING_TO_UNSET")
             return [o for o in outcomes if o is not None]
         payloads = {i: {**unset, "id": record_id} for i, record_id in ids.items()}
-        for part, part_outcomes in self._update_many(kind, payloads, missing_ok=True):
-            for i, outcome in zip(part, part_outcomes, strict=True):
-                outcomes[i] = outcome
+        for i, outcome in self._update_many(kind, payloads, missing_ok=True).items():
+            outcomes[i] = outcome
         return [o for o in outcomes if o is not None]
 
     # ------------------------------------------------------------------ reads
@@ -588,12 +580,14 @@ class ZendeskHook(DestinationHook):
             param = "ids" if field == "id" else "external_ids"
             # A comma inside an external id would split it: those go through search one by one.
             plain = [v for v in wanted if "," not in str(v)]
-            for chunk in chunked(plain, self.lookup_batch_size):
+            # One show_many call: the engine asks for at most lookup_batch_size values (Zendesk's 100), and
+            # _upsert_organizations for at most one write batch (also 100).
+            if plain:
                 by_key: dict[str, list[Any]] = defaultdict(list)
-                for v in chunk:
+                for v in plain:
                     by_key[str(v).strip().lower()].append(v)
                 response = self.request(
-                    "GET", f"/api/v2/{kind}/show_many.json", params={param: ",".join(str(v) for v in chunk)}
+                    "GET", f"/api/v2/{kind}/show_many.json", params={param: ",".join(str(v) for v in plain)}
                 )
                 for record in (self.response_json(response) or {}).get(kind, []):
                     key = str(record.get(field) if field != "id" else record.get("id")).strip().lower()
@@ -848,34 +842,34 @@ class ZendeskHook(DestinationHook):
 
     def _update_many(
         self, kind: str, payloads: Mapping[int, dict[str, Any]], *, missing_ok: bool = False
-    ) -> Iterable[tuple[Sequence[int], list[Outcome]]]:
+    ) -> dict[int, Outcome]:
+        """One ``update_many`` job for the engine's batch: {position: outcome}."""
+        if not payloads:
+            return {}
         path = f"/api/v2/{kind}/update_many.json"
-        for part in chunked(list(payloads), self.max_batch_size):
-            results = self._run_job("PUT", path, json={kind: [payloads[i] for i in part]}, idempotent=True)
-            queues: dict[int, deque[Mapping[str, Any]]] = defaultdict(deque)
-            for answer in results:
-                record_id = _as_id(answer.get("id"))
-                if record_id is not None:
-                    queues[record_id].append(answer)
-            outcomes = []
-            for i in part:
-                record_id = payloads[i]["id"]
-                result = queues[record_id].popleft() if queues.get(record_id) else None
-                if result is None:
-                    outcomes.append(Outcome.failure("Zendesk's job returned no result for this record", "NO_RESULT"))
-                elif _succeeded(result):
-                    outcomes.append(Outcome.success(str(record_id), created=False))
-                elif missing_ok and _not_found(result):
-                    outcomes.append(Outcome.success(str(record_id)))  # already gone: nothing to unset
-                elif _not_found(result):
-                    outcomes.append(
-                        Outcome.failure(
-                            f"Zendesk has no {SINGULAR[kind]} {record_id} (deleted or merged?)", "NOT_FOUND"
-                        )
-                    )
-                else:
-                    outcomes.append(self._failed_outcome(result))
-            yield part, outcomes
+        results = self._run_job("PUT", path, json={kind: list(payloads.values())}, idempotent=True)
+        queues: dict[int, deque[Mapping[str, Any]]] = defaultdict(deque)
+        for answer in results:
+            record_id = _as_id(answer.get("id"))
+            if record_id is not None:
+                queues[record_id].append(answer)
+        outcomes: dict[int, Outcome] = {}
+        for i, payload in payloads.items():
+            record_id = payload["id"]
+            result = queues[record_id].popleft() if queues.get(record_id) else None
+            if result is None:
+                outcomes[i] = Outcome.failure("Zendesk's job returned no result for this record", "NO_RESULT")
+            elif _succeeded(result):
+                outcomes[i] = Outcome.success(str(record_id), created=False)
+            elif missing_ok and _not_found(result):
+                outcomes[i] = Outcome.success(str(record_id))  # already gone: nothing to unset
+            elif _not_found(result):
+                outcomes[i] = Outcome.failure(
+                    f"Zendesk has no {SINGULAR[kind]} {record_id} (deleted or merged?)", "NOT_FOUND"
+                )
+            else:
+                outcomes[i] = self._failed_outcome(result)
+        return outcomes
 
     def _bulk_outcomes(
         self,
