@@ -269,7 +269,12 @@ class Pusher:
 
     def _lookup_ids(self, values: Sequence[Any]) -> list[str | None]:
         assert self.match_field is not None
-        found = self.destination.lookup(self.config.object, self.match_field, list(values))
+        size = max(1, int(self.destination.lookup_batch_size))
+        found: dict[Any, str] = {}
+        for start in range(0, len(values), size):  # every lookup call within the API's lookup limit
+            found.update(
+                self.destination.lookup(self.config.object, self.match_field, list(values[start : start + size]))
+            )
         folded = {str(k).strip().lower(): v for k, v in found.items()}
         return [found.get(v) or folded.get(str(v).strip().lower()) if v is not None else None for v in values]
 
