@@ -839,10 +839,12 @@ class DestinationHook(BaseHook):
 
     def supports_upsert(self, object: str, match_field: str | None) -> bool:
         declared = self.declared(object)
-        field = match_field or (declared.default_match if declared else None)
-        if declared is None or field is None:
+        if declared is None:
             return False
-        return "*" in declared.upsert_by or field.lower() in {f.lower() for f in declared.upsert_by}
+        if "*" in declared.upsert_by:
+            return True  # any field, or none: the destination keys records by what it is sent
+        field = match_field or declared.default_match
+        return field is not None and field.lower() in {f.lower() for f in declared.upsert_by}
 
     def supports_delete(self, object: str) -> bool:
         declared = self.declared(object)

@@ -94,7 +94,7 @@ class TestIdentity:
         assert hook.supports_delete("people") and not hook.supports_delete("events")
         assert hook.supports_events("events") and not hook.supports_events("people")
         assert not hook.needs_lookup("people") and hook.default_match_field("people") == "id"
-        with pytest.raises(ConfigurationError, match="'people' or 'events'"):
+        with pytest.raises(ConfigurationError, match="it syncs 'people', 'events'"):
             hook.supports_events("contacts")
 
 

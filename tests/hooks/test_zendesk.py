@@ -137,7 +137,7 @@ class TestConnection:
         assert hook.retry_count == 0
 
     def test_unknown_object_is_a_configuration_error(self, hook):
-        with pytest.raises(ConfigurationError, match="users' or 'organizations"):
+        with pytest.raises(ConfigurationError, match="has no object 'tickets'; it syncs 'users', 'organizations'"):
             hook.default_match_field("tickets")
 
 

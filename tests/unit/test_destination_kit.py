@@ -88,6 +88,22 @@ class TestSpecs:
                 assert declared.default_match in declared.upsert_by, declared.name
             assert not (declared.events and declared.upsert_by), "an event stream is never upserted"
 
+    def test_hook_answers_what_the_spec_declares_for_each_object(self, spec):
+        hook = _hook_class(spec)("kit_no_such_conn")  # static answers need no connection
+        for declared in spec.objects:
+            name = "p_custom_thing" if declared.name == "*" else declared.name
+            for spelling in (name, *declared.aliases):
+                assert hook.needs_lookup(spelling) == declared.lookup, (spec.name, spelling)
+                assert hook.default_match_field(spelling) == declared.default_match, (spec.name, spelling)
+                assert hook.supports_events(spelling) == declared.events, (spec.name, spelling)
+                assert tuple(hook.match_field_aliases(spelling)) == declared.match_aliases, (spec.name, spelling)
+                assert hook.updates_by_match(spelling) == declared.updates_by_match, (spec.name, spelling)
+                assert tuple(hook.match_identities(spelling)) == declared.identities, (spec.name, spelling)
+                for field in declared.upsert_by if "*" not in declared.upsert_by else ():
+                    assert hook.supports_upsert(spelling, field), (spec.name, spelling, field)
+                if declared.events:
+                    assert not hook.supports_upsert(spelling, None)
+
     def test_emulator_is_registered_and_importable(self, spec):
         from airflow_provider_retl.testing.emulators import EMULATORS
         from airflow_provider_retl.testing.emulators.cli import SUBCOMMANDS
@@ -114,3 +130,9 @@ def test_the_kit_imports_nothing_from_airflow():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_an_object_a_destination_does_not_declare_fails_naming_those_it_has():
+    hook = _hook_class(REGISTRY["zendesk"])("kit_no_such_conn")
+    with pytest.raises(ConfigurationError, match="Zendesk has no object 'tickets'; it syncs 'users', 'organizations'"):
+        hook.supports_delete("tickets")

@@ -164,25 +164,6 @@ class BrazeHook(DestinationHook):
             )
         return kind
 
-    def default_match_field(self, object: str) -> str | None:
-        self.kind(object)
-        return "external_id"
-
-    def needs_lookup(self, object: str) -> bool:
-        # /users/track upserts by external_id itself: there is nothing to look up first.
-        return False
-
-    def supports_upsert(self, object: str, match_field: str | None) -> bool:
-        return self.kind(object) == USERS and match_field in (None, "external_id")
-
-    def updates_by_match(self, object: str) -> bool:
-        """``update`` needs no destination id: it targets ``external_id`` and Braze skips unknown users.
-
-        (Read by a planner that sends update-mode rows without a known id to ``update``
-        instead of skipping them; today's planner skips them.)
-        """
-        return self.kind(object) == USERS
-
     def supports_delete(self, object: str) -> bool:
         if self.kind(object) != USERS:
             return False
@@ -193,9 +174,6 @@ class BrazeHook(DestinationHook):
                 "in the connection extras or destination_params"
             )
         return self.allow_delete
-
-    def supports_events(self, object: str) -> bool:
-        return self.kind(object) in (EVENTS, PURCHASES)
 
     def validate(self, object: str, fields: Mapping[str, Any]) -> list[tuple[str | None, str]]:
         """Checks Braze would fail the object for, with the field to blame."""

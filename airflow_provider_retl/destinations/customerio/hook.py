@@ -255,22 +255,6 @@ class CustomerIoHook(DestinationHook):
             return "events"
         raise ConfigurationError(f"Customer.io syncs object 'people' or 'events'; got {object!r}")
 
-    def supports_upsert(self, object: str, match_field: str | None) -> bool:
-        return self.object_kind(object) == "people" and (match_field or "id") in IDENTIFIER_FIELDS
-
-    def supports_delete(self, object: str) -> bool:
-        return self.object_kind(object) == "people"
-
-    def needs_lookup(self, object: str) -> bool:
-        self.object_kind(object)
-        return False  # identify upserts by identifier; events need no existing record
-
-    def default_match_field(self, object: str) -> str | None:
-        return "id" if self.object_kind(object) == "people" else None
-
-    def supports_events(self, object: str) -> bool:
-        return self.object_kind(object) == "events"
-
     def validate(self, object: str, fields: Mapping[str, Any]) -> list[tuple[str | None, str]]:
         """Email syntax, documented size limits, and (events) a name and a readable timestamp."""
         problems = validators.run_validators(fields, {"email": [validators.email]})

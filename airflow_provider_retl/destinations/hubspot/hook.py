@@ -130,15 +130,6 @@ class HubSpotHook(DestinationHook):
 
     # ------------------------------------------------------------------ capabilities
 
-    def default_match_field(self, object: str) -> str | None:
-        return "email" if self._is_contacts(object) else None
-
-    def needs_lookup(self, object: str) -> bool:
-        return True
-
-    def supports_delete(self, object: str) -> bool:
-        return True
-
     def supports_upsert(self, object: str, match_field: str | None) -> bool:
         field = match_field or self.default_match_field(object)
         return field is not None and self._is_unique(object, field)

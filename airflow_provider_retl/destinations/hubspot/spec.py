@@ -30,7 +30,9 @@ SPEC = DestinationSpec(
     # Upsert by any property HubSpot holds unique (email for contacts; checked against the
     # properties API at run time), search lookups, archive by id.
     objects=(
-        ObjectSpec("contacts", upsert_by=("*",), delete=True, default_match="email", app_page="0-1"),
+        ObjectSpec(
+            "contacts", upsert_by=("*",), delete=True, default_match="email", aliases=("contact", "0-1"), app_page="0-1"
+        ),
         ObjectSpec("companies", upsert_by=("*",), delete=True, app_page="0-2"),
         ObjectSpec("deals", upsert_by=("*",), delete=True, app_page="0-3"),
         ObjectSpec("tickets", upsert_by=("*",), delete=True, app_page="0-5"),

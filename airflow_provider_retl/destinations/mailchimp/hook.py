@@ -268,22 +268,6 @@ class MailchimpHook(DestinationHook):
 
     # ------------------------------------------------------------------ capabilities
 
-    def default_match_field(self, object: str) -> str | None:
-        return "email_address"
-
-    def match_field_aliases(self, object: str) -> Sequence[str]:
-        return EMAIL_FIELDS[1:]
-
-    def needs_lookup(self, object: str) -> bool:
-        # True so insert/update modes can tell existing members; upsert mode never looks up.
-        return True
-
-    def supports_upsert(self, object: str, match_field: str | None) -> bool:
-        return match_field is None or match_field.lower() in EMAIL_FIELDS
-
-    def supports_delete(self, object: str) -> bool:
-        return True
-
     def validate(self, object: str, fields: Mapping[str, Any]) -> list[tuple[str | None, str]]:
         """Malformed addresses (syntax, no DNS), unknown statuses and merge values of the wrong type."""
         plan = self.field_plan(object, fields)

@@ -543,15 +543,6 @@ class SalesforceHook(DestinationHook):
         found = self.describe(object).field(match_field)
         return bool(found and found.get("externalId"))
 
-    def supports_delete(self, object: str) -> bool:
-        return True
-
-    def needs_lookup(self, object: str) -> bool:
-        return True
-
-    def default_match_field(self, object: str) -> str | None:
-        return None
-
     def bulk_threshold(self, object: str) -> int | None:
         self.get_conn()
         return self._bulk_threshold

@@ -115,18 +115,6 @@ class WebhookHook(DestinationHook):
 
     # ------------------------------------------------------------------ capabilities
 
-    def supports_upsert(self, object: str, match_field: str | None) -> bool:
-        return True
-
-    def supports_delete(self, object: str) -> bool:
-        return True
-
-    def needs_lookup(self, object: str) -> bool:
-        return False
-
-    def default_match_field(self, object: str) -> str | None:
-        return None
-
     # ------------------------------------------------------------------ calls
 
     def upsert(self, object: str, records: Sequence[Record], match_field: str | None = None) -> list[Outcome]:

@@ -381,21 +381,6 @@ class ZendeskHook(DestinationHook):
             raise ConfigurationError(f"Zendesk object must be 'users' or 'organizations'; got {object!r}")
         return kind
 
-    def default_match_field(self, object: str) -> str | None:
-        self._kind(object)
-        return "external_id"
-
-    def needs_lookup(self, object: str) -> bool:
-        return True
-
-    def supports_upsert(self, object: str, match_field: str | None) -> bool:
-        kind = self._kind(object)
-        return (match_field or "external_id") in MATCH_FIELDS[kind]
-
-    def supports_delete(self, object: str) -> bool:
-        self._kind(object)
-        return True
-
     def validate(self, object: str, fields: Mapping[str, Any]) -> list[tuple[str | None, str]]:
         """Email syntax, phone numbers, lengths and custom fields (against the account's definitions)."""
         kind = self._kind(object)
