@@ -65,7 +65,6 @@ from airflow.sdk.log import mask_secret
 from airflow_provider_retl.destinations.zendesk.spec import SPEC
 from airflow_provider_retl.hooks.destination import (
     DestinationHook,
-    _as_bool_or_path,
     _json_or_none,
     excerpt,
 )
@@ -1057,7 +1056,3 @@ def _as_list(value: Any) -> list[Any]:
     if isinstance(value, list | tuple | set):
         return [v for v in value if v not in (None, "")]
     return [v for v in _SPLIT_LIST.split(str(value)) if v]
-
-
-def _as_bool(value: Any) -> bool:
-    return value is not None and _as_bool_or_path(value) is True
