@@ -39,6 +39,7 @@ def main() -> int:
     from airflow_provider_retl.sync.checkpoint import Checkpoint, MemoryCheckpointStore
     from airflow_provider_retl.sync.config import SyncConfig
     from airflow_provider_retl.sync.diff import DEST_ID, INTERNAL, KEY, KEY_HASH, KIND, ROW_HASH
+    from airflow_provider_retl.sync.destination import Capabilities, SendLimits
     from airflow_provider_retl.sync.plan import Action
     from airflow_provider_retl.sync.progress import Progress
     from airflow_provider_retl.sync.push import Pusher
@@ -71,9 +72,10 @@ def main() -> int:
 
     class Destination:
         request_count = 0
+        limits = SendLimits()
 
-        def needs_lookup(self, obj):
-            return False
+        def capabilities(self, obj):
+            return Capabilities(lookup=False)
 
         def validate(self, obj, fields):
             return validate(obj, fields)

@@ -21,13 +21,14 @@ from __future__ import annotations
 import base64
 import datetime
 import decimal
+import functools
 import hashlib
 import logging
 import re
 import threading
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar, final
 from urllib.parse import urlsplit, urlunsplit
 
 import orjson
@@ -45,6 +46,7 @@ from airflow_provider_retl.hooks.retrying import (
     parse_retry_after,
 )
 from airflow_provider_retl.sync.batching import isolate
+from airflow_provider_retl.sync.destination import Capabilities, SendLimits
 from airflow_provider_retl.sync.errors import (
     BatchRejectedError,
     ConfigurationError,
@@ -824,7 +826,34 @@ class DestinationHook(BaseHook):
 
     # Capabilities: by default what the spec declares for the object (``ObjectSpec``); a hook
     # overrides one only when the answer depends on the account (HubSpot's unique properties,
-    # Salesforce's External ID fields) or on a knob (Braze's allow_delete).
+    # Salesforce's External ID fields) or on a knob (Braze's allow_delete). The engine asks for
+    # them all at once, through ``capabilities``.
+
+    @final
+    def capabilities(self, object: str) -> Capabilities:
+        """What this destination can do with ``object``, as the engine's planner takes it (once per run)."""
+        return Capabilities(
+            lookup=self.needs_lookup(object),
+            delete=self.supports_delete(object),
+            events=self.supports_events(object),
+            default_match=self.default_match_field(object),
+            match_aliases=tuple(self.match_field_aliases(object)),
+            identities=tuple(self.match_identities(object)),
+            updates_by_match=self.updates_by_match(object),
+            bulk_threshold=self.bulk_threshold(object),
+            # Asked only when something is to be written: it may cost a request (describe, properties).
+            upsert=functools.partial(self.supports_upsert, object),
+        )
+
+    @property
+    def limits(self) -> SendLimits:
+        """The connection's batch size and concurrency within the API's limits (read once per run)."""
+        return SendLimits(
+            batch=self.max_batch_size,
+            lookup_batch=self.lookup_batch_size,
+            concurrency=self.max_concurrency,
+            bulk_batch=self.bulk_batch_size,
+        )
 
     def declared(self, object: str) -> ObjectSpec | None:
         """The spec's declaration of ``object``; a ``ConfigurationError`` naming the objects there are
@@ -857,10 +886,6 @@ class DestinationHook(BaseHook):
     def default_match_field(self, object: str) -> str | None:
         declared = self.declared(object)
         return declared.default_match if declared else None
-
-    def match_ignores_case(self, object: str, match_field: str | None) -> bool:
-        # Emails are compared case-insensitively by every API we know; other fields exactly.
-        return match_field is not None and match_field.lower() in ("email", "email_address")
 
     def updates_by_match(self, object: str) -> bool:
         declared = self.declared(object)

@@ -1,62 +1,87 @@
 """The contract between the engine and a destination (a Sink-sized surface).
 
-A destination says what it can do with class attributes and implements the
-per-batch calls it supports. Every call returns one ``Outcome`` per input
-record, in input order; a call that fails as a whole raises an error from
-``sync.errors``. The engine owns batching, planning, bookkeeping and commits.
+A destination answers two questions once per run, ``capabilities(object)`` (what it can do
+with the object: the planner takes the answer whole) and ``limits`` (records per call,
+keys per lookup, calls in flight), and implements the per-batch calls it supports. Every
+call returns one ``Outcome`` per input record, in input order; a call that fails as a whole
+raises an error from ``sync.errors``. The engine owns batching (``sync.batching``),
+planning, bookkeeping and commits.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from airflow_provider_retl.sync.records import Outcome, Record
+
+#: Fields every API we know compares case-insensitively.
+EMAIL_FIELDS = frozenset({"email", "email_address"})
+
+
+def _never(field: str | None) -> bool:
+    return False
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a destination can do with one object, asked once per run and handed to the planner.
+
+    ``can_upsert(field)`` may cost the destination a request (HubSpot's unique properties,
+    Salesforce's describe), so it is a function asked only when something is to be written.
+    """
+
+    #: Existing records must be found (looked up) before writing; False for a webhook or /users/track.
+    lookup: bool = True
+    delete: bool = False
+    #: An event stream: each row is sent once and never updated.
+    events: bool = False
+    #: The destination field that identifies a record when the user names none.
+    default_match: str | None = None
+    #: Other names the default match field may have in a query (Mailchimp: ``email``).
+    match_aliases: tuple[str, ...] = ()
+    #: Fields besides the match field by which a write finds an existing record (Zendesk users: email).
+    identities: tuple[str, ...] = ()
+    #: ``update`` works by match value and skips missing records (no destination id needed).
+    updates_by_match: bool = False
+    #: Upserts from which ``bulk_upsert`` is used (None: no bulk API).
+    bulk_threshold: int | None = None
+    #: Fields the destination compares case-insensitively (lower case).
+    case_insensitive: frozenset[str] = EMAIL_FIELDS
+    upsert: Callable[[str | None], bool] = field(default=_never, compare=False, repr=False)
+
+    def can_upsert(self, match_field: str | None) -> bool:
+        """True when a native upsert can match records on ``match_field``."""
+        return self.upsert(match_field)
+
+    def ignores_case(self, match_field: str | None) -> bool:
+        return match_field is not None and match_field.lower() in self.case_insensitive
+
+
+@dataclass(frozen=True)
+class SendLimits:
+    """How much one call may carry and how many may run at once (the connection's settings, within the API's)."""
+
+    batch: int = 100
+    lookup_batch: int = 100
+    concurrency: int = 1
+    bulk_batch: int = 10_000
 
 
 @runtime_checkable
 class Destination(Protocol):
     """What ``run_sync`` needs from a destination (``DestinationHook`` implements it)."""
 
-    # Read-only to the engine: a plain attribute satisfies these, and so does a hook's property.
-    @property
-    def max_batch_size(self) -> int:
-        """Records per write call (create/update/upsert/delete)."""
+    def capabilities(self, object: str) -> Capabilities:
+        """What the destination can do with ``object`` (an unknown object raises ``ConfigurationError``)."""
 
     @property
-    def lookup_batch_size(self) -> int:
-        """Keys per lookup call."""
-
-    @property
-    def max_concurrency(self) -> int:
-        """Write calls in flight at once."""
-
-    def supports_upsert(self, object: str, match_field: str | None) -> bool:
-        """True when ``upsert`` can match records on ``match_field`` for ``object``."""
-
-    def supports_delete(self, object: str) -> bool:
-        """True when ``delete`` works for ``object`` (mirror mode needs it)."""
-
-    def needs_lookup(self, object: str) -> bool:
-        """False for destinations with no notion of existing records (a webhook)."""
-
-    def default_match_field(self, object: str) -> str | None:
-        """The destination field that identifies a record when the user names none."""
-
-    def match_ignores_case(self, object: str, match_field: str | None) -> bool:
-        """True when the destination matches ``match_field`` case-insensitively (emails)."""
-
-    def updates_by_match(self, object: str) -> bool:
-        """True when ``update`` works by match value and skips missing records (no lookup needed)."""
+    def limits(self) -> SendLimits:
+        """Records per write call, keys per lookup call, write calls in flight, records per bulk job."""
 
     def sync_fields(self, object: str, fields: Sequence[str], key_fields: Sequence[str] = ()) -> None:
         """Told once per run, before anything is sent: the fields this sync sends, and those of its key."""
-
-    def match_identities(self, object: str) -> Sequence[str]:
-        """Other fields by which the destination finds an existing record on a write (values unique per record)."""
-
-    def match_field_aliases(self, object: str) -> Sequence[str]:
-        """Other field names the default match field may have in a query (e.g. ``email``)."""
 
     def validate(self, object: str, fields: Mapping[str, Any]) -> list[tuple[str | None, str]]:
         """Local checks before sending: a list of (field, reason); empty when valid."""
@@ -76,21 +101,11 @@ class Destination(Protocol):
     def delete(self, object: str, dest_ids: Sequence[str]) -> list[Outcome]:
         """Delete or archive by destination id; idempotent (already gone is ok)."""
 
-    def supports_events(self, object: str) -> bool:
-        """True when ``object`` is an event stream: each row is sent once and never updated."""
-
     def send_events(self, object: str, records: Sequence[Record]) -> list[Outcome]:
         """Send events; ``record.event_id`` is stable across retries (pass it where the API dedupes)."""
 
     def reconcile_events(self, object: str, records: Sequence[Record]) -> list[bool | None]:
         """For events whose outcome is unknown: True landed, False did not, None cannot tell."""
-
-    def bulk_threshold(self, object: str) -> int | None:
-        """Upserts from which ``bulk_upsert`` is cheaper than batches (None: no bulk API)."""
-
-    @property
-    def bulk_batch_size(self) -> int:
-        """Records per ``bulk_upsert`` call (one bulk job)."""
 
     def bulk_upsert(self, object: str, records: Sequence[Record], match_field: str) -> list[Outcome]:
         """Upsert many records in one bulk job (e.g. Salesforce Bulk API 2.0); same outcomes as ``upsert``."""

@@ -129,6 +129,8 @@ class SnapshotDiff:
         self.config = config
         self.report = report
         self.progress = progress
+        #: What the destination can do with the object, asked once for the run.
+        self.caps = destination.capabilities(config.object)
         self.match_field: str | None = None
         self.field_sources: dict[str, str] | None = None  # destination field -> source column
         self.key_columns: list[str] = []
@@ -214,7 +216,7 @@ class SnapshotDiff:
             self.field_sources = {
                 dest: _resolve_column(src, columns, f"mapping source for {dest!r}") for dest, src in cfg.mapping.items()
             }
-        self.match_field = cfg.match_on or self.destination.default_match_field(cfg.object)
+        self.match_field = cfg.match_on or self.caps.default_match
         if self.match_field is None and len(self.key_columns) == 1:
             # Identity: the field the key column is sent as.
             key_column = self.key_columns[0]
@@ -223,11 +225,11 @@ class SnapshotDiff:
             folded = [f for f in self.field_sources if f.lower() == self.match_field.lower()]
             if not folded and cfg.match_on is None:
                 # The destination's other name for its match field (Mailchimp: email for email_address).
-                aliases = {a.lower() for a in self.destination.match_field_aliases(cfg.object)}
+                aliases = {a.lower() for a in self.caps.match_aliases}
                 folded = [f for f in self.field_sources if f.lower() in aliases][:1]
             if len(folded) == 1:
                 self.match_field = folded[0]
-            elif self.destination.needs_lookup(cfg.object):
+            elif self.caps.lookup:
                 raise ConfigurationError(
                     f"match field {self.match_field!r} is not among the fields sent: {list(self.field_sources)}; "
                     f"add it to the query or mapping, or set match_on"
@@ -239,7 +241,7 @@ class SnapshotDiff:
             len(self.key_columns) == 1
             and key_field is not None
             and key_field == self.match_field
-            and self.destination.match_ignores_case(cfg.object, self.match_field)
+            and self.caps.ignores_case(self.match_field)
         )
         # Tell the destination what this sync sends (Zendesk's mirror unsets exactly these fields).
         key_fields = [d for d, s in self.field_sources.items() if s in self.key_columns]
@@ -381,7 +383,7 @@ class SnapshotDiff:
         if self.base is None:
             # An empty result: no columns seen; keep the checkpoint's own payload fingerprint.
             self.field_sources = {}
-            self.match_field = self.config.match_on or self.destination.default_match_field(self.config.object)
+            self.match_field = self.config.match_on or self.caps.default_match
             self._adopt_identity_of_checkpoint()
             payload = self.loaded.payload_fingerprint if self.loaded else digest([])
             self._adopt_checkpoint(payload)

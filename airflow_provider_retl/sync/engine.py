@@ -32,7 +32,7 @@ from airflow_provider_retl.sync.checkpoint import (
     holding_lease,
 )
 from airflow_provider_retl.sync.config import IDENTITY_CHANGE_MIN_KEYS, IDENTITY_CHANGE_RATIO, SyncConfig
-from airflow_provider_retl.sync.destination import Destination
+from airflow_provider_retl.sync.destination import Capabilities, Destination
 from airflow_provider_retl.sync.diff import (
     DEST_ID,
     KEY,
@@ -130,7 +130,8 @@ def run_sync(
         report.unchanged,
         force=True,
     )
-    events = destination.supports_events(obj)
+    caps = diff.caps
+    events = caps.events
     # Before the empty-source guard: keys a sibling layout knows count as removed there too.
     removed_elsewhere: tuple[np.ndarray, np.ndarray] | None = None
     read_key_hashes = getattr(diff, "read_key_hashes", None)
@@ -186,9 +187,9 @@ def run_sync(
             np.array([isinstance(i, str) and i != "" for i in ids], dtype=bool),
             mode,
             # Asking may cost a request (Salesforce describes the object): only when something is pending.
-            can_upsert=len(pending) > 0 and destination.supports_upsert(obj, diff.match_field),
-            needs_lookup=destination.needs_lookup(obj),
-            updates_by_match=destination.updates_by_match(obj),
+            can_upsert=len(pending) > 0 and caps.can_upsert(diff.match_field),
+            needs_lookup=caps.lookup,
+            updates_by_match=caps.updates_by_match,
         )
     report.plan = plan.counts()
     for reason, rows in plan.skipped.items():
@@ -196,11 +197,23 @@ def run_sync(
             report.skip(reason, len(rows))
     if mode is not Mode.MIRROR and report.planned["removed"]:
         report.skip(SKIP_NOT_MIRROR, report.planned["removed"])
-    if mode is Mode.MIRROR and report.planned["removed"] and not destination.supports_delete(obj):
-        raise ConfigurationError(f"mode='mirror' needs deletes, which this destination does not support for {obj!r}")
+    if mode is Mode.MIRROR and report.planned["removed"] and not caps.delete:
+        raise ConfigurationError(
+            f"mode='mirror' needs deletes, which this destination does not support for {obj!r} (or which its "
+            "connection does not allow, e.g. Braze's allow_delete)"
+        )
 
     pusher = Pusher(
-        destination, store, config, report, diff.base, diff.match_field, log=log, clock=clock, progress=progress
+        destination,
+        store,
+        config,
+        report,
+        diff.base,
+        diff.match_field,
+        log=log,
+        clock=clock,
+        progress=progress,
+        caps=caps,
     )
     if len(sent_elsewhere) and not config.dry_run:
         pusher.commit(sent_elsewhere)  # known here from now on, whatever the layout of the next run
@@ -214,11 +227,11 @@ def run_sync(
 
     # 3. Push, committing batch by batch.
     total = int(sum(len(plan.rows(a)) for a in Action))
-    rematch = not events and diff.match_field is not None and destination.needs_lookup(obj)
+    rematch = not events and diff.match_field is not None and caps.lookup
     if not events:
         # Which live key holds which destination id: match collisions and mirror deletes check it.
         pusher.holders = diff.live_holders()
-        if rematch and not destination.updates_by_match(obj):
+        if rematch and not caps.updates_by_match:
             pusher.refused_updates = []
     # A match field that is the key itself cannot be shared by two live keys (they would be duplicates).
     key_is_match = (
@@ -226,7 +239,7 @@ def run_sync(
         and diff.match_field is not None
         and (diff.field_sources or {}).get(diff.match_field) == diff.key_columns[0]
     )
-    jobs = _jobs(plan, pusher, pending, destination, obj, mode, events, check_shared=not key_is_match)
+    jobs = _jobs(plan, pusher, pending, caps, mode, events, check_shared=not key_is_match)
     pusher.run_pool(jobs, pending, total)
     pusher.rematch_refused_updates()
     removed_keys, removed_ids = diff.removed()
@@ -247,8 +260,7 @@ def _jobs(
     plan: Plan,
     pusher: Pusher,
     pending: pd.DataFrame,
-    destination: Destination,
-    obj: str,
+    caps: Capabilities,
     mode: Mode,
     events: bool,
     *,
@@ -267,7 +279,7 @@ def _jobs(
     # matches an existing user whatever the external_id), for every row written this run.
     writes = np.concatenate([plan.rows(a) for a in (Action.UPSERT, Action.LOOKUP, Action.UPDATE, Action.CREATE)])
     kept = writes
-    for field in destination.match_identities(obj):
+    for field in caps.identities:
         if field != pusher.match_field:
             kept = pusher.reject_shared_match_values(pending, kept, field)
     refused = np.setdiff1d(writes, kept)
@@ -276,14 +288,14 @@ def _jobs(
         return np.setdiff1d(plan.rows(action), refused) if len(refused) else plan.rows(action)
 
     matched = np.concatenate([rows(Action.UPSERT), rows(Action.LOOKUP)])
-    if check_shared and destination.needs_lookup(obj):
+    if check_shared and caps.lookup:
         matched = pusher.reject_shared_match_values(pending, matched)
     upserts = np.intersect1d(rows(Action.UPSERT), matched)
     updates = pusher.reject_held_ids(pending, rows(Action.UPDATE), found=False)
-    threshold = destination.bulk_threshold(obj)
+    threshold = caps.bulk_threshold
     if threshold is not None and len(upserts) >= threshold:
         # Large syncs: one bulk job per bulk_batch_size records instead of thousands of calls.
-        jobs = [(Action.BULK_UPSERT, b) for b in pusher.batches(upserts, max(1, int(destination.bulk_batch_size)))]
+        jobs = [(Action.BULK_UPSERT, b) for b in pusher.batches(upserts, max(1, pusher.limits.bulk_batch))]
     else:
         jobs = [(Action.UPSERT, b) for b in pusher.batches(upserts, size)]
     jobs += [(Action.UPDATE, b) for b in pusher.batches(updates, size)]

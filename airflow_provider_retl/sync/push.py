@@ -22,7 +22,7 @@ from airflow_provider_retl.sync import fingerprint as fp
 from airflow_provider_retl.sync.batching import isolate
 from airflow_provider_retl.sync.checkpoint import Checkpoint, CheckpointStore, JournalEntry
 from airflow_provider_retl.sync.config import SyncConfig
-from airflow_provider_retl.sync.destination import Destination
+from airflow_provider_retl.sync.destination import Capabilities, Destination
 from airflow_provider_retl.sync.diff import DEST_ID, INTERNAL, KEY, KEY_HASH, ROW_HASH, LiveHolders
 from airflow_provider_retl.sync.errors import BatchRejectedError, OutcomeUnknownError, RetryableSyncError, SyncError
 from airflow_provider_retl.sync.logs import SyncLogger
@@ -70,8 +70,12 @@ class Pusher:
         log: SyncLogger,
         clock: Callable[[], float],
         progress: Progress,
+        caps: Capabilities | None = None,
     ):
         self.destination = destination
+        self.caps = caps if caps is not None else destination.capabilities(config.object)
+        #: Records per call, keys per lookup, calls in flight: read once for the run.
+        self.limits = destination.limits
         self.store = store
         self.config = config
         self.report = report
@@ -105,9 +109,7 @@ class Pusher:
         rejects: list[Reject] = []
         ids = pending[DEST_ID].iloc[rows].to_numpy()  # not cached: lookups fill it in
         # Records that will be matched by value (upsert/create where records can exist) need one.
-        needs_match = action in (Action.UPSERT, Action.BULK_UPSERT, Action.CREATE) and self.destination.needs_lookup(
-            self.config.object
-        )
+        needs_match = action in (Action.UPSERT, Action.BULK_UPSERT, Action.CREATE) and self.caps.lookup
         # Event ids come from the canonical key TEXT hashed here, in Python, whatever diffed it: a
         # warehouse checkpoint's key hash is an MD5 computed in SQL, so ids taken from it would
         # differ from a file store's for the same key and the destination's dedupe would miss.
@@ -269,7 +271,7 @@ class Pusher:
 
     def _lookup_ids(self, values: Sequence[Any]) -> list[str | None]:
         assert self.match_field is not None
-        size = max(1, int(self.destination.lookup_batch_size))
+        size = max(1, self.limits.lookup_batch)
         found: dict[Any, str] = {}
         for start in range(0, len(values), size):  # every lookup call within the API's lookup limit
             found.update(
@@ -374,7 +376,7 @@ class Pusher:
 
     def run_pool(self, jobs: list[tuple[Action, np.ndarray]], pending: pd.DataFrame, total: int) -> None:
         """Send batches with bounded concurrency; stop submitting at the first error, drain, re-raise."""
-        workers = max(1, int(getattr(self.destination, "max_concurrency", 1) or 1))
+        workers = max(1, self.limits.concurrency)
         error: BaseException | None = None
         done = 0
         with cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="retl-push") as pool:
@@ -438,9 +440,9 @@ class Pusher:
                 self.report.add_reject(self.empty_match_reject(key))
             else:
                 usable.append((row, value))
-        size = max(1, int(self.destination.lookup_batch_size))
+        size = max(1, self.limits.lookup_batch)
         groups = [usable[i : i + size] for i in range(0, len(usable), size)]
-        workers = max(1, int(getattr(self.destination, "max_concurrency", 1) or 1))
+        workers = max(1, self.limits.concurrency)
         found_rows, missing_rows = [], []
         with cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="retl-lookup") as pool:
             results = pool.map(lambda g: self._lookup_ids([v for _, v in g]), groups)
@@ -468,7 +470,7 @@ class Pusher:
             changed = {
                 int(k) for k, n, was in zip(keys, now, sent_with, strict=True) if was is not None and was != int(n)
             }
-        for batch in self.batches(rows, max(1, int(self.destination.max_batch_size))):
+        for batch in self.batches(rows, max(1, self.limits.batch)):
             records, rejects = self.wire_batch(pending, batch, Action.RECONCILE)
             for reject in rejects:
                 self.report.add_reject(reject)
@@ -593,7 +595,7 @@ class Pusher:
         if not refused:
             return
         assert self.match_field is not None
-        size = max(1, int(self.destination.lookup_batch_size))
+        size = max(1, self.limits.lookup_batch)
         found: list[str | None] = []
         for start in range(0, len(refused), size):
             part = refused[start : start + size]
@@ -675,7 +677,7 @@ class Pusher:
         field = field or self.match_field
         assert field is not None
         values, failures = column_to_wire(pending[field].iloc[rows])
-        fold = self.destination.match_ignores_case(self.config.object, field)
+        fold = self.caps.ignores_case(field)
         texts: list[str | None] = []
         for i, value in enumerate(values):
             if i in failures or value is None or value == "":
@@ -742,7 +744,7 @@ class Pusher:
         return rows[keep]
 
     def write_batch_size(self) -> int:
-        limit = max(1, int(self.destination.max_batch_size))
+        limit = max(1, self.limits.batch)
         return min(self.config.batch_size or limit, limit)
 
     def finalize(self) -> None:

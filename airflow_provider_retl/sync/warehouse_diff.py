@@ -340,7 +340,7 @@ class WarehouseDiff(SnapshotDiff):
             self.report.checkpoint_reset = reset
             # Events: the engine refuses to re-send what the old rows knew as sent (unless resend_events),
             # so they are kept until it has decided; forgetting them first would lose that for good.
-            keep = self.destination.supports_events(cfg.object) and not cfg.resend_events
+            keep = self.caps.events and not cfg.resend_events
             if cfg.dry_run or keep:
                 self.ignore_checkpoint = True
             else:

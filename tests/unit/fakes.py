@@ -11,6 +11,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from airflow_provider_retl.sync.destination import Capabilities, SendLimits
 from airflow_provider_retl.sync.errors import BatchRejectedError, OutcomeUnknownError, RetryableDestinationError
 from airflow_provider_retl.sync.records import Outcome, Record
 from airflow_provider_retl.sync.validate import email, run_validators
@@ -38,6 +39,8 @@ class InMemoryDestination:
         self.refuse_batch = refuse_batch
         #: Other fields the destination matches existing records by (like Zendesk's user emails).
         self.identities: tuple[str, ...] = ()
+        #: Other names of the match field in a query (like Mailchimp's email for email_address).
+        self.match_aliases: tuple[str, ...] = ()
         self._bulk_threshold = bulk_threshold
         self.is_event_stream = events
         self.can_reconcile = can_reconcile
@@ -88,30 +91,33 @@ class InMemoryDestination:
     def _lost(self, kind: str) -> bool:
         return self.lose_response_on.get(kind) == self.count(kind)
 
-    # capabilities
+    # capabilities, asked by the engine all at once
+    def capabilities(self, object: str) -> Capabilities:
+        return Capabilities(
+            lookup=self.can_lookup,
+            delete=True,
+            events=self.is_event_stream,
+            default_match=self.match,
+            identities=self.identities,
+            match_aliases=self.match_aliases,
+            bulk_threshold=self._bulk_threshold,
+            case_insensitive=frozenset({"email"}),
+            upsert=lambda field: self.supports_upsert(object, field),
+        )
+
+    @property
+    def limits(self) -> SendLimits:
+        return SendLimits(self.max_batch_size, self.lookup_batch_size, self.max_concurrency, self.bulk_batch_size)
+
     def supports_upsert(self, object: str, match_field: str | None) -> bool:
         return self.can_upsert and match_field == self.match
 
-    def supports_delete(self, object: str) -> bool:
-        return True
 
-    def needs_lookup(self, object: str) -> bool:
-        return self.can_lookup
 
-    def default_match_field(self, object: str) -> str | None:
-        return self.match
 
-    def match_field_aliases(self, object: str) -> Sequence[str]:
-        return ()
 
-    def match_identities(self, object: str) -> Sequence[str]:
-        return self.identities
 
-    def match_ignores_case(self, object: str, match_field: str | None) -> bool:
-        return match_field == "email"
 
-    def updates_by_match(self, object: str) -> bool:
-        return False
 
     def sync_fields(self, object: str, fields: Sequence[str], key_fields: Sequence[str] = ()) -> None:
         self.announced_fields = list(fields)
@@ -141,8 +147,6 @@ class InMemoryDestination:
             return [Outcome.success(o.dest_id) if o.ok else o for o in outcomes]
         return [self._write(r, self.by_match(r.fields[match_field])) for r in records]
 
-    def supports_events(self, object: str) -> bool:
-        return self.is_event_stream
 
     def send_events(self, object: str, records: Sequence[Record]) -> list[Outcome]:
         self._call("send_events", len(records), records)
@@ -166,8 +170,6 @@ class InMemoryDestination:
         delivered = {event_id for event_id, _ in self.events}
         return [r.event_id in delivered for r in records]
 
-    def bulk_threshold(self, object: str) -> int | None:
-        return self._bulk_threshold
 
     def bulk_upsert(self, object: str, records: Sequence[Record], match_field: str) -> list[Outcome]:
         outcomes = self.upsert(object, records, match_field)

@@ -378,11 +378,8 @@ def test_large_upserts_take_the_bulk_path_and_small_ones_do_not():
 
 
 def test_destination_alias_of_the_match_field_is_found_without_match_on():
-    class AliasDestination(InMemoryDestination):
-        def match_field_aliases(self, object):
-            return ("email",)
-
-    dest = AliasDestination(match_field="email_address", upsert=False)
+    dest = InMemoryDestination(match_field="email_address", upsert=False)
+    dest.match_aliases = ("email",)
     report = sync(contacts(3), dest, MemoryCheckpointStore(), mode="insert")
     assert report.created == 3 and dest.count("lookup") == 1
 
