@@ -17,12 +17,10 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import re
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -138,34 +136,8 @@ def start_recorded(kind: str, **options: Any) -> tuple[RunningEmulator, Exchange
 # --------------------------------------------------------------------------------------- documents
 
 
-class SpecsMissingError(RuntimeError):
-    """The vendor-specs folder is not where it should be."""
-
-
-def specs_dir() -> Path:
-    """The shared vendor-specs folder: ``$RETL_VENDOR_SPECS``, else ``<repo>/../shared/vendor-specs``.
-
-    A git worktree's root is not the main checkout's, so the main checkout's sibling is
-    tried too (found through the worktree's ``.git`` file, without running git).
-    """
-    override = os.environ.get("RETL_VENDOR_SPECS")
-    if override:
-        path = Path(override)
-        if not path.is_dir():
-            raise SpecsMissingError(f"RETL_VENDOR_SPECS={override} is not a directory")
-        return path
-    root = Path(__file__).resolve().parents[2]
-    candidates = [root.parent / "shared" / "vendor-specs"]
-    dotgit = root / ".git"
-    if dotgit.is_file():
-        gitdir = Path(dotgit.read_text().partition("gitdir:")[2].strip())
-        common = gitdir / "commondir"
-        main_git = (gitdir / common.read_text().strip()).resolve() if common.is_file() else gitdir.parents[1]
-        candidates.append(main_git.parent.parent / "shared" / "vendor-specs")
-    for path in candidates:
-        if path.is_dir():
-            return path
-    raise SpecsMissingError(f"vendor documents not found in {', '.join(map(str, candidates))}; set RETL_VENDOR_SPECS")
+# One locator for every test that reads the vendors' documents.
+from tests.vendor_specs import specs_dir
 
 
 class _YamlLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]

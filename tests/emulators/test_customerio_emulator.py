@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import customerio
@@ -19,6 +18,7 @@ from airflow_provider_retl.testing.emulators import (
     start_emulator,
 )
 from airflow_provider_retl.testing.emulators.customerio import is_ulid
+from tests.vendor_specs import spec_path
 
 AUTH = (CUSTOMERIO_SITE_ID, CUSTOMERIO_API_KEY)
 ULID_A = "01HZX3N9Q8W5K2M7R4T6V8Y0AB"
@@ -217,7 +217,7 @@ class _PlainHttp(HTTPAdapter):
         return super().send(request, *args, **kwargs)
 
 
-SPEC = Path("/work/shared/vendor-specs/customerio-track-openapi.json")
+SPEC = spec_path("customerio-track-openapi.json")
 
 #: Operations whose validity Customer.io's Track API document decides (schema ``person_operations``).
 CORPUS = [

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import uuid
 import warnings
-from pathlib import Path
 
 import pytest
 import requests
@@ -20,8 +19,9 @@ from openapi_core import OpenAPI
 from openapi_core.contrib.requests import RequestsOpenAPIRequest, RequestsOpenAPIResponse
 
 from airflow_provider_retl.testing.emulators import RunningEmulator, start_emulator
+from tests.vendor_specs import spec_path
 
-SPEC = Path("/work/shared/vendor-specs/hubspot-contacts.json")
+SPEC = spec_path("hubspot-contacts.json")
 HUBSPOT = "https://api.hubapi.com"
 
 

@@ -6,7 +6,6 @@ import base64
 import json
 import math
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
@@ -21,6 +20,7 @@ from airflow_provider_retl.sync.errors import ConfigurationError, FatalDestinati
 from airflow_provider_retl.sync.records import Record
 from airflow_provider_retl.testing.emulators import CUSTOMERIO_API_KEY, CUSTOMERIO_SITE_ID, start_emulator
 from airflow_provider_retl.testing.emulators.customerio import is_ulid
+from tests.vendor_specs import spec_path
 
 from .support import SleepRecorder, eventually, no_sleep
 
@@ -195,7 +195,7 @@ class TestPeople:
         assert "32,000 bytes per operation" in hook.validate("events", {"id": "1", "name": "x", **wide})[0][1]
 
 
-SPEC = Path("/work/shared/vendor-specs/customerio-track-openapi.json")
+SPEC = spec_path("customerio-track-openapi.json")
 
 
 def assert_conforms(schema: str, body: dict) -> None:

@@ -13,7 +13,6 @@ import json
 import warnings
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,10 +24,11 @@ from openapi_core.exceptions import OpenAPIError
 from airflow_provider_retl.hooks.hubspot import HubSpotHook, wire_value
 from airflow_provider_retl.sync.records import Record
 from airflow_provider_retl.testing.emulators import start_emulator
+from tests.vendor_specs import spec_path
 
 from .support import TOKEN, no_sleep
 
-SPECS = Path("/work/shared/vendor-specs")
+SPECS = spec_path("hubspot-contacts.json").parent
 #: The HubSpot base URL the documents' ``servers`` name; requests are checked as if sent there.
 HUBSPOT = "https://api.hubapi.com"
 

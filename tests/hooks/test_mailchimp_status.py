@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,10 +22,11 @@ from openapi_core.exceptions import OpenAPIError
 from airflow_provider_retl.hooks.mailchimp import MailchimpHook, subscriber_hash
 from airflow_provider_retl.sync.records import Record
 from airflow_provider_retl.testing.emulators import start_emulator
+from tests.vendor_specs import spec_path
 
 from .support import no_sleep
 
-SPEC = Path("/work/shared/vendor-specs/mailchimp-marketing-openapi.yaml")
+SPEC = spec_path("mailchimp-marketing-openapi.yaml")
 LIST = "a1b2c3d4e5"
 KEY = "0123456789abcdef0123456789abcdef-us6"
 BATCH = f"POST /3.0/lists/{LIST}"

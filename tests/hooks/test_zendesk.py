@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import threading
 import time
-from pathlib import Path
 
 import pytest
 import yaml
@@ -289,13 +287,10 @@ _SpecLoader.add_constructor("tag:yaml.org,2002:value", lambda loader, node: load
 
 def _zendesk_spec() -> dict:
     """Zendesk's OpenAPI document, read from shared/vendor-specs beside the repository (never copied into it)."""
-    root = Path(__file__).resolve().parents[2]
-    candidates = [Path(os.environ["RETL_VENDOR_SPECS"])] if os.environ.get("RETL_VENDOR_SPECS") else []
-    candidates += [parent / "shared" / "vendor-specs" for parent in root.parents]
-    for folder in candidates:
-        if (folder / "zendesk-support-oas.yaml").is_file():
-            return yaml.load((folder / "zendesk-support-oas.yaml").read_text(), Loader=_SpecLoader)  # a SafeLoader subclass
-    pytest.fail(f"zendesk-support-oas.yaml not found in shared/vendor-specs beside {root} (or $RETL_VENDOR_SPECS)")
+    from tests.vendor_specs import spec_file
+
+    path = spec_file("zendesk-support-oas.yaml")
+    return yaml.load(path.read_text(), Loader=_SpecLoader)  # a SafeLoader subclass
 
 
 class TestJobs:
