@@ -80,6 +80,13 @@ class ReverseETLOperator(BaseOperator):
     :param max_reject_ratio: fail the task when more than this fraction of rows is rejected
         (accepted rows are still synced and checkpointed, and the report is still pushed).
         Default 0.5; 1.0 never fails.
+    :param max_delete_ratio: guardrail: mirror deletes at most this share of the synced records
+        (default 0.5, from 10 deletes on; None: no limit); checked before anything is sent.
+    :param max_deletes: guardrail: mirror deletes at most this many records (default: no limit).
+    :param min_source_ratio: guardrail: fail before sending when the query returns fewer keys than
+        this share of those synced before (default 0.5, from 100 synced keys; None: off). Not for events.
+    :param override_guardrails: skip the guardrails (set it for one run, or trigger the DAG run
+        with conf ``{"retl_override_guardrails": ["<sync id>"]}`` or ``true``, which lasts one run).
     :param allow_identity_change: a run that would remove and re-create most keys at once (a
         retyped or renamed key column) stops before sending; set True to let it go ahead.
     :param resend_events: an events sync whose checkpoint was reset (destination, key, match
@@ -159,6 +166,10 @@ class ReverseETLOperator(BaseOperator):
         partition: str | tuple[int, int] | Sequence[int] | None = None,
         allow_identity_change: bool = False,
         resend_events: bool = False,
+        max_delete_ratio: float | None = 0.5,
+        max_deletes: int | None = None,
+        min_source_ratio: float | None = 0.5,
+        override_guardrails: bool = False,
         **kwargs: Any,
     ) -> None:
         # One active try of this sync per DAG: overlapping DagRuns queue instead of both planning
@@ -202,6 +213,12 @@ class ReverseETLOperator(BaseOperator):
         self.partition = parse_partition(partition)
         self.allow_identity_change = allow_identity_change
         self.resend_events = resend_events
+        self.max_delete_ratio = max_delete_ratio
+        self.max_deletes = max_deletes
+        self.min_source_ratio = min_source_ratio
+        self.override_guardrails = override_guardrails
+        #: Set per run from the DAG run's conf ``retl_override_guardrails``.
+        self._override_once = False
         self._check_at_parse_time()
 
     def _check_at_parse_time(self) -> None:
@@ -320,6 +337,10 @@ class ReverseETLOperator(BaseOperator):
             partition=self.partition,
             allow_identity_change=self.allow_identity_change,
             resend_events=self.resend_events,
+            max_delete_ratio=self.max_delete_ratio,
+            max_deletes=self.max_deletes,
+            min_source_ratio=self.min_source_ratio,
+            override_guardrails=self.override_guardrails or self._override_once,
         )
 
     def _checkpoint_store(self, sync_id: str, context: Context) -> CheckpointStore:
@@ -397,6 +418,11 @@ class ReverseETLOperator(BaseOperator):
         destination.event_time_field = self.event_time_field
         # Only a digest of the URL enters the checkpoint fingerprint (webhook URLs can hold secrets).
         url_digest = hashlib.sha256(destination.base_url.encode()).hexdigest()[:16]
+        self._override_once = guardrails_overridden(context, sync_id)
+        if self._override_once:
+            self.log.warning(
+                "Guardrails are off for this run of %s (the DAG run's conf retl_override_guardrails)", sync_id
+            )
         config = self._config(sync_id, destination_identity=f"{self.destination_conn_id}@{url_digest}")
         store = self._checkpoint_store(sync_id, context)
         self.log.info(
@@ -443,3 +469,18 @@ def _first_lines(error: BaseException, limit: int = 5) -> str:
     # Driver messages can carry a long query echo and a caret line; the gist is at the top.
     lines = str(error).strip().splitlines()
     return "\n".join(lines[:limit]) + (" ..." if len(lines) > limit else "")
+
+
+def guardrails_overridden(context: Any, sync_id: str) -> bool:
+    """Whether the DAG run's conf turns the guardrails off for ``sync_id`` (this run only).
+
+    ``{"retl_override_guardrails": true}`` for every sync of the run, or a list of sync ids.
+    """
+    dag_run = context.get("dag_run") if hasattr(context, "get") else None
+    conf = getattr(dag_run, "conf", None) or {}
+    value = conf.get("retl_override_guardrails") if isinstance(conf, dict) else None
+    if value is True:
+        return True
+    if isinstance(value, str):
+        value = [value]
+    return isinstance(value, list | tuple) and sync_id in value

@@ -52,6 +52,16 @@ class SyncConfig:
     #: Events: let a run whose checkpoint was reset (destination, key, match field or hash algorithm
     #: changed, or an unreadable checkpoint discarded) send again every event it no longer knows as sent.
     resend_events: bool = False
+    #: Guardrails, checked after planning and before anything is sent (not for event streams):
+    #: mirror may delete at most this share of the synced set (None: no share limit) ...
+    max_delete_ratio: float | None = 0.5
+    #: ... and at most this many records (None: no count limit).
+    max_deletes: int | None = None
+    #: The source must still hold this share of the synced set's keys (a broken upstream model or
+    #: a filter gone wrong returns far fewer rows); None turns the check off.
+    min_source_ratio: float | None = 0.5
+    #: Skip the guardrails for this run only (the operator sets it from the DAG run's conf).
+    override_guardrails: bool = False
     primary_keys: list[str] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -74,6 +84,16 @@ class SyncConfig:
             )
         if not 0 <= self.max_reject_ratio <= 1:
             raise ConfigurationError(f"max_reject_ratio must be between 0 and 1; got {self.max_reject_ratio!r}")
+        for name in ("max_delete_ratio", "min_source_ratio"):
+            value = getattr(self, name)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1
+            ):
+                raise ConfigurationError(f"{name} must be a number between 0 and 1 or None; got {value!r}")
+        if self.max_deletes is not None and (
+            isinstance(self.max_deletes, bool) or not isinstance(self.max_deletes, int) or self.max_deletes < 0
+        ):
+            raise ConfigurationError(f"max_deletes must be a whole number >= 0 or None; got {self.max_deletes!r}")
         if self.rebaseline and (self.full_resync or self.dry_run):
             raise ConfigurationError("rebaseline cannot be combined with full_resync or dry_run")
         if not self.object:

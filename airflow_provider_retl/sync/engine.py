@@ -42,7 +42,12 @@ from airflow_provider_retl.sync.diff import (
     ReplacedIdentityError,
     SnapshotDiff,
 )
-from airflow_provider_retl.sync.errors import ConfigurationError, EmptySourceError, RejectRatioExceeded
+from airflow_provider_retl.sync.errors import (
+    ConfigurationError,
+    EmptySourceError,
+    GuardrailTripped,
+    RejectRatioExceeded,
+)
 from airflow_provider_retl.sync.legacy import LEGACY_CHECKPOINT_NOTE
 from airflow_provider_retl.sync.logs import SyncLogger, redacting
 from airflow_provider_retl.sync.plan import (
@@ -169,6 +174,7 @@ def run_sync(
         else:
             # Not for events: an events query over a moving window replaces its keys every run.
             _check_identity_change(report, config)
+            _check_guardrails(report, config, mode)
     if config.rebaseline:
         diff.rebaseline()
         return finish()
@@ -472,6 +478,56 @@ def _check_identity_change(report: SyncReport, config: SyncConfig) -> None:
             f"that looks like a replaced identity (the primary key column retyped, renamed or computed differently), "
             f"not a change of data, so nothing was sent. If the source keys really changed, run once with "
             f"allow_identity_change=True (mirror then deletes the old records that no new key is matched onto), or with rebaseline=True to adopt the current result as synced without sending"
+        )
+
+
+#: Below these sizes the guardrails stay quiet: a share of a handful of records says nothing.
+GUARDRAIL_MIN_DELETES = 10
+GUARDRAIL_MIN_SYNCED_FOR_SOURCE_DROP = 100
+
+#: How to override a guardrail for one run, said in every message.
+OVERRIDE_ONCE = (
+    'To let this one run go ahead, trigger the DAG with the run conf {{"retl_override_guardrails": ["{sync_id}"]}} '
+    "(or true for every sync of the run), or set override_guardrails=True on the task for one run"
+)
+
+
+def _check_guardrails(report: SyncReport, config: SyncConfig, mode: Mode) -> None:
+    """Stop before sending when the plan looks like a broken source rather than a change of data."""
+    if config.override_guardrails:
+        return
+    removed = report.planned["removed"]
+    synced = removed + report.planned["changed"] + report.unchanged  # the checkpointed keys
+    live_synced = report.planned["changed"] + report.unchanged
+    override = OVERRIDE_ONCE.format(sync_id=config.sync_id)
+    # allow_identity_change already says "delete the old keys' records" for a replaced key.
+    if mode is Mode.MIRROR and removed and not config.allow_identity_change:
+        too_many = config.max_deletes is not None and removed > config.max_deletes
+        too_large = (
+            config.max_delete_ratio is not None
+            and removed >= GUARDRAIL_MIN_DELETES
+            and removed > config.max_delete_ratio * synced
+        )
+        if too_many or too_large:
+            limit = (
+                f"max_deletes={config.max_deletes}"
+                if too_many
+                else f"max_delete_ratio={config.max_delete_ratio:g} of the {synced} synced records"
+            )
+            raise GuardrailTripped(
+                f"guardrail: mirror would delete {removed} of {synced} synced records ({removed / synced:.0%}), "
+                f"above {limit}; nothing was sent. {override}, or raise the limit"
+            )
+    if (
+        config.min_source_ratio is not None
+        and synced >= GUARDRAIL_MIN_SYNCED_FOR_SOURCE_DROP
+        and live_synced + report.planned["new"] < config.min_source_ratio * synced
+    ):
+        now = live_synced + report.planned["new"]
+        raise GuardrailTripped(
+            f"guardrail: the source returned {now} usable keys where {synced} were synced before "
+            f"({now / synced:.0%}, below min_source_ratio={config.min_source_ratio:g}): that looks like a broken "
+            f"upstream model or a filter gone wrong; nothing was sent. {override}, or lower min_source_ratio"
         )
 
 

@@ -90,6 +90,10 @@ class BatchRejectedError(DestinationError):
         self.outcome: Any = None
 
 
+class GuardrailTripped(FatalSyncError):
+    """A run planned something a guardrail forbids (mass deletes, a shrunken source); nothing was sent."""
+
+
 class EmptySourceError(FatalSyncError):
     """A mirror sync read no usable row and would delete every synced record (see allow_empty_source)."""
 

@@ -278,3 +278,34 @@ def test_rejects_table_name_is_validated_at_parse_time():
     with pytest.raises(ValueError, match="rejects_table"):
         ReverseETLOperator(task_id="t", conn_id="w", sql="select 1", destination_conn_id="d", object="contacts",
                            primary_key="email", rejects_table="x; drop table users")
+
+
+def test_guardrail_stops_a_mass_delete_before_sending_and_a_run_conf_overrides_it_once(
+    dag_runner, tmp_path, set_connection
+):
+    warehouse = make_warehouse("sqlite", tmp_path, set_connection)
+    warehouse.create(customers(60))
+    with start_emulator("webhook", secret="whsec-guard-1") as receiver:
+        set_connection("guard_hook", "retl_webhook", host=f"{receiver.url}/hooks/c", password="whsec-guard-1")
+        sync = Sync(dag_runner, warehouse, destination_conn_id="guard_hook", object="customers", mode="mirror")
+        result, report = sync.run()
+        assert result.succeeded and report["upserted"] == 60
+        sent = receiver.emulator.request_count()
+
+        warehouse.execute("delete from {table} where email not in (" + ",".join(["?"] * 20) + ")",
+                          [f"user{i}@example.com" for i in range(20)])
+        result, _ = sync.run(retries=2)
+        task = result.task("sync")
+        assert result.state == "failed" and task.try_number == 1  # a guardrail is not retried
+        assert receiver.emulator.request_count() == sent and len(receiver.emulator.records()) == 60  # nothing sent
+
+        text = DAG_TEMPLATE.format(dag_id=sync.dag_id, retries=0, kwargs=sync.kwargs)
+        override = {"retl_override_guardrails": [f"{sync.dag_id}.sync"]}
+        result = dag_runner.run_dag(text, sync.dag_id, conf=override)
+        assert result.succeeded and result.return_value("sync")["deleted"] == 40
+        assert len(receiver.emulator.records()) == 20
+
+        # Once: the next run without the conf is guarded again.
+        warehouse.execute("delete from {table} where email <> ?", ["user0@example.com"])
+        result, _ = sync.run()
+        assert result.state == "failed" and len(receiver.emulator.records()) == 20
