@@ -10,7 +10,12 @@ from airflow_provider_retl.sync import fingerprint as fp
 from airflow_provider_retl.sync.checkpoint import MemoryCheckpointStore
 from airflow_provider_retl.sync.config import parse_partition, partition_suffix
 from airflow_provider_retl.sync.engine import SyncConfig, run_sync
-from airflow_provider_retl.sync.errors import ConfigurationError, EmptySourceError, RejectRatioExceeded
+from airflow_provider_retl.sync.errors import (
+    ConfigurationError,
+    EmptySourceError,
+    GuardrailTripped,
+    RejectRatioExceeded,
+)
 from tests.unit.fakes import InMemoryDestination
 from tests.unit.sync.test_engine import chunks, contacts
 
@@ -144,7 +149,12 @@ class TestMirror:
         report = run(kept, dest, stores[1], (1, 3), mode="mirror")
         assert report.deleted == 0 and report.unchanged == len(kept)
         assert len(dest.records) == 45
-        report = run(kept, dest, stores[0], (0, 3), mode="mirror")
+        # Every key of partition 0's slice left: the delete guardrail trips (nothing sent) ...
+        with pytest.raises(GuardrailTripped, match="mirror would delete"):
+            run(kept, dest, stores[0], (0, 3), mode="mirror")
+        assert len(dest.records) == 45
+        # ... and, let through once, the partition deletes exactly its own keys.
+        report = run(kept, dest, stores[0], (0, 3), mode="mirror", override_guardrails=True)
         owned = sum(partition_of(e, 3) == 0 for e in frame["email"])
         # Partition 0's slice is empty, but the query returned rows: not an empty source.
         assert report.deleted == owned and report.rows_in_partition == 0
