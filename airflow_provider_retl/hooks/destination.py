@@ -131,10 +131,6 @@ def is_secret_extra(name: str) -> bool:
     return normalized in SECRET_EXTRAS or any(part in normalized for part in _SENSITIVE_NAME_PARTS)
 
 
-#: Connection extras every destination understands (the caller's keyword arguments of the same name win).
-EXTRA_KNOBS = tuple(knob.name for knob in transport_knobs(Limits(batch=1)))
-
-
 def chunked(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
     """Consecutive slices of at most ``size`` items."""
     for start in range(0, len(items), max(1, size)):
@@ -1027,20 +1023,6 @@ def _json_or_none(response: requests.Response | None) -> Any:
         return orjson.loads(response.content)
     except orjson.JSONDecodeError:
         return None
-
-
-def _as_int(name: str, value: Any, default: int | None, *, minimum: int) -> Any:
-    if value is None:
-        return default
-    try:
-        number = int(value)
-        if isinstance(value, float) and number != value or isinstance(value, bool):
-            raise ValueError
-    except (TypeError, ValueError):
-        raise ConfigurationError(f"{name} must be a whole number; got {value!r}") from None
-    if number < minimum:
-        raise ConfigurationError(f"{name} must be at least {minimum}; got {value!r}")
-    return number
 
 
 def _as_float(name: str, value: Any, default: float, *, positive: bool = False) -> float:
