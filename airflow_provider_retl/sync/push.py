@@ -100,6 +100,39 @@ class Pusher:
         #: Updates by checkpointed id the destination refused, held back for ``rematch_refused_updates``
         #: (only when the engine turns it on: destinations that look records up by a match field).
         self.refused_updates: list[tuple[Record, Outcome]] | None = None
+        #: Pending rows whose local checks already passed (``validate_rows``, before sending):
+        #: ``wire_batch`` does not run the destination's rules on them again.
+        self.validated: np.ndarray | None = None
+
+    def validate_rows(self, pending: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
+        """Run the local checks of ``rows`` now, before anything is sent; return the rows that fail.
+
+        Their rejects go to the report; the rows that pass are marked, so the batches that
+        send them later skip the checks (the destination's rules are the costly part).
+        """
+        rows = np.asarray(rows, dtype=np.int64)
+        if self.validated is None or len(self.validated) != len(pending):
+            self.validated = np.zeros(len(pending), dtype=bool)
+        wires, failures, keys, _, _ = self._wire_rows(pending, rows)
+        failed = []
+        for i, fields in enumerate(wires):
+            reject = self._local_reject(fp.display_key(keys[i]), fields, failures.get(i))
+            if reject is None:
+                self.validated[rows[i]] = True
+            else:
+                self.report.add_reject(reject)
+                failed.append(int(rows[i]))
+        return np.asarray(failed, dtype=np.int64)
+
+    def _local_reject(self, key: str, fields: dict[str, Any], failure: tuple[str, str] | None) -> Reject | None:
+        """A value the wire cannot carry, or a rule of the destination the record breaks."""
+        if failure is not None:
+            name, reason = failure
+            return Reject(key, reason, "validation", field=name)
+        problems = self.destination.validate(self.config.object, fields)
+        if problems:
+            return Reject(key, "; ".join(r for _, r in problems), "validation", field=problems[0][0])
+        return None
 
     def wire_batch(self, pending: pd.DataFrame, rows: np.ndarray, action: Action) -> tuple[list[Record], list[Reject]]:
         """Records ready to send for ``rows`` of ``pending`` and the rows that fail local checks."""
@@ -114,16 +147,14 @@ class Pusher:
         # warehouse checkpoint's key hash is an MD5 computed in SQL, so ids taken from it would
         # differ from a file store's for the same key and the destination's dedupe would miss.
         event_hashes = fp.key_hashes(keys) if action in (Action.SEND_EVENT, Action.RECONCILE) else None
+        checked = self.validated[rows] if self.validated is not None else np.zeros(len(rows), dtype=bool)
         for i, fields in enumerate(wires):
             key = fp.display_key(keys[i])
-            if i in failures:
-                name, reason = failures[i]
-                rejects.append(Reject(key, reason, "validation", field=name))
-                continue
-            problems = self.destination.validate(self.config.object, fields)
-            if problems:
-                rejects.append(Reject(key, "; ".join(r for _, r in problems), "validation", field=problems[0][0]))
-                continue
+            if not checked[i]:
+                reject = self._local_reject(key, fields, failures.get(i))
+                if reject is not None:
+                    rejects.append(reject)
+                    continue
             match_value = fields.get(self.match_field) if self.match_field else None
             if needs_match and (match_value is None or match_value == ""):
                 rejects.append(self.empty_match_reject(key))
