@@ -551,8 +551,9 @@ def _check_guardrails(report: SyncReport, config: SyncConfig, mode: Mode) -> Non
 
 #: Planned calls whose rows the pre-send reject check validates (lookups become updates or creates).
 _SENT_ACTIONS = (Action.UPSERT, Action.UPDATE, Action.CREATE, Action.LOOKUP, Action.SEND_EVENT, Action.RECONCILE)
-#: Rows validated per step of the pre-send reject check (the pusher converts 10k-row blocks).
-_CHECK_STEP = 10_000
+#: Rows validated per step of the pre-send reject check: it stops within a step of where the
+#: share can no longer be passed (the pusher still converts 10k-row blocks, once).
+_CHECK_STEP = 1_000
 
 
 def _check_reject_share(
