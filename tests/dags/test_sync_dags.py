@@ -270,7 +270,10 @@ def test_rejects_table_gets_every_reject_of_every_run(dag_runner, hubspot, tmp_p
     keys = sorted(r[1] for r in rows if r[0] == first.run_id)
     assert keys == ["NULL", "bad0@", "bad1@", "bad2@", "bad3@"]
     assert all("invalid email" in r[3] for r in rows if r[1].startswith("bad"))
-    assert len(contacts_in(hubspot)) == 3
+    # 5 of 8 rows rejected before sending: the reject guardrail failed both runs and sent nothing,
+    # and the rejects table still got every reject.
+    assert first.state == second.state == "failed"
+    assert contacts_in(hubspot) == {} and hubspot.emulator.request_count() == 0
 
 
 def test_rejects_table_name_is_validated_at_parse_time():
