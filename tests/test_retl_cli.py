@@ -34,7 +34,7 @@ def hubspot() -> Iterator[RunningEmulator]:
 def airflow_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     environ = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""), **(env or {})}
     return subprocess.run([sys.executable, "-m", "airflow", *args], env=environ, capture_output=True, text=True,
-                          timeout=120)
+                          timeout=120, check=False)
 
 
 def conn_env(conn_id: str, fields: dict) -> dict[str, str]:
