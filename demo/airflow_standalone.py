@@ -110,8 +110,11 @@ def admin_password(home: Path) -> str:
     password = known.get(USER)
     if not password or password == "admin":  # an .airflow/ of an older `make airflow` had admin/admin
         password = secrets.token_urlsafe(12)
-        path.write_text(json.dumps({**known, USER: password}))
-        path.chmod(0o600)
+        # Readable by its owner only, from its first byte.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump({**known, USER: password}, fh)
+        path.chmod(0o600)  # a file left by an older `make airflow` keeps its mode through O_CREAT
     return password
 
 
