@@ -23,7 +23,7 @@ from airflow_provider_retl.sync.batching import isolate
 from airflow_provider_retl.sync.checkpoint import Checkpoint, CheckpointStore, JournalEntry
 from airflow_provider_retl.sync.config import SyncConfig
 from airflow_provider_retl.sync.destination import Capabilities, Destination
-from airflow_provider_retl.sync.diff import DEST_ID, INTERNAL, KEY, KEY_HASH, ROW_HASH, LiveHolders
+from airflow_provider_retl.sync.diff import DEST_ID, INTERNAL, KEY, KEY_HASH, KIND, ROW_HASH, LiveHolders
 from airflow_provider_retl.sync.errors import BatchRejectedError, OutcomeUnknownError, RetryableSyncError, SyncError
 from airflow_provider_retl.sync.logs import SyncLogger
 from airflow_provider_retl.sync.plan import SKIP_INSERT_EXISTS, SKIP_REMOVED_ADOPTED, Action
@@ -114,19 +114,24 @@ class Pusher:
         # warehouse checkpoint's key hash is an MD5 computed in SQL, so ids taken from it would
         # differ from a file store's for the same key and the destination's dedupe would miss.
         event_hashes = fp.key_hashes(keys) if action in (Action.SEND_EVENT, Action.RECONCILE) else None
+        # What the diff planned for each row: a row refused here was counted new or changed by the
+        # plan, and the report counts it as rejected instead (it is tried again next run).
+        kinds = pending[KIND].iloc[rows].to_numpy() if KIND in pending.columns else None
         for i, fields in enumerate(wires):
             key = fp.display_key(keys[i])
+            kind = str(kinds[i]) if kinds is not None else None
             if i in failures:
                 name, reason = failures[i]
-                rejects.append(Reject(key, reason, "validation", field=name))
+                rejects.append(Reject(key, reason, "validation", field=name, kind=kind))
                 continue
             problems = self.destination.validate(self.config.object, fields)
             if problems:
-                rejects.append(Reject(key, "; ".join(r for _, r in problems), "validation", field=problems[0][0]))
+                reason = "; ".join(r for _, r in problems)
+                rejects.append(Reject(key, reason, "validation", field=problems[0][0], kind=kind))
                 continue
             match_value = fields.get(self.match_field) if self.match_field else None
             if needs_match and (match_value is None or match_value == ""):
-                rejects.append(self.empty_match_reject(key))
+                rejects.append(dataclasses.replace(self.empty_match_reject(key), kind=kind))
                 continue
             dest_id = ids[i] if isinstance(ids[i], str) and ids[i] != PENDING else None
             record = Record(key, fields, int(key_hashes[i]), int(row_hashes[i]), dest_id, match_value)
