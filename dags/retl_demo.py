@@ -1,7 +1,9 @@
 """The demo sync DAG: a warehouse table pushed to HubSpot contacts and to a webhook.
 
 `make demo` runs it three times against local emulators: a first run that creates every
-record, a no-op run that sends nothing, and a run after a few rows changed.
+record, a no-op run that sends nothing, and a run after a few rows changed. `make airflow`
+creates its table and connections too (``demo/demo_data.py``), so it runs there from the
+Trigger button.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ with DAG(
 ) as dag:
     contacts_to_hubspot = ReverseETLOperator(
         task_id="contacts_to_hubspot",
-        conn_id="warehouse",
+        conn_id="demo_warehouse",
         sql="sql/contacts.sql",
         destination_conn_id="hubspot_default",
         object="contacts",
@@ -35,7 +37,7 @@ with DAG(
     )
     customers_to_webhook = ReverseETLOperator(
         task_id="customers_to_webhook",
-        conn_id="warehouse",
+        conn_id="demo_warehouse",
         sql="sql/customers_webhook.sql",
         destination_conn_id="webhook_default",
         object="customers",

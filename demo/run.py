@@ -19,11 +19,12 @@ import sys
 import time
 from pathlib import Path
 
+import demo_data  # beside this file
+
 ROOT = Path(__file__).resolve().parent.parent
 STATE = ROOT / ".demo"
+WAREHOUSE = STATE / "warehouse.duckdb"
 HUBSPOT_TOKEN = "pat-demo-0000-token"
-WEBHOOK_SECRET = "demo-webhook-secret"
-PLANS = ["lead", "customer", "subscriber", "opportunity"]
 
 
 def prepare_environment() -> None:
@@ -39,46 +40,9 @@ def prepare_environment() -> None:
             "AIRFLOW__CORE__UNIT_TEST_MODE": "True",
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
             "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(STATE / "logs"),
-            "AIRFLOW_CONN_WAREHOUSE": f'{{"conn_type": "duckdb", "host": "{STATE / "warehouse.duckdb"}"}}',
+            **demo_data.connection_env(demo_data.WAREHOUSE_CONN_ID, demo_data.warehouse_connection(WAREHOUSE)),
         }
     )
-
-
-def build_warehouse() -> None:
-    import duckdb
-
-    con = duckdb.connect(str(STATE / "warehouse.duckdb"))
-    con.execute(
-        """
-        create table customers as
-        select
-            i as customer_id,
-            'customer' || i || '@example.com' as email,
-            'First' || i as first_name,
-            'Last' || i as last_name,
-            '+1 555 01' || lpad(cast(i as varchar), 2, '0') as phone,
-            ['lead', 'customer', 'subscriber', 'opportunity'][1 + i % 4] as plan,
-            round(i * 12.5, 2) as lifetime_value,
-            i % 9 as orders_count
-        from range(1, 201) r(i)
-        """
-    )
-    # Two rows HubSpot cannot take: they are reported with key and reason, not silently dropped.
-    con.execute("update customers set email = 'not-an-email' where customer_id = 13")
-    con.execute("update customers set email = 'customer7@example.com' where customer_id = 77")  # duplicate key
-    con.close()
-
-
-def change_some_rows() -> None:
-    import duckdb
-
-    con = duckdb.connect(str(STATE / "warehouse.duckdb"))
-    con.execute("update customers set plan = 'customer', lifetime_value = lifetime_value + 100 where customer_id in (5, 42, 150)")
-    con.execute("delete from customers where customer_id = 199")
-    con.execute(
-        "insert into customers values (201, 'newcomer@example.com', 'New', 'Comer', '+1 555 0201', 'lead', 0, 0)"
-    )
-    con.close()
 
 
 @contextlib.contextmanager
@@ -121,20 +85,20 @@ def run_dag(dag, number: int) -> dict[str, dict]:
 
 def main() -> int:
     prepare_environment()
-    build_warehouse()
+    demo_data.build_warehouse(WAREHOUSE)
     from airflow_provider_retl.sync.records import SyncReport
     from airflow_provider_retl.testing.emulators import start_emulator
 
     hubspot = start_emulator("hubspot", tokens=[HUBSPOT_TOKEN], rate_limit=190)
     hubspot.emulator.add_property("contacts", {"name": "lifetime_value", "type": "number"})
-    webhook = start_emulator("webhook", secret=WEBHOOK_SECRET)
-    os.environ["AIRFLOW_CONN_HUBSPOT_DEFAULT"] = (
-        f'{{"conn_type": "retl_hubspot", "host": "{hubspot.url}", "password": "{HUBSPOT_TOKEN}"}}'
+    webhook = start_emulator("webhook", secret=demo_data.WEBHOOK_SECRET)
+    os.environ.update(
+        demo_data.connection_env(
+            "hubspot_default", {"conn_type": "retl_hubspot", "host": hubspot.url, "password": HUBSPOT_TOKEN}
+        )
     )
-    os.environ["AIRFLOW_CONN_WEBHOOK_DEFAULT"] = (
-        f'{{"conn_type": "retl_webhook", "host": "{webhook.url}/hooks/customers", "password": "{WEBHOOK_SECRET}"}}'
-    )
-    print(f"Warehouse: {STATE / 'warehouse.duckdb'} (200 customers)")
+    os.environ.update(demo_data.connection_env("webhook_default", demo_data.webhook_connection(webhook.url)))
+    print(f"Warehouse: {WAREHOUSE} ({demo_data.CUSTOMERS} customers)")
     print(f"HubSpot emulator at {hubspot.url}, webhook receiver at {webhook.url}")
 
     started = time.perf_counter()
@@ -153,7 +117,7 @@ def main() -> int:
     steps = [
         ("First run: every row is new", None),
         ("Second run: nothing changed, nothing is sent", None),
-        ("Third run: 3 rows changed, 1 deleted, 1 added", change_some_rows),
+        ("Third run: 3 rows changed, 1 deleted, 1 added", lambda: demo_data.change_some_rows(WAREHOUSE)),
     ]
     for number, (title, before) in enumerate(steps, start=1):
         if before:

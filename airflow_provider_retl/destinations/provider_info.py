@@ -40,6 +40,8 @@ def provider_info(version: str) -> dict[str, Any]:
             *({"integration-name": spec.title, "python-modules": [spec.hook_module]} for spec in specs),
         ],
         "connection-types": [spec.connection_type() for spec in specs],
+        # `airflow retl ...` (Airflow's CLI parser calls each function and adds the commands it returns).
+        "cli": ["airflow_provider_retl.cli.definition.get_retl_cli_commands"],
     }
 
 

@@ -23,7 +23,7 @@ from airflow_provider_retl.sync.batching import isolate
 from airflow_provider_retl.sync.checkpoint import Checkpoint, CheckpointStore, JournalEntry
 from airflow_provider_retl.sync.config import SyncConfig
 from airflow_provider_retl.sync.destination import Capabilities, Destination
-from airflow_provider_retl.sync.diff import DEST_ID, INTERNAL, KEY, KEY_HASH, ROW_HASH, LiveHolders
+from airflow_provider_retl.sync.diff import DEST_ID, INTERNAL, KEY, KEY_HASH, KIND, ROW_HASH, LiveHolders
 from airflow_provider_retl.sync.errors import BatchRejectedError, OutcomeUnknownError, RetryableSyncError, SyncError
 from airflow_provider_retl.sync.logs import SyncLogger
 from airflow_provider_retl.sync.plan import SKIP_INSERT_EXISTS, SKIP_REMOVED_ADOPTED, Action
@@ -118,6 +118,7 @@ class Pusher:
         if self.validated is None or len(self.validated) != len(pending):
             self.validated = np.zeros(len(pending), dtype=bool)
         wires, failures, keys, _, _ = self._wire_rows(pending, rows)
+        kinds = pending[KIND].iloc[rows].to_numpy() if KIND in pending.columns else None
         with self._wire_lock:
             for block in np.unique(rows // WIRE_BLOCK).tolist():
                 cached = self._wire_blocks.get(block)
@@ -125,7 +126,8 @@ class Pusher:
                     self._checked_blocks[block] = cached
         failed = []
         for i, fields in enumerate(wires):
-            reject = self._local_reject(fp.display_key(keys[i]), fields, failures.get(i))
+            kind = str(kinds[i]) if kinds is not None else None
+            reject = self._local_reject(fp.display_key(keys[i]), fields, failures.get(i), kind)
             if reject is None:
                 self.validated[rows[i]] = True
             else:
@@ -133,14 +135,16 @@ class Pusher:
                 failed.append(int(rows[i]))
         return np.asarray(failed, dtype=np.int64)
 
-    def _local_reject(self, key: str, fields: dict[str, Any], failure: tuple[str, str] | None) -> Reject | None:
-        """A value the wire cannot carry, or a rule of the destination the record breaks."""
+    def _local_reject(
+        self, key: str, fields: dict[str, Any], failure: tuple[str, str] | None, kind: str | None
+    ) -> Reject | None:
+        """A value the wire cannot carry, or a rule of the destination the record breaks (``kind``: as planned)."""
         if failure is not None:
             name, reason = failure
-            return Reject(key, reason, "validation", field=name)
+            return Reject(key, reason, "validation", field=name, kind=kind)
         problems = self.destination.validate(self.config.object, fields)
         if problems:
-            return Reject(key, "; ".join(r for _, r in problems), "validation", field=problems[0][0])
+            return Reject(key, "; ".join(r for _, r in problems), "validation", field=problems[0][0], kind=kind)
         return None
 
     def wire_batch(self, pending: pd.DataFrame, rows: np.ndarray, action: Action) -> tuple[list[Record], list[Reject]]:
@@ -157,16 +161,20 @@ class Pusher:
         # differ from a file store's for the same key and the destination's dedupe would miss.
         event_hashes = fp.key_hashes(keys) if action in (Action.SEND_EVENT, Action.RECONCILE) else None
         checked = self.validated[rows] if self.validated is not None else np.zeros(len(rows), dtype=bool)
+        # What the diff planned for each row: a row refused here was counted new or changed by the
+        # plan, and the report counts it as rejected instead (it is tried again next run).
+        kinds = pending[KIND].iloc[rows].to_numpy() if KIND in pending.columns else None
         for i, fields in enumerate(wires):
             key = fp.display_key(keys[i])
+            kind = str(kinds[i]) if kinds is not None else None
             if not checked[i]:
-                reject = self._local_reject(key, fields, failures.get(i))
+                reject = self._local_reject(key, fields, failures.get(i), kind)
                 if reject is not None:
                     rejects.append(reject)
                     continue
             match_value = fields.get(self.match_field) if self.match_field else None
             if needs_match and (match_value is None or match_value == ""):
-                rejects.append(self.empty_match_reject(key))
+                rejects.append(dataclasses.replace(self.empty_match_reject(key), kind=kind))
                 continue
             dest_id = ids[i] if isinstance(ids[i], str) and ids[i] != PENDING else None
             record = Record(key, fields, int(key_hashes[i]), int(row_hashes[i]), dest_id, match_value)

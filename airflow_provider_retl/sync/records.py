@@ -101,6 +101,8 @@ class Reject:
     stage: str  # "source" (key problems), "validation" (local rules), "destination" (API said no)
     field: str | None = None
     code: str | None = None
+    #: For a row refused before sending ("validation"): what the plan had it as ("new" or "changed").
+    kind: str | None = None
 
 
 #: Rejects kept in full in the report (the count is always exact).
@@ -143,6 +145,10 @@ class SyncReport:
     events: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
     rejected: int = 0
+    #: Rows the plan counted new or changed that were rejected before sending (local validation): not
+    #: checkpointed, so they are planned again every run until the data is fixed. The summary counts
+    #: them as rejected, not as new or changed: a run with nothing to send reads "0 new".
+    rejected_planned: dict[str, int] = field(default_factory=lambda: {"new": 0, "changed": 0})
     #: Example rejects: at most REJECT_EXAMPLES_PER_REASON per reason, MAX_REJECTS_IN_REPORT in all.
     rejects: list[Reject] = field(default_factory=list)
     #: Every reject grouped by stage and reason (its values blanked, see ``reason_pattern``):
@@ -161,6 +167,8 @@ class SyncReport:
 
     def add_reject(self, reject: Reject) -> None:
         self.rejected += 1
+        if reject.stage == "validation" and reject.kind in self.rejected_planned:
+            self.rejected_planned[reject.kind] += 1
         group = self._reject_group(reject)
         group["count"] += 1
         if len(group["examples"]) < REJECT_EXAMPLES_PER_REASON and len(self.rejects) < MAX_REJECTS_IN_REPORT:
@@ -185,6 +193,11 @@ class SyncReport:
 
     def skip(self, reason: str, n: int = 1) -> None:
         self.skipped[reason] = self.skipped.get(reason, 0) + n
+
+    @property
+    def rejected_unsent(self) -> int:
+        """Rows rejected before any request: key problems at the source and local validation."""
+        return sum(g["count"] for g in self.reject_reasons if g["stage"] in ("source", "validation"))
 
     @property
     def pushed(self) -> int:
@@ -216,8 +229,10 @@ class SyncReport:
             f"sync {self.sync_id} -> {self.object} ({self.mode}{', dry run' if self.dry_run else ''}):",
             f"  read {self.rows_read} rows"
             + (f" ({self.rows_in_partition} in partition {self.partition})" if self.partition else "")
-            + f": {self.planned['new']} new, {self.planned['changed']} changed, "
-            f"{self.planned['removed']} removed, {self.unchanged} unchanged",
+            + f": {self.planned['new'] - self.rejected_planned.get('new', 0)} new, "
+            f"{self.planned['changed'] - self.rejected_planned.get('changed', 0)} changed, "
+            f"{self.planned['removed']} removed, {self.unchanged} unchanged"
+            + (f", {self.rejected_unsent} rejected before sending" if self.rejected_unsent else ""),
             f"  pushed {self.pushed}: {self.created} created, {self.updated} updated, "
             f"{self.upserted} upserted, {self.deleted} deleted"
             + (f", {self.events} events" if self.events else "")

@@ -313,3 +313,27 @@ def test_guardrail_stops_a_mass_delete_before_sending_and_a_run_conf_overrides_i
         warehouse.execute("delete from {table} where email <> ?", ["user0@example.com"])
         result, _ = sync.run()
         assert result.state == "failed" and len(receiver.emulator.records()) == 20
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["undefined destination connection", "undefined warehouse connection", "unknown table", "unknown object",
+     "bad connection extra"],
+)
+def test_errors_a_retry_cannot_fix_fail_at_once_without_retries(dag_runner, hubspot, tmp_path, set_connection, case):
+    # The README's promise: what no retry can fix fails on its first try, although the task has retries.
+    warehouse = make_warehouse("duckdb", tmp_path, set_connection)
+    warehouse.create(customers(3))
+    overrides = {
+        "undefined destination connection": {"destination_conn_id": "no_such_destination"},
+        "undefined warehouse connection": {"conn_id": "no_such_warehouse"},
+        "unknown table": {"sql": "select * from no_such_table"},
+        "unknown object": {"object": "no_such_object"},
+        "bad connection extra": {},
+    }[case]
+    if case == "bad connection extra":
+        set_connection("hubspot_test", "retl_hubspot", host=hubspot.url, password=TOKEN, extra={"rate_limit": "lots"})
+    result, _ = Sync(dag_runner, warehouse).run(retries=2, **overrides)
+    task = result.task("sync")
+    assert result.state == "failed" and task.try_number == 1, (case, task.try_number)
+    assert hubspot.emulator.records("contacts") == []

@@ -79,10 +79,16 @@ class TestCli:
         process.send_signal(signal.SIGTERM)
         assert process.wait(10) == 0
 
-    def test_both_in_one_process_stop_on_sigint(self, run_cli) -> None:
-        process = run_cli("all", "--hubspot-port", "0", "--webhook-port", "0", "--secret", "s3cret")
-        urls = read_urls(process, 2)
-        assert requests.get(urls["hubspot"] + "/_emulator/health", timeout=5).json()["kind"] == "hubspot"
-        assert requests.get(urls["webhook"] + "/_emulator/health", timeout=5).json()["kind"] == "webhook"
+    def test_all_starts_every_destinations_emulator_and_stops_on_sigint(self, run_cli) -> None:
+        from airflow_provider_retl.destinations import REGISTRY
+
+        kinds = sorted(name for name, spec in REGISTRY.items() if spec.emulator is not None)
+        assert len(kinds) == 7
+        ports = [arg for kind in kinds for arg in (f"--{kind}-port", "0")]
+        process = run_cli("all", *ports, "--secret", "s3cret", "--error-rate", "0")
+        urls = read_urls(process, len(kinds))
+        assert sorted(urls) == kinds
+        for kind, url in urls.items():
+            assert requests.get(url + "/_emulator/health", timeout=5).json()["kind"] == kind
         process.send_signal(signal.SIGINT)
         assert process.wait(10) == 0

@@ -2,9 +2,12 @@
 
 Starts what ``make airflow`` starts (``demo/airflow_standalone.py``: ``airflow standalone``
 with the example DAGs, emulators, pools and connections), but in a temporary
-``AIRFLOW_HOME`` with the API server and the emulators on free loopback ports. It triggers
-``shop_dbt_to_apps`` through the REST API, waits for the run to succeed, then logs in
-through the login form (admin / admin, like a user of ``make airflow``) and loads the
+``AIRFLOW_HOME`` with the API server and the emulators on free loopback ports. It checks that
+every example DAG parsed without an import error, that the example connections are in the
+metadata DB (listed in the UI) and that the connection list's Test button answers for each
+destination connection, triggers ``shop_dbt_to_apps`` and then ``retl_demo`` through the REST
+API, waits for the runs to succeed, then logs in through the login form (admin and the
+password ``make airflow`` generated and printed) and loads the
 run's page (grid + task instances), a finished sync's log (the report summary), its Details
 tab (the "Destination" extra link) and its XCom (the report), taking a screenshot of each into
 ``build/ui/``. The first run sends every row; all its tasks must succeed in one try.
@@ -145,9 +148,11 @@ def test_a_finished_run_and_its_sync_report_in_the_ui(tmp_path, monkeypatch):
                                        timeout=300) as af:
         timings["standalone up"] = time.monotonic() - start
         try:
-            api = Api(af.url, standalone.USER, standalone.PASSWORD)
+            assert af.password != "admin" and len(af.password) >= 12
+            api = Api(af.url, standalone.USER, af.password)
             api.wait_for(f"the dag processor to parse {DAG_ID}", lambda: _dag_parsed(api), timeout=240)
             timings["dag parsed"] = time.monotonic() - start
+            check_examples_parsed_and_connections_listed(api, af)
             # Trigger while paused, then unpause. Unpausing also makes the scheduler start the daily
             # run (as `make airflow` does); queued runs start in run_after order, so an early
             # run_after makes ours the first run: the one that sends everything.
@@ -181,7 +186,9 @@ def test_a_finished_run_and_its_sync_report_in_the_ui(tmp_path, monkeypatch):
             mailchimp_url = af.emulators["mailchimp"].url
             assert links["extra_links"] == {"Destination": f"{mailchimp_url}/_emulator/state"}, links
 
-            shots = screenshots(af.url, run_id, chromium, standalone.USER, standalone.PASSWORD, expect,
+            check_retl_demo_runs(api)
+            timings["retl_demo finished"] = time.monotonic() - start
+            shots = screenshots(af.url, run_id, chromium, standalone.USER, af.password, expect,
                                 sync_playwright)
             timings["screenshots taken"] = time.monotonic() - start
         except BaseException:
@@ -193,6 +200,47 @@ def test_a_finished_run_and_its_sync_report_in_the_ui(tmp_path, monkeypatch):
         assert len(data) > 20_000, (name, len(data))
         assert png_distinct_scanlines(data) > 100, (name, png_distinct_scanlines(data))
     print("ui test timings (s):", {k: round(v, 1) for k, v in timings.items()}, "screenshots:", sorted(shots))
+
+
+EXAMPLE_DAGS = {"retl_demo", "shop_dbt_to_apps", "shop_dbt_build", "shop_syncs_on_asset"}
+DESTINATION_CONNECTIONS = {"hubspot_default", "mailchimp_default", "salesforce_default", "zendesk_default",
+                           "customerio_default", "webhook_default"}
+
+
+def check_examples_parsed_and_connections_listed(api: Api, af: Any) -> None:
+    """Every example DAG parsed without an import error; the connections are in the DB; Test answers."""
+    dags = api.wait_for("every example DAG to be parsed", lambda: EXAMPLE_DAGS <= {
+        d["dag_id"] for d in api.call("GET", "/dags?limit=100")["dags"]} or None, timeout=240)
+    assert dags
+    errors = api.call("GET", "/importErrors")
+    assert errors["total_entries"] == 0, errors
+    listed = {c["connection_id"]: c for c in api.call("GET", "/connections?limit=100")["connections"]}
+    assert DESTINATION_CONNECTIONS | {"warehouse", "demo_warehouse"} <= set(listed), sorted(listed)
+    for conn_id in sorted(DESTINATION_CONNECTIONS):
+        conn = listed[conn_id]
+        assert "pat-example" not in str(conn["password"])  # the API never shows a stored secret
+        # What the connection list's Test button posts (the UI sends port as Number(port)).
+        body = {"connection_id": conn_id, "conn_type": conn["conn_type"], "host": conn["host"],
+                "login": conn["login"] or "", "password": conn["password"] or "", "schema": conn["schema"] or "",
+                "port": int(conn["port"] or 0), "extra": conn["extra"] or "{}", "description": ""}
+        result = api.call("POST", "/connections/test", json=body)
+        assert result["status"] is True, (conn_id, result)
+
+
+def check_retl_demo_runs(api: Api) -> None:
+    """``retl_demo`` (its table and connections come with `make airflow`) succeeds from a trigger."""
+    demo = "retl_demo"
+    api.call("PATCH", f"/dags/{demo}", json={"is_paused": False})
+    run_id = api.call("POST", f"/dags/{demo}/dagRuns", json={"logical_date": None, "note": "ui test"})["dag_run_id"]
+
+    def finished():
+        state = api.call("GET", f"/dags/{demo}/dagRuns/{run_id}")["state"]
+        return state if state in ("success", "failed") else None
+
+    assert api.wait_for(f"{demo} run {run_id} to finish", finished, timeout=300) == "success"
+    report = api.call("GET", f"/dags/{demo}/dagRuns/{run_id}/taskInstances/contacts_to_hubspot"
+                             "/xcomEntries/return_value")["value"]
+    assert report["rows_read"] == 200 and report["rejected"] == 3 and report["created"] == 197, report
 
 
 def screenshots(base_url, run_id, chromium, username, password, expect, sync_playwright) -> dict[str, Path]:

@@ -141,6 +141,9 @@ class InMemoryDestination:
 
     def upsert(self, object: str, records: Sequence[Record], match_field: str) -> list[Outcome]:
         self._call("upsert", len(records), records)
+        return self._upsert(records, match_field)
+
+    def _upsert(self, records: Sequence[Record], match_field: str) -> list[Outcome]:
         if not self.can_lookup:
             # A webhook-like destination: keyed by the sync key, says nothing about created vs updated.
             outcomes = [self._write(r, r.key) for r in records]
@@ -172,9 +175,9 @@ class InMemoryDestination:
 
 
     def bulk_upsert(self, object: str, records: Sequence[Record], match_field: str) -> list[Outcome]:
-        outcomes = self.upsert(object, records, match_field)
-        self.calls[-1] = ("bulk_upsert", len(records))
-        return outcomes
+        # Recorded as its own call kind in one append: rewriting calls[-1] raced other worker threads.
+        self._call("bulk_upsert", len(records), records)
+        return self._upsert(records, match_field)
 
     def lookup(self, object: str, match_field: str, values: Sequence[Any]) -> dict[Any, str]:
         self._call("lookup", len(values))

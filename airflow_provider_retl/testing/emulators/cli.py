@@ -7,7 +7,7 @@
     retl-emulators customerio --port 8087 --site-id mysite --api-key mykey --rate-limit 100
     retl-emulators salesforce --port 8084 --username me@example.com --password pw --security-token tok
     retl-emulators zendesk --port 8085 --email agent@example.com --api-token my-token
-    retl-emulators all --hubspot-port 8081 --webhook-port 8082
+    retl-emulators all --hubspot-port 8081 --webhook-port 8082   # every emulator, each on its own port
 
 (or ``python -m airflow_provider_retl.testing.emulators ...``). Each started
 emulator prints one line ``<kind> emulator listening on <url>``; the process
@@ -254,14 +254,36 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--port", type=int, default=port, help="0 picks a free port")
         add_options(command)
         _add_fault_options(command)
-    both = commands.add_parser("all", help="the HubSpot and webhook emulators in one process")
-    both.add_argument("--host", default="127.0.0.1")
-    both.add_argument("--hubspot-port", type=int, default=8081)
-    both.add_argument("--webhook-port", type=int, default=8082)
-    _add_hubspot_options(both)
-    _add_webhook_options(both)
-    _add_fault_options(both)
+    every = commands.add_parser(
+        "all",
+        help="every emulator in one process ("
+        + ", ".join(f"{kind} :{port}" for kind, (_, port, _, _) in SUBCOMMANDS.items())
+        + "); HubSpot and the webhook take their options here, the others run with their defaults",
+    )
+    every.add_argument("--host", default="127.0.0.1")
+    for kind, (_, port, _, _) in SUBCOMMANDS.items():
+        every.add_argument(f"--{kind}-port", type=int, default=port, help=f"port of the {kind} emulator (0: free)")
+    _add_hubspot_options(every)
+    _add_webhook_options(every)
+    _add_fault_options(every)
     return parser
+
+
+#: The emulators whose own options ``all`` takes (their option names collide with no other's).
+ALL_OPTIONS = ("hubspot", "webhook")
+
+
+def _all_options(kind: str, args: argparse.Namespace) -> dict[str, Any]:
+    """start_emulator kwargs of ``kind`` under ``all``: its own defaults, the fault switches given to ``all``."""
+    if kind in ALL_OPTIONS:
+        return SUBCOMMANDS[kind][3](args)
+    own = argparse.ArgumentParser()
+    SUBCOMMANDS[kind][2](own)
+    defaults = own.parse_args([])
+    for name, value in vars(args).items():
+        if name in _FAULT_OPTIONS:
+            setattr(defaults, name, value)
+    return SUBCOMMANDS[kind][3](defaults)
 
 
 def _faults(args: argparse.Namespace) -> Faults:
@@ -323,18 +345,27 @@ SUBCOMMANDS: dict[
 }
 
 
+def _fault_option_names() -> frozenset[str]:
+    parser = argparse.ArgumentParser()
+    _add_fault_options(parser)
+    return frozenset(vars(parser.parse_args([])))
+
+
+_FAULT_OPTIONS = _fault_option_names()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Start the emulators named on the command line and serve until SIGINT/SIGTERM."""
     args = build_parser().parse_args(argv)
     running: list[RunningEmulator] = []
     try:
         if args.command == "all":
-            ports = {"hubspot": args.hubspot_port, "webhook": args.webhook_port}
+            for kind in SUBCOMMANDS:
+                port = getattr(args, f"{kind}_port")
+                running.append(start_emulator(kind, host=args.host, port=port, **_all_options(kind, args)))
         else:
-            ports = {args.command: args.port}
-        for kind, port in ports.items():
-            options = SUBCOMMANDS[kind][3](args)
-            running.append(start_emulator(kind, host=args.host, port=port, **options))
+            options = SUBCOMMANDS[args.command][3](args)
+            running.append(start_emulator(args.command, host=args.host, port=args.port, **options))
     except Exception as exc:  # noqa: BLE001 - stop what started, then re-raise
         for emulator in running:
             emulator.stop()

@@ -10,6 +10,7 @@ import pytest
 
 from airflow_provider_retl.sync.checkpoint import FileCheckpointStore, MemoryCheckpointStore
 from airflow_provider_retl.sync.engine import SyncConfig, run_sync
+from airflow_provider_retl.sync.records import SyncReport
 from airflow_provider_retl.sync.errors import (
     CheckpointError,
     ConfigurationError,
@@ -449,3 +450,28 @@ def test_wire_values_converted_in_blocks_are_those_of_each_row(monkeypatch):
     for i in range(53):
         record = dest.records[dest.by_match(f"user{i}@example.com")]
         assert record["score"] == i and record["firstname"] == (None if i == 5 else f"First{i}")
+
+
+def test_a_row_refused_before_sending_is_a_reject_not_new_on_every_no_op_run():
+    # A row local validation refuses is not checkpointed, so each run plans it again as new. The
+    # summary counts it once, as rejected: a run with nothing to send reads "0 new" (it read
+    # "1 new" on every no-op run of the demo). A changed row refused counts the same way.
+    dest, store = InMemoryDestination(), MemoryCheckpointStore()
+    frame = contacts(10)
+    frame["customer_id"] = np.arange(10)
+    frame.loc[3, "email"] = "not-an-email"
+    first = sync(frame, dest, store, primary_key="customer_id")
+    assert first.planned["new"] == 10 and first.created == 9 and first.rejected == 1
+    assert first.rejected_planned == {"new": 1, "changed": 0} and first.rejects[0].kind == "new"
+    assert "read 10 rows: 9 new, 0 changed, 0 removed, 0 unchanged, 1 rejected before sending" in first.summary()
+    calls = dest.request_count
+    again = sync(frame, dest, store, primary_key="customer_id")
+    assert dest.request_count == calls and again.pushed == 0 and again.rejected == 1
+    assert "read 10 rows: 0 new, 0 changed, 0 removed, 9 unchanged, 1 rejected before sending" in again.summary()
+    changed = frame.copy()
+    changed.loc[5, "email"] = "also bad"
+    changed.loc[6, "score"] = -1
+    third = sync(changed, dest, store, primary_key="customer_id")
+    assert third.rejected_planned == {"new": 1, "changed": 1}
+    assert "read 10 rows: 0 new, 1 changed, 0 removed, 7 unchanged, 2 rejected before sending" in third.summary()
+    assert SyncReport.from_dict(third.to_dict()).summary() == third.summary()
