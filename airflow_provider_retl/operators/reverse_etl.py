@@ -20,7 +20,13 @@ from airflow_provider_retl.sql_errors import permanent_sql_error
 from airflow_provider_retl.sync.checkpoint import Checkpoint
 from airflow_provider_retl.sync.config import parse_partition, partition_suffix
 from airflow_provider_retl.sync.engine import SyncConfig, run_sync
-from airflow_provider_retl.sync.errors import CheckpointError, ConfigurationError, FatalSyncError, RejectRatioExceeded
+from airflow_provider_retl.sync.errors import (
+    CheckpointError,
+    ConfigurationError,
+    FatalSyncError,
+    GuardrailTripped,
+    RejectRatioExceeded,
+)
 from airflow_provider_retl.sync.records import Mode, Reject
 from airflow_provider_retl.sync.redaction import REDACTOR
 from airflow_provider_retl.sync.sqlnames import warehouse_checkpoint_table
@@ -79,7 +85,9 @@ class ReverseETLOperator(BaseOperator):
     :param dry_run: plan and report, send nothing, change no checkpoint.
     :param max_reject_ratio: fail the task when more than this fraction of rows is rejected
         (accepted rows are still synced and checkpointed, and the report is still pushed).
-        Default 0.5; 1.0 never fails.
+        Default 0.5; 1.0 never fails. Also a guardrail: when the rejects known before sending
+        (NULL/duplicate keys, local validation) already pass this share, the task fails at once
+        and sends nothing.
     :param max_delete_ratio: guardrail: mirror deletes at most this share of the synced records
         (default 0.5, from 10 deletes on; None: no limit); checked before anything is sent.
     :param max_deletes: guardrail: mirror deletes at most this many records (default: no limit).
@@ -451,6 +459,12 @@ class ReverseETLOperator(BaseOperator):
             context["ti"].xcom_push(key=REPORT_XCOM_KEY, value=REDACTOR.redact_value(exc.report.to_dict()))
             # Retrying cannot fix bad data: fail without retries, keep the report.
             raise AirflowFailException(str(exc)) from exc
+        except GuardrailTripped as exc:
+            # Nothing was sent; the report (what was read, planned and rejected) is for the alert and the UI.
+            self._write_rejects(rejects, sync_id, context)
+            if exc.report is not None:
+                context["ti"].xcom_push(key=REPORT_XCOM_KEY, value=REDACTOR.redact_value(exc.report.to_dict()))
+            raise
         return report.to_dict()
 
 

@@ -113,6 +113,14 @@ def run_sync(
         report.retries = destination.retry_count - retries_at_start
         return _finish(report, config, log, clock() - started)
 
+    def finish_early() -> SyncReport:
+        """The report of a run a guardrail stopped: what it read and planned, nothing pushed."""
+        report.requests = destination.request_count - requests_at_start
+        report.retries = destination.retry_count - retries_at_start
+        report.seconds = round(clock() - started, 3)
+        log.info("%s", report.summary())
+        return report
+
     # 1. Read the whole result against the checkpoint.
     make_diff = getattr(store, "make_diff", None)
     if make_diff is not None:
@@ -174,7 +182,11 @@ def run_sync(
         else:
             # Not for events: an events query over a moving window replaces its keys every run.
             _check_identity_change(report, config)
-            _check_guardrails(report, config, mode)
+            try:
+                _check_guardrails(report, config, mode)
+            except GuardrailTripped as exc:
+                exc.report = finish_early()
+                raise
     if config.rebaseline:
         diff.rebaseline()
         return finish()
@@ -221,6 +233,12 @@ def run_sync(
         progress=progress,
         caps=caps,
     )
+    if not config.dry_run:
+        try:
+            _check_reject_share(report, config, plan, pusher, pending)
+        except GuardrailTripped as exc:
+            exc.report = finish_early()
+            raise
     if len(sent_elsewhere) and not config.dry_run:
         pusher.commit(sent_elsewhere)  # known here from now on, whatever the layout of the next run
     if config.dry_run:
@@ -531,6 +549,73 @@ def _check_guardrails(report: SyncReport, config: SyncConfig, mode: Mode) -> Non
         )
 
 
+#: Planned calls whose rows the pre-send reject check validates (lookups become updates or creates).
+_SENT_ACTIONS = (Action.UPSERT, Action.UPDATE, Action.CREATE, Action.LOOKUP, Action.SEND_EVENT, Action.RECONCILE)
+#: Rows validated per step of the pre-send reject check: it stops within a step of where the
+#: share can no longer be passed (the pusher still converts 10k-row blocks, once).
+_CHECK_STEP = 1_000
+
+
+def _check_reject_share(
+    report: SyncReport, config: SyncConfig, plan: Plan, pusher: Pusher, pending: pd.DataFrame
+) -> None:
+    """Guardrail: stop before sending when more than ``max_reject_ratio`` of the rows are rejected already.
+
+    Known before anything is sent: the source's rejects (NULL/empty and duplicated keys) and
+    the local checks of the rows that would be sent (values the wire cannot carry, the
+    destination's rules). Those checks run here, once: rejected rows leave the plan, and the
+    rows that pass are not checked again when their batch is built. Checking stops as soon as
+    the share can no longer be passed, so a run that sends few rows (most incremental runs)
+    checks none here and its batches check them as before. The share after sending
+    (``_finish``) still counts what the destination rejects.
+    """
+    ratio = config.max_reject_ratio
+    rows = report.rows_read if report.rows_in_partition is None else report.rows_in_partition
+    if config.override_guardrails or ratio is None or ratio >= 1 or not rows:
+        return
+    limit = ratio * rows
+    to_check = [(action, plan.rows(action)) for action in _SENT_ACTIONS if len(plan.rows(action))]
+    remaining = sum(len(r) for _, r in to_check)
+    checked = 0
+    failed: list[np.ndarray] = []
+    for _, candidates in to_check:
+        for start in range(0, len(candidates), _CHECK_STEP):
+            if report.rejected + remaining <= limit:
+                break  # even if every row left failed, the share would not be passed
+            step = candidates[start : start + _CHECK_STEP]
+            failed.append(pusher.validate_rows(pending, step))
+            remaining -= len(step)
+            checked += len(step)
+            if report.rejected > limit:
+                raise GuardrailTripped(_reject_share_message(report, config, rows, checked, remaining))
+    bad = np.concatenate(failed) if failed else np.empty(0, dtype=np.int64)
+    if len(bad):
+        # Rejected here: never batched, looked up or sent.
+        for action, candidates in to_check:
+            plan.by_action[action] = candidates[~np.isin(candidates, bad)]
+
+
+def _reject_share_message(report: SyncReport, config: SyncConfig, rows: int, checked: int, unchecked: int) -> str:
+    """What the reject guardrail saw: counts by stage, the top reasons with example keys (never values)."""
+    by_stage: dict[str, int] = {}
+    for group in report.reject_reasons:
+        by_stage[group["stage"]] = by_stage.get(group["stage"], 0) + group["count"]
+    stages = ", ".join(f"{count} {stage}" for stage, count in sorted(by_stage.items(), key=lambda kv: -kv[1]))
+    top = sorted(report.reject_reasons, key=lambda g: -g["count"])[:3]
+    reasons = "; ".join(
+        f"{g['count']} x [{g['stage']}] {g['reason']} (e.g. {', '.join(repr(k) for k in g['examples'][:3])})"
+        for g in top
+    )
+    scope = f" (stopped after checking {checked} rows to send; {unchecked} not checked)" if unchecked else ""
+    override = OVERRIDE_ONCE.format(sync_id=config.sync_id)
+    return (
+        f"guardrail: {report.rejected} of {rows} rows are rejected before sending ({report.rejected / rows:.0%}: "
+        f"{stages}){scope}, above max_reject_ratio={config.max_reject_ratio:g}; nothing was sent. "
+        f"Top reasons: {reasons}. Fix the data, or raise max_reject_ratio; {override[0].lower()}{override[1:]} "
+        f"(the valid rows are then sent and the rejects reported)"
+    )
+
+
 def _check_events_reset(report: SyncReport, config: SyncConfig, pending: pd.DataFrame) -> None:
     """An events sync whose checkpoint was reset would send again every event it forgot."""
     # An upgraded checkpoint of the previous release forgot nothing: its sent events stay known.
@@ -556,6 +641,17 @@ def _finish(report: SyncReport, config: SyncConfig, log: SyncLogger, seconds: fl
     # A partition's rejects are out of the rows it owned, not out of the whole result.
     rows = report.rows_read if report.rows_in_partition is None else report.rows_in_partition
     if ratio is not None and rows and report.rejected / rows > ratio:
+        if config.override_guardrails:
+            # The run was let through once on purpose (the reject guardrail included): say it, do not fail it.
+            log.warning(
+                "%d of %d rows rejected (%.1f%%), more than max_reject_ratio=%.1f%%; not failing: the guardrails "
+                "were overridden for this run",
+                report.rejected,
+                rows,
+                100 * report.rejected / rows,
+                100 * ratio,
+            )
+            return report
         raise RejectRatioExceeded(
             f"{report.rejected} of {rows} rows rejected ({report.rejected / rows:.1%}), "
             f"more than max_reject_ratio={ratio:.1%}; accepted rows were synced and checkpointed",

@@ -91,7 +91,12 @@ class BatchRejectedError(DestinationError):
 
 
 class GuardrailTripped(FatalSyncError):
-    """A run planned something a guardrail forbids (mass deletes, a shrunken source); nothing was sent."""
+    """A run planned something a guardrail forbids (mass deletes, a shrunken source, too many rejects);
+    nothing was sent. ``report`` is the run's report as far as it got (rows read, planned, rejects)."""
+
+    def __init__(self, message: str, report: Any = None):
+        super().__init__(message)
+        self.report = report
 
 
 class EmptySourceError(FatalSyncError):

@@ -70,3 +70,80 @@ def test_allow_identity_change_lets_a_replaced_key_delete_its_old_records():
     renamed = pd.DataFrame({"email": [f"v{i}@example.com" for i in range(40)], "name": ["N"] * 40})
     report = _run(dest, store, renamed, allow_identity_change=True)
     assert report.deleted == 40
+
+
+class CountingDestination(InMemoryDestination):
+    """Counts the destination's local checks and refuses a ``note`` that holds a made-up secret."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.validated: list[str] = []
+
+    def validate(self, object, fields):
+        self.validated.append(fields.get("email"))
+        problems = super().validate(object, fields)
+        if fields.get("note"):
+            problems.append(("note", f"note {fields['note']!r} is not allowed"))
+        return problems
+
+
+def _noted(good: int, bad: int) -> pd.DataFrame:
+    frame = _rows(good + bad)
+    frame["note"] = [None] * good + ["sk-live-123456"] * bad
+    return frame
+
+
+def test_known_rejects_over_the_share_trip_before_sending_with_counts_reasons_and_keys():
+    dest, store = CountingDestination(), MemoryCheckpointStore()
+    frame = pd.concat([_noted(3, 5), pd.DataFrame({"email": [None, None], "name": "N", "note": None})], ignore_index=True)
+    with pytest.raises(GuardrailTripped) as caught:
+        _run(dest, store, frame, mode="upsert")
+    message = str(caught.value)
+    assert "7 of 10 rows are rejected before sending (70%: 5 validation, 2 source)" in message
+    assert "max_reject_ratio=0.5" in message and "retl_override_guardrails" in message
+    assert "'u3@example.com'" in message and "NULL" in message  # example keys
+    assert "sk-live" not in message  # values are blanked in reasons: a value may be a secret
+    assert dest.calls == [] and store.load() is None  # nothing sent, nothing committed
+    report = caught.value.report
+    assert report.rejected == 7 and report.rows_read == 10 and report.pushed == 0
+
+
+def test_rows_checked_before_sending_are_not_checked_again_and_rejected_rows_are_not_batched():
+    dest, store = CountingDestination(), MemoryCheckpointStore()
+    report = _run(dest, store, _noted(6, 4), mode="upsert")  # 40%: under the share
+    assert report.created == 6 and report.rejected == 4
+    assert sorted(dest.validated) == sorted(_rows(10)["email"])  # each row once
+    assert sum(n for kind, n in dest.calls if kind == "upsert") == 6
+
+
+def test_a_small_change_checks_nothing_up_front():
+    dest, store = CountingDestination(), MemoryCheckpointStore()
+    _run(dest, store, _rows(100), mode="upsert")
+    dest.validated.clear()
+    changed = _rows(100)
+    changed.loc[:2, "name"] = "M"
+    report = _run(dest, store, changed, mode="upsert")
+    assert report.updated + report.upserted == 3 and len(dest.validated) == 3  # in the batches, as before
+
+
+def test_the_override_sends_the_valid_rows_once_and_does_not_fail_after_sending():
+    dest, store = CountingDestination(), MemoryCheckpointStore()
+    report = _run(dest, store, _noted(2, 8), mode="upsert", override_guardrails=True)
+    assert report.created == 2 and report.rejected == 8  # not RejectRatioExceeded: the run was let through
+    with pytest.raises(GuardrailTripped, match="8 of 10 rows"):
+        _run(dest, store, _noted(2, 8), mode="upsert")
+
+
+def test_a_ratio_of_one_turns_the_reject_guardrail_off():
+    dest, store = CountingDestination(), MemoryCheckpointStore()
+    assert _run(dest, store, _noted(0, 10), mode="upsert", max_reject_ratio=1.0).rejected == 10
+
+
+def test_events_are_guarded_by_the_reject_share_too():
+    dest, store = InMemoryDestination(events=True, lookup=False), MemoryCheckpointStore()
+    frame = pd.DataFrame({"email": ["a@example.com", "b@", "c@", "d@"], "name": "N"})
+    with pytest.raises(GuardrailTripped, match="3 of 4 rows are rejected before sending"):
+        _run(dest, store, frame, mode="insert")
+    assert dest.events == [] and dest.calls == []
+    report = _run(dest, store, frame, mode="insert", override_guardrails=True)
+    assert report.events == 1 and [fields["email"] for _, fields in dest.events] == ["a@example.com"]
