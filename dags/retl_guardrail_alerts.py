@@ -52,6 +52,7 @@ with DAG(
         max_deletes=500,
         min_source_ratio=0.5,
         max_reject_ratio=0.1,
+        max_reject_ratio_before_send=0.1,  # this sync sends nothing when >10% of rows fail validation
         # Guardrails are not retried (a retry would see the same data); the alert goes out on the failure.
         on_failure_callback=SyncAlert(
             SmtpNotifier(to="data-team@example.com", from_email="airflow@localhost", smtp_conn_id="retl_alerts_smtp")

@@ -93,6 +93,10 @@ class ReverseETLOperator(BaseOperator):
     :param max_deletes: guardrail: mirror deletes at most this many records (default: no limit).
     :param min_source_ratio: guardrail: fail before sending when the query returns fewer keys than
         this share of those synced before (default 0.5, from 100 synced keys; None: off). Not for events.
+    :param max_reject_ratio_before_send: guardrail: fail before sending when the rows rejected before
+        anything is sent (NULL/duplicate keys, local validation) pass this share of the rows read
+        (default None: off, so the valid rows of a mostly rejected run are still sent, then
+        ``max_reject_ratio`` fails the task).
     :param override_guardrails: skip the guardrails (set it for one run, or trigger the DAG run
         with conf ``{"retl_override_guardrails": ["<sync id>"]}`` or ``true``, which lasts one run).
     :param allow_identity_change: a run that would remove and re-create most keys at once (a
@@ -177,6 +181,7 @@ class ReverseETLOperator(BaseOperator):
         max_delete_ratio: float | None = 0.5,
         max_deletes: int | None = None,
         min_source_ratio: float | None = 0.5,
+        max_reject_ratio_before_send: float | None = None,
         override_guardrails: bool = False,
         **kwargs: Any,
     ) -> None:
@@ -224,6 +229,7 @@ class ReverseETLOperator(BaseOperator):
         self.max_delete_ratio = max_delete_ratio
         self.max_deletes = max_deletes
         self.min_source_ratio = min_source_ratio
+        self.max_reject_ratio_before_send = max_reject_ratio_before_send
         self.override_guardrails = override_guardrails
         #: Set per run from the DAG run's conf ``retl_override_guardrails``.
         self._override_once = False
@@ -348,6 +354,7 @@ class ReverseETLOperator(BaseOperator):
             max_delete_ratio=self.max_delete_ratio,
             max_deletes=self.max_deletes,
             min_source_ratio=self.min_source_ratio,
+            max_reject_ratio_before_send=self.max_reject_ratio_before_send,
             override_guardrails=self.override_guardrails or self._override_once,
         )
 

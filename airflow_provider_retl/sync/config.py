@@ -60,6 +60,10 @@ class SyncConfig:
     #: The source must still hold this share of the synced set's keys (a broken upstream model or
     #: a filter gone wrong returns far fewer rows); None turns the check off.
     min_source_ratio: float | None = 0.5
+    #: ... and the rows rejected before sending (NULL/duplicate keys, local validation of the rows
+    #: to send) must be at most this share of the rows read (None: off, the default, so a mostly
+    #: rejected run still sends its valid rows and then fails on ``max_reject_ratio``).
+    max_reject_ratio_before_send: float | None = None
     #: Skip the guardrails for this run only (the operator sets it from the DAG run's conf).
     override_guardrails: bool = False
     primary_keys: list[str] = field(init=False)
@@ -84,7 +88,7 @@ class SyncConfig:
             )
         if not 0 <= self.max_reject_ratio <= 1:
             raise ConfigurationError(f"max_reject_ratio must be between 0 and 1; got {self.max_reject_ratio!r}")
-        for name in ("max_delete_ratio", "min_source_ratio"):
+        for name in ("max_delete_ratio", "min_source_ratio", "max_reject_ratio_before_send"):
             value = getattr(self, name)
             if value is not None and (
                 isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1

@@ -559,7 +559,7 @@ _CHECK_STEP = 1_000
 def _check_reject_share(
     report: SyncReport, config: SyncConfig, plan: Plan, pusher: Pusher, pending: pd.DataFrame
 ) -> None:
-    """Guardrail: stop before sending when more than ``max_reject_ratio`` of the rows are rejected already.
+    """Guardrail: stop before sending when the rows rejected already pass ``max_reject_ratio_before_send``.
 
     Known before anything is sent: the source's rejects (NULL/empty and duplicated keys) and
     the local checks of the rows that would be sent (values the wire cannot carry, the
@@ -569,7 +569,9 @@ def _check_reject_share(
     checks none here and its batches check them as before. The share after sending
     (``_finish``) still counts what the destination rejects.
     """
-    ratio = config.max_reject_ratio
+    # Off by default: the team's rule is that a mostly rejected run commits what succeeded, then
+    # fails (``max_reject_ratio`` in ``_finish``); stopping before sending is a per-sync choice.
+    ratio = config.max_reject_ratio_before_send
     rows = report.rows_read if report.rows_in_partition is None else report.rows_in_partition
     if config.override_guardrails or ratio is None or ratio >= 1 or not rows:
         return
@@ -610,9 +612,10 @@ def _reject_share_message(report: SyncReport, config: SyncConfig, rows: int, che
     override = OVERRIDE_ONCE.format(sync_id=config.sync_id)
     return (
         f"guardrail: {report.rejected} of {rows} rows are rejected before sending ({report.rejected / rows:.0%}: "
-        f"{stages}){scope}, above max_reject_ratio={config.max_reject_ratio:g}; nothing was sent. "
-        f"Top reasons: {reasons}. Fix the data, or raise max_reject_ratio; {override[0].lower()}{override[1:]} "
-        f"(the valid rows are then sent and the rejects reported)"
+        f"{stages}){scope}, above max_reject_ratio_before_send="
+        f"{config.max_reject_ratio_before_send:g}; nothing was sent. Top reasons: {reasons}. Fix the data, or "
+        f"raise max_reject_ratio_before_send; {override[0].lower()}{override[1:]} (the valid rows are then sent, "
+        f"and the run still fails after them if the rejects pass max_reject_ratio)"
     )
 
 
@@ -641,17 +644,6 @@ def _finish(report: SyncReport, config: SyncConfig, log: SyncLogger, seconds: fl
     # A partition's rejects are out of the rows it owned, not out of the whole result.
     rows = report.rows_read if report.rows_in_partition is None else report.rows_in_partition
     if ratio is not None and rows and report.rejected / rows > ratio:
-        if config.override_guardrails:
-            # The run was let through once on purpose (the reject guardrail included): say it, do not fail it.
-            log.warning(
-                "%d of %d rows rejected (%.1f%%), more than max_reject_ratio=%.1f%%; not failing: the guardrails "
-                "were overridden for this run",
-                report.rejected,
-                rows,
-                100 * report.rejected / rows,
-                100 * ratio,
-            )
-            return report
         raise RejectRatioExceeded(
             f"{report.rejected} of {rows} rows rejected ({report.rejected / rows:.1%}), "
             f"more than max_reject_ratio={ratio:.1%}; accepted rows were synced and checkpointed",

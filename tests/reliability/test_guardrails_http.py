@@ -21,7 +21,7 @@ from airflow_provider_retl.sources import read_query
 from airflow_provider_retl.sync.checkpoint import CheckpointStore, MemoryCheckpointStore
 from airflow_provider_retl.sync.config import SyncConfig
 from airflow_provider_retl.sync.engine import run_sync
-from airflow_provider_retl.sync.errors import GuardrailTripped
+from airflow_provider_retl.sync.errors import GuardrailTripped, RejectRatioExceeded
 from airflow_provider_retl.sync.records import SyncReport
 from airflow_provider_retl.testing.emulators import DEFAULT_TOKEN, start_emulator
 
@@ -143,27 +143,29 @@ def test_a_shrunken_source_trips_in_upsert_mode_until_it_is_overridden_once(sour
 
 def test_a_share_of_rejects_known_before_sending_trips_and_names_the_reasons(source, hubspot):
     source.set_rows(emails(4) + [f"bad{i} at example.com" for i in range(6)])
-    error = trips(source, hubspot, r"6 of 10 rows are rejected before sending")
+    error = trips(source, hubspot, r"6 of 10 rows are rejected before sending", max_reject_ratio_before_send=0.5)
     message = str(error)
-    assert "max_reject_ratio=0.5" in message and "6 validation" in message
+    assert "max_reject_ratio_before_send=0.5" in message and "6 validation" in message
     assert "invalid email" in message and "'bad0 at example.com'" in message  # reason and example key
     assert error.report.rejected == 6 and hubspot.emulator.records("contacts") == []
 
-    report = source.run(override_guardrails=True)  # the four valid rows go out, the run is not failed
-    assert report.created == 4 and report.rejected == 6
+    # Let through once: the four valid rows go out and are committed, then the share still fails the run.
+    with pytest.raises(RejectRatioExceeded, match="6 of 10 rows rejected") as caught:
+        source.run(override_guardrails=True, max_reject_ratio_before_send=0.5)
+    assert caught.value.report.created == 4 and caught.value.report.rejected == 6
     assert len(hubspot.emulator.records("contacts")) == 4
 
-    trips(source, hubspot, r"6 of 10 rows are rejected before sending")  # the rejects are retried, and stopped
+    trips(source, hubspot, r"6 of 10 rows are rejected before sending", max_reject_ratio_before_send=0.5)  # retried, and stopped
 
 
 def test_a_share_below_the_limit_sends_the_valid_rows(source, hubspot):
     source.set_rows(emails(6) + [f"bad{i} at example.com" for i in range(4)])
-    report = source.run()
+    report = source.run(max_reject_ratio_before_send=0.5)
     assert report.created == 6 and report.rejected == 4
     assert sorted(r["properties"]["email"] for r in hubspot.emulator.records("contacts")) == sorted(emails(6))
 
 
 def test_null_and_duplicate_keys_count_as_rejects_before_sending(source, hubspot):
     source.set_rows(emails(3) + [None, None, None] + ["user0@example.com"] * 2)  # type: ignore[list-item]
-    error = trips(source, hubspot, r"rejected before sending .*source")
+    error = trips(source, hubspot, r"rejected before sending .*source", max_reject_ratio_before_send=0.5)
     assert error.report.rejected >= 5

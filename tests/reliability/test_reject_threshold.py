@@ -1,5 +1,4 @@
-"""No silent success: too many rejects fail the run (before sending when they are known locally, else after
-committing what succeeded); rejects are grouped.
+"""No silent success: too many rejects fail the run after committing what succeeded; rejects are grouped.
 
 The real engine with the HubSpot hook and emulator, and one real ``dag.test()`` run of the
 operator (the task fails at once, without Airflow retries, and still pushes its report).
@@ -52,22 +51,20 @@ def sync(hook, store, frame, **kw):
     return report, seen
 
 
-def test_the_default_threshold_stops_a_mostly_rejected_run_before_sending(hook, hubspot):
+def test_the_default_threshold_fails_a_mostly_rejected_run_after_committing_the_rest(hook, hubspot):
     assert DEFAULT_MAX_REJECT_RATIO == 0.5
     store = MemoryCheckpointStore()
-    # The six bad emails are known before anything is sent: the reject guardrail stops the run.
-    with pytest.raises(GuardrailTripped, match="6 of 10 rows are rejected before sending") as caught:
+    with pytest.raises(RejectRatioExceeded, match="6 of 10 rows rejected") as caught:
         sync(hook, store, rows(4, 6))
-    assert caught.value.report.created == 0 and caught.value.report.rejected == 6
-    assert hubspot.emulator.request_count() == 0 and store.load() is None
-    # Data fixed: the next run sends all ten.
+    assert caught.value.report.created == 4 and caught.value.report.rejected == 6
+    assert len(hubspot.emulator.records("contacts")) == 4
+    # The four accepted rows were checkpointed: the next run (data fixed) sends only the six.
     report, _ = sync(hook, store, rows(10, 0))
-    assert report.created == 10
+    assert report.unchanged == 4 and report.created == 6
 
 
 def test_rejects_of_the_destination_fail_the_run_after_committing_the_rest(hook, hubspot):
-    # Valid locally, refused by HubSpot (not one of the stage's options): known only after sending,
-    # so the share is checked after it, once what succeeded is committed.
+    # Valid locally, refused by HubSpot (not one of the stage's options): known only after sending.
     store = MemoryCheckpointStore()
     frame = rows(10, 0).assign(lifecyclestage=["lead"] * 4 + ["no-such-stage"] * 6)
     with pytest.raises(RejectRatioExceeded, match="6 of 10 rows rejected") as caught:
@@ -76,8 +73,15 @@ def test_rejects_of_the_destination_fail_the_run_after_committing_the_rest(hook,
     assert len(hubspot.emulator.records("contacts")) == 4
 
 
+def test_the_check_before_sending_is_opt_in_and_then_sends_nothing(hook, hubspot):
+    store = MemoryCheckpointStore()
+    with pytest.raises(GuardrailTripped, match="6 of 10 rows are rejected before sending"):
+        sync(hook, store, rows(4, 6), max_reject_ratio_before_send=0.5)
+    assert hubspot.emulator.request_count() == 0 and store.load() is None
+
+
 def test_every_row_rejected_is_not_a_success(hook):
-    with pytest.raises(GuardrailTripped, match="10 of 10"):
+    with pytest.raises(RejectRatioExceeded, match="10 of 10"):
         sync(hook, MemoryCheckpointStore(), rows(0, 10))
 
 

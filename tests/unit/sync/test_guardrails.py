@@ -7,7 +7,7 @@ import pytest
 
 from airflow_provider_retl.sync.checkpoint import MemoryCheckpointStore
 from airflow_provider_retl.sync.engine import SyncConfig, run_sync
-from airflow_provider_retl.sync.errors import FatalSyncError, GuardrailTripped
+from airflow_provider_retl.sync.errors import FatalSyncError, GuardrailTripped, RejectRatioExceeded
 from tests.unit.fakes import InMemoryDestination
 
 
@@ -60,7 +60,13 @@ def test_a_shrunken_source_trips_in_every_mode():
 
 
 def test_limits_are_validated():
-    for bad in ({"max_delete_ratio": 2}, {"min_source_ratio": -0.1}, {"max_deletes": -1}, {"max_deletes": True}):
+    for bad in (
+        {"max_delete_ratio": 2},
+        {"min_source_ratio": -0.1},
+        {"max_deletes": -1},
+        {"max_deletes": True},
+        {"max_reject_ratio_before_send": 1.5},
+    ):
         with pytest.raises(Exception, match="must be"):
             SyncConfig(sync_id="g", object="contacts", primary_key="email", **bad)
 
@@ -97,10 +103,10 @@ def test_known_rejects_over_the_share_trip_before_sending_with_counts_reasons_an
     dest, store = CountingDestination(), MemoryCheckpointStore()
     frame = pd.concat([_noted(3, 5), pd.DataFrame({"email": [None, None], "name": "N", "note": None})], ignore_index=True)
     with pytest.raises(GuardrailTripped) as caught:
-        _run(dest, store, frame, mode="upsert")
+        _run(dest, store, frame, mode="upsert", max_reject_ratio_before_send=0.5)
     message = str(caught.value)
     assert "7 of 10 rows are rejected before sending (70%: 5 validation, 2 source)" in message
-    assert "max_reject_ratio=0.5" in message and "retl_override_guardrails" in message
+    assert "max_reject_ratio_before_send=0.5" in message and "retl_override_guardrails" in message
     assert "'u3@example.com'" in message and "NULL" in message  # example keys
     assert "sk-live" not in message  # values are blanked in reasons: a value may be a secret
     assert dest.calls == [] and store.load() is None  # nothing sent, nothing committed
@@ -110,7 +116,7 @@ def test_known_rejects_over_the_share_trip_before_sending_with_counts_reasons_an
 
 def test_rows_checked_before_sending_are_not_checked_again_and_rejected_rows_are_not_batched():
     dest, store = CountingDestination(), MemoryCheckpointStore()
-    report = _run(dest, store, _noted(6, 4), mode="upsert")  # 40%: under the share
+    report = _run(dest, store, _noted(6, 4), mode="upsert", max_reject_ratio_before_send=0.5)  # 40%: under the share
     assert report.created == 6 and report.rejected == 4
     assert sorted(dest.validated) == sorted(_rows(10)["email"])  # each row once
     assert sum(n for kind, n in dest.calls if kind == "upsert") == 6
@@ -118,32 +124,43 @@ def test_rows_checked_before_sending_are_not_checked_again_and_rejected_rows_are
 
 def test_a_small_change_checks_nothing_up_front():
     dest, store = CountingDestination(), MemoryCheckpointStore()
-    _run(dest, store, _rows(100), mode="upsert")
+    _run(dest, store, _rows(100), mode="upsert", max_reject_ratio_before_send=0.5)
     dest.validated.clear()
     changed = _rows(100)
     changed.loc[:2, "name"] = "M"
-    report = _run(dest, store, changed, mode="upsert")
+    report = _run(dest, store, changed, mode="upsert", max_reject_ratio_before_send=0.5)
     assert report.updated + report.upserted == 3 and len(dest.validated) == 3  # in the batches, as before
 
 
-def test_the_override_sends_the_valid_rows_once_and_does_not_fail_after_sending():
+def test_the_override_sends_the_valid_rows_once_and_still_fails_after_committing_them():
     dest, store = CountingDestination(), MemoryCheckpointStore()
-    report = _run(dest, store, _noted(2, 8), mode="upsert", override_guardrails=True)
-    assert report.created == 2 and report.rejected == 8  # not RejectRatioExceeded: the run was let through
+    with pytest.raises(RejectRatioExceeded, match="8 of 10 rows rejected") as caught:
+        _run(dest, store, _noted(2, 8), mode="upsert", override_guardrails=True, max_reject_ratio_before_send=0.5)
+    assert caught.value.report.created == 2 and len(store.load()) == 2  # sent and committed, then failed
     with pytest.raises(GuardrailTripped, match="8 of 10 rows"):
+        _run(dest, store, _noted(2, 8), mode="upsert", max_reject_ratio_before_send=0.5)
+
+
+def test_by_default_a_mostly_rejected_run_sends_its_valid_rows_then_fails():
+    # The team's rule: commit what succeeded, then fail; the check before sending is opt-in.
+    dest, store = CountingDestination(), MemoryCheckpointStore()
+    with pytest.raises(RejectRatioExceeded, match="8 of 10 rows rejected") as caught:
         _run(dest, store, _noted(2, 8), mode="upsert")
+    assert caught.value.report.created == 2 and sorted(dest.validated) == sorted(_rows(10)["email"])
+    assert len(store.load()) == 2
 
 
 def test_a_ratio_of_one_turns_the_reject_guardrail_off():
     dest, store = CountingDestination(), MemoryCheckpointStore()
-    assert _run(dest, store, _noted(0, 10), mode="upsert", max_reject_ratio=1.0).rejected == 10
+    report = _run(dest, store, _noted(0, 10), mode="upsert", max_reject_ratio=1.0, max_reject_ratio_before_send=1.0)
+    assert report.rejected == 10
 
 
 def test_events_are_guarded_by_the_reject_share_too():
     dest, store = InMemoryDestination(events=True, lookup=False), MemoryCheckpointStore()
     frame = pd.DataFrame({"email": ["a@example.com", "b@", "c@", "d@"], "name": "N"})
     with pytest.raises(GuardrailTripped, match="3 of 4 rows are rejected before sending"):
-        _run(dest, store, frame, mode="insert")
+        _run(dest, store, frame, mode="insert", max_reject_ratio_before_send=0.5)
     assert dest.events == [] and dest.calls == []
-    report = _run(dest, store, frame, mode="insert", override_guardrails=True)
+    report = _run(dest, store, frame, mode="insert", override_guardrails=True, max_reject_ratio=1.0, max_reject_ratio_before_send=0.5)
     assert report.events == 1 and [fields["email"] for _, fields in dest.events] == ["a@example.com"]
