@@ -12,10 +12,13 @@ from typing import Any
 from airflow_provider_retl.destinations import REGISTRY
 
 PACKAGE = "airflow-provider-retl"
+#: The Airflow plugin's name (``airflow_provider_retl.plugins.PLUGIN_NAME``; not imported here, since that
+#: module imports Airflow's plugins manager and provider info is read early).
+PLUGIN_NAME = "reverse_etl"
 
 
 def provider_info(version: str) -> dict[str, Any]:
-    """Provider metadata for Airflow: integrations, modules and one connection type per destination."""
+    """Provider metadata for Airflow: integrations, modules, one connection type per destination, the UI plugin."""
     specs = list(REGISTRY.values())
     integrations: list[dict[str, Any]] = [{"integration-name": "Reverse ETL", "tags": ["software"]}]
     for spec in specs:
@@ -40,6 +43,8 @@ def provider_info(version: str) -> dict[str, Any]:
             *({"integration-name": spec.title, "python-modules": [spec.hook_module]} for spec in specs),
         ],
         "connection-types": [spec.connection_type() for spec in specs],
+        # Also the ``airflow.plugins`` entry point: this key is read only when provider discovery is not lazy.
+        "plugins": [{"name": PLUGIN_NAME, "plugin-class": "airflow_provider_retl.plugins.ReverseETLPlugin"}],
     }
 
 

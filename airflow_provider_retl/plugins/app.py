@@ -1,0 +1,143 @@
+"""The FastAPI app the API server mounts under ``/retl``: the Reverse ETL pages.
+
+Authentication and authorization are Airflow's own, as in the API routes of Airflow's
+providers: the user comes from ``get_user`` (the UI's ``_token`` cookie or a bearer
+token; 401 without one, 403 for a forged one), and the auth manager decides which DAGs
+the user may read. A sync is shown only to users allowed to read the XComs of its DAG
+(its reports are XComs); the task instance tab checks the same for the DAG it is asked for.
+"""
+
+from __future__ import annotations
+
+import logging
+from importlib import resources
+from typing import Annotated, Any
+
+from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity, DagDetails
+from airflow.api_fastapi.common.db.common import SessionDep
+from airflow.api_fastapi.core_api.security import GetUserDep, requires_access_dag
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
+from fastapi.responses import HTMLResponse, Response
+
+from airflow_provider_retl.plugins import base_path, data, history, pages
+
+log = logging.getLogger(__name__)
+
+
+def _auth_manager() -> Any:
+    from airflow.api_fastapi.app import get_auth_manager
+
+    return get_auth_manager()
+
+
+def readable_dag_ids(user: GetUserDep) -> set[str]:
+    """DAGs whose XComs (sync reports) ``user`` may read."""
+    manager = _auth_manager()
+    dag_ids = manager.get_authorized_dag_ids(user=user, method="GET")
+    return {
+        dag_id
+        for dag_id in dag_ids
+        if manager.is_authorized_dag(
+            method="GET", access_entity=DagAccessEntity.XCOM, details=DagDetails(id=dag_id), user=user
+        )
+    }
+
+
+ReadableDags = Annotated[set[str], Depends(readable_dag_ids)]
+
+
+def _html(body: str, status_code: int = status.HTTP_200_OK) -> HTMLResponse:
+    # The pages live in the UI's frame; nothing on them needs scripts, so none may run.
+    return HTMLResponse(
+        body,
+        status_code=status_code,
+        headers={"Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; "
+                 "form-action 'self'; frame-ancestors 'self'", "Cache-Control": "no-store"},
+    )  # fmt: skip
+
+
+def index(session: SessionDep, dag_ids: ReadableDags) -> HTMLResponse:
+    """Every sync the user may see, with its last run."""
+    runs = data.task_instance_runs(session, dag_ids=dag_ids)
+    return _html(pages.index_page(data.group_syncs(runs)))
+
+
+def sync_page(
+    session: SessionDep,
+    dag_ids: ReadableDags,
+    sync_id: Annotated[str, Query(alias="id", max_length=1000)],
+    key: Annotated[str | None, Query(max_length=1000)] = None,
+) -> HTMLResponse:
+    """One sync: its runs over time, rejects grouped by reason, and the outcomes of ``key``."""
+    runs = [run for run in data.task_instance_runs(session, dag_ids=dag_ids) if run.sync_id == sync_id]
+    if not runs:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "No such sync (or not in a DAG you can read)")
+    sync = data.group_syncs(runs)[0]
+    key = (key or "").strip() or None
+    view = history.sync_view(sync, key=key)
+    return _html(
+        pages.sync_page(
+            view.sync,
+            groups=view.groups,
+            rejects_run=view.rejects_run,
+            key=key,
+            outcomes=view.outcomes,
+            history=view.source,
+        )
+    )
+
+
+def task_instance_tab(
+    session: SessionDep,
+    dag_id: Annotated[str, Query(max_length=250)],
+    run_id: Annotated[str, Query(max_length=250)],
+    task_id: Annotated[str, Query(max_length=250)],
+    map_index: Annotated[str, Query(max_length=20)] = "-1",
+) -> HTMLResponse:
+    """One task instance's sync report (the tab on every task instance; other tasks say they are none)."""
+    try:
+        index_ = int(map_index)
+    except ValueError:  # an unmapped task: the UI leaves the {MAP_INDEX} placeholder as it is
+        index_ = -1
+    runs = data.task_instance_runs(
+        session, dag_ids=None, dag_id=dag_id, run_id=run_id, task_id=task_id, map_index=index_, limit=1
+    )
+    if not runs:
+        return _html(pages.ti_page(None, message="This task is not a Reverse ETL sync."))
+    run = runs[0]
+    return _html(pages.ti_page(run, groups=data.reject_groups_from_reports([run])))
+
+
+def icon() -> Response:
+    """The navigation entry's icon (public, like the UI's own assets)."""
+    body = resources.files("airflow_provider_retl.plugins").joinpath("static/icon.svg").read_bytes()
+    return Response(body, media_type="image/svg+xml", headers={"Cache-Control": "max-age=3600"})
+
+
+async def _on_http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == status.HTTP_401_UNAUTHORIZED:
+        try:
+            login = _auth_manager().get_url_login(next_url=str(request.url))
+        except Exception:  # noqa: BLE001 - no login page to offer: the UI's root still leads there
+            login = base_path("/")
+        return _html(pages.unauthenticated_page(login), status_code=exc.status_code)
+    return _html(pages.render("error.html", status=exc.status_code, detail=str(exc.detail)), exc.status_code)
+
+
+def create_app() -> FastAPI:
+    """The app Airflow's API server mounts under ``/retl`` (see ``ReverseETLPlugin``)."""
+    app = FastAPI(title="Reverse ETL", docs_url=None, redoc_url=None, openapi_url=None)
+    html: dict[str, Any] = {"response_class": HTMLResponse}
+    app.add_api_route("/", index, methods=["GET"], **html)
+    app.add_api_route("/sync", sync_page, methods=["GET"], **html)
+    app.add_api_route(
+        "/ti",
+        task_instance_tab,
+        methods=["GET"],
+        dependencies=[Depends(requires_access_dag("GET", DagAccessEntity.XCOM))],
+        **html,
+    )
+    app.add_api_route("/static/icon.svg", icon, methods=["GET"])
+    app.add_exception_handler(HTTPException, _on_http_error)
+    return app
