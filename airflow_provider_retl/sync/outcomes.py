@@ -18,11 +18,13 @@ from typing import Any
 
 from airflow_provider_retl.sync.records import Reject, SyncReport
 
-__all__ = ["OK", "REJECTED", "RecordOutcomes"]
+__all__ = ["ACKNOWLEDGED", "OK", "REJECTED", "RecordOutcomes"]
 
 #: ``status`` of a record the destination accepted, and of one that was not synced.
 OK = "ok"
 REJECTED = "rejected"
+#: ``operation`` and ``status`` of an acknowledged reject marked as synced without sending.
+ACKNOWLEDGED = "acknowledged"
 
 
 class RecordOutcomes:
@@ -58,6 +60,8 @@ class RecordOutcomes:
         self.codes: list[str | None] = []
         #: Row hash of the content sent or refused (None where unknown, e.g. a delete).
         self.row_hashes: list[int | None] = []
+        #: Keys whose acknowledgement this run applied (marked synced without sending).
+        self.acknowledged_keys: list[str] = []
         #: The run's report (set by ``run_sync`` when it starts).
         self.report: SyncReport | None = None
 
@@ -119,7 +123,13 @@ class RecordOutcomes:
         self.codes.append(reject.code)
         self.row_hashes.append(reject.row_hash)
         if self.payloads is not None:
-            self.payloads.append(payload)
+            self.payloads.append(payload if payload is not None else reject.payload)
+
+    def acknowledged(self, keys: Sequence[str], dest_ids: Sequence[str | None], row_hashes: Sequence[int]) -> None:
+        """Rejected rows a user acknowledged, marked as synced as they are (nothing sent)."""
+        self.pushed(ACKNOWLEDGED, keys, dest_ids, row_hashes)
+        self.statuses[len(self.statuses) - len(keys) :] = [ACKNOWLEDGED] * len(keys)
+        self.acknowledged_keys.extend(keys)
 
     def rows(self) -> Iterator[tuple[Any, ...]]:
         """One tuple per record, in ``COLUMNS`` order."""

@@ -104,6 +104,8 @@ class Reject:
     code: str | None = None
     #: Row hash of the refused content where known (history: an acknowledgement holds until it changes).
     row_hash: int | None = dataclasses.field(default=None, compare=False, repr=False)
+    #: The fields refused, only while a run collects payloads for its history (personal data).
+    payload: dict[str, Any] | None = dataclasses.field(default=None, compare=False, repr=False)
 
 
 #: Rejects kept in full in the report (the count is always exact).
@@ -201,7 +203,8 @@ class SyncReport:
             self.on_reject = listener
         data.pop("on_reject", None)
         for reject in data["rejects"]:
-            reject.pop("row_hash", None)  # internal: the history's acknowledgements, not the report
+            reject.pop("row_hash", None)
+            reject.pop("payload", None)  # internal: the history's acknowledgements, not the report
         data["pushed"] = self.pushed
         data["rejects_truncated"] = self.rejected > len(self.rejects)
         return data
