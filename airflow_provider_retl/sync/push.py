@@ -26,6 +26,7 @@ from airflow_provider_retl.sync.destination import Capabilities, Destination
 from airflow_provider_retl.sync.diff import DEST_ID, INTERNAL, KEY, KEY_HASH, ROW_HASH, LiveHolders
 from airflow_provider_retl.sync.errors import BatchRejectedError, OutcomeUnknownError, RetryableSyncError, SyncError
 from airflow_provider_retl.sync.logs import SyncLogger
+from airflow_provider_retl.sync.outcomes import RecordOutcomes
 from airflow_provider_retl.sync.plan import SKIP_INSERT_EXISTS, SKIP_REMOVED_ADOPTED, Action
 from airflow_provider_retl.sync.progress import Progress
 from airflow_provider_retl.sync.records import EXISTS, PENDING, Outcome, Record, Reject, SyncReport
@@ -71,8 +72,12 @@ class Pusher:
         clock: Callable[[], float],
         progress: Progress,
         caps: Capabilities | None = None,
+        outcomes: RecordOutcomes | None = None,
     ):
         self.destination = destination
+        #: Every record's outcome, for the history changelog (None: not collected, no cost).
+        self.outcomes = outcomes
+        self._payloads = outcomes is not None and outcomes.payloads is not None
         self.caps = caps if caps is not None else destination.capabilities(config.object)
         #: Records per call, keys per lookup, calls in flight: read once for the run.
         self.limits = destination.limits
@@ -118,15 +123,17 @@ class Pusher:
             key = fp.display_key(keys[i])
             if i in failures:
                 name, reason = failures[i]
-                rejects.append(Reject(key, reason, "validation", field=name))
+                rejects.append(self._hashed(Reject(key, reason, "validation", field=name), row_hashes[i], fields))
                 continue
             problems = self.destination.validate(self.config.object, fields)
             if problems:
-                rejects.append(Reject(key, "; ".join(r for _, r in problems), "validation", field=problems[0][0]))
+                reason = "; ".join(r for _, r in problems)
+                reject = Reject(key, reason, "validation", field=problems[0][0])
+                rejects.append(self._hashed(reject, row_hashes[i], fields))
                 continue
             match_value = fields.get(self.match_field) if self.match_field else None
             if needs_match and (match_value is None or match_value == ""):
-                rejects.append(self.empty_match_reject(key))
+                rejects.append(self._hashed(self.empty_match_reject(key), row_hashes[i], fields))
                 continue
             dest_id = ids[i] if isinstance(ids[i], str) and ids[i] != PENDING else None
             record = Record(key, fields, int(key_hashes[i]), int(row_hashes[i]), dest_id, match_value)
@@ -135,6 +142,11 @@ class Pusher:
                 record.event_id = self.event_id(int(event_hashes[i]))
             records.append(record)
         return records, rejects
+
+    def _hashed(self, reject: Reject, row_hash: Any, fields: dict[str, Any] | None = None) -> Reject:
+        """``reject`` with the row hash of the refused content (and its fields while payloads are collected)."""
+        payload = fields if self._payloads else None
+        return dataclasses.replace(reject, row_hash=int(row_hash), payload=payload)
 
     def _wire_rows(self, pending: pd.DataFrame, rows: np.ndarray) -> tuple[Any, ...]:
         """For ``rows``: wire dicts (fresh copies), {index in rows: (field, reason)} for values that
@@ -332,11 +344,10 @@ class Pusher:
                 self.refused_updates.append((record, outcome))
                 continue
             if not outcome.ok:
-                self.report.add_reject(
-                    Reject(
-                        record.key, outcome.reason or "rejected by the destination", "destination", code=outcome.code
-                    )
+                reject = Reject(
+                    record.key, outcome.reason or "rejected by the destination", "destination", code=outcome.code
                 )
+                self.report.add_reject(self._hashed(reject, record.row_hash, record.fields))
                 continue
             dest_id = outcome.dest_id or record.dest_id or record.event_id
             if action is not Action.SEND_EVENT and dest_id:
@@ -345,7 +356,8 @@ class Pusher:
                     # The destination matched this row onto a record another live key holds (an
                     # upsert or "already exists" on a shared match value): never checkpoint the
                     # merge, or mirror would later delete a record a live row maps to.
-                    self.report.add_reject(self.collision_reject(record.key, other))
+                    reject = self.collision_reject(record.key, other)
+                    self.report.add_reject(self._hashed(reject, record.row_hash, record.fields))
                     continue
                 self.written[str(dest_id)] = (record.key_hash, record.key)
             keys.append(record.key_hash)
@@ -353,6 +365,8 @@ class Pusher:
             ids.append(dest_id)
             if action is Action.SEND_EVENT:
                 self.report.events += 1
+                if self.outcomes is not None:
+                    self._observe("event", record, dest_id)
                 continue
             created = outcome.created
             if created is None and action not in (Action.UPSERT, Action.BULK_UPSERT):
@@ -363,6 +377,10 @@ class Pusher:
                 self.report.updated += 1
             else:
                 self.report.upserted += 1
+            if self.outcomes is not None:
+                self._observe(
+                    "create" if created is True else "update" if created is False else "upsert", record, dest_id
+                )
         if records:
             self.report.batches += 1
         self.commit(JournalEntry.puts(keys, rows, ids), flush=False)
@@ -370,6 +388,13 @@ class Pusher:
             # Events that were refused (or never sent) lose their "pending" mark: retried next run.
             refused = np.setdiff1d(batch_key_hashes, np.asarray(keys, dtype=np.uint64))
             self.commit(JournalEntry.deletes(refused), flush=False)
+
+    def _observe(self, operation: str, record: Record, dest_id: Any) -> None:
+        assert self.outcomes is not None
+        payload = record.fields if self._payloads else None
+        self.outcomes.pushed_one(
+            operation, record.key, None if dest_id is None else str(dest_id), record.row_hash, payload
+        )
 
     def batches(self, rows: np.ndarray, size: int) -> list[np.ndarray]:
         return [rows[i : i + size] for i in range(0, len(rows), size)]
@@ -580,6 +605,10 @@ class Pusher:
                     )
             self.report.batches += 1
             self.commit(JournalEntry.deletes(done))
+            if self.outcomes is not None and done:
+                ok = [outcome.ok for outcome in outcomes]
+                deleted_ids = [i for i, good in zip(batch_ids, ok, strict=True) if good]
+                self.outcomes.pushed("delete", [f"#{kh:016x}" for kh in done], deleted_ids, [None] * len(done))
 
     def rematch_refused_updates(self) -> None:
         """Updates by id that the destination refused: did their match value move to another record?

@@ -7,6 +7,7 @@ Nothing here imports Airflow or an HTTP library: destinations (hooks) build
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import re
 from collections.abc import Callable
@@ -101,6 +102,10 @@ class Reject:
     stage: str  # "source" (key problems), "validation" (local rules), "destination" (API said no)
     field: str | None = None
     code: str | None = None
+    #: Row hash of the refused content where known (history: an acknowledgement holds until it changes).
+    row_hash: int | None = dataclasses.field(default=None, compare=False, repr=False)
+    #: The fields refused, only while a run collects payloads for its history (personal data).
+    payload: dict[str, Any] | None = dataclasses.field(default=None, compare=False, repr=False)
 
 
 #: Rejects kept in full in the report (the count is always exact).
@@ -197,6 +202,9 @@ class SyncReport:
         finally:
             self.on_reject = listener
         data.pop("on_reject", None)
+        for reject in data["rejects"]:
+            reject.pop("row_hash", None)
+            reject.pop("payload", None)  # internal: the history's acknowledgements, not the report
         data["pushed"] = self.pushed
         data["rejects_truncated"] = self.rejected > len(self.rejects)
         return data
