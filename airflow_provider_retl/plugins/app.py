@@ -74,7 +74,7 @@ def sync_page(
         raise HTTPException(status.HTTP_404_NOT_FOUND, "No such sync (or not in a DAG you can read)")
     sync = data.group_syncs(runs)[0]
     key = (key or "").strip() or None
-    view = history.sync_view(sync, key=key)
+    view = history.sync_view(sync, key=key, dag_ids=dag_ids)
     return _html(
         pages.sync_page(
             view.sync,

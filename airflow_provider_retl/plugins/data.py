@@ -230,7 +230,7 @@ def key_outcomes_from_reports(runs: Iterable[Run], key: str) -> list[dict[str, A
                         "operation": None,
                         "status": "rejected",
                         "reason": reject.get("reason"),
-                        "stage": reject.get("stage"),
+                        "http_status": None,
                     }
                 )
     return outcomes

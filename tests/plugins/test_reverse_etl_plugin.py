@@ -31,8 +31,13 @@ from airflow.sdk import DAG
 from airflow_provider_retl.operators.reverse_etl import ReverseETLOperator
 
 with DAG(dag_id={dag_id!r}, schedule=None, start_date=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc), catchup=False):
-    ReverseETLOperator(task_id="contacts", conn_id={conn_id!r}, sql={sql!r}, destination_conn_id="hubspot_ui",
-                       object="contacts", primary_key="email", checkpoint="variable", max_reject_ratio=1.0)
+    with_history = ReverseETLOperator(
+        task_id="contacts", conn_id={conn_id!r}, sql={sql!r}, destination_conn_id="hubspot_ui", object="contacts",
+        primary_key="email", checkpoint="variable", max_reject_ratio=1.0)
+    # The same sync without history tables: its pages are built from the reports in XCom alone.
+    with_history >> ReverseETLOperator(
+        task_id="reports_only", conn_id={conn_id!r}, sql={sql!r}, destination_conn_id="hubspot_ui", object="contacts",
+        primary_key="email", checkpoint="variable", max_reject_ratio=1.0, history=None)
 """
 
 
@@ -204,8 +209,24 @@ class TestPagesAfterRealRuns:
         assert outcomes, found[-2000:]
         lines = [text_of(r) for r in re.findall(r"<tr>.*?</tr>", outcomes.group(0), re.S)[1:]]
         assert len(lines) == 2 and all("rejected" in line and "email" in line for line in lines), lines
+        assert "history: retl_runs and retl_changes (connection wh_duckdb)" in text_of(page)
+        changed = get(api, "/retl/sync", id=f"{dag_id}.contacts", key="user3@example.com")
+        lines = [text_of(r) for r in re.findall(r"<tr>.*?</tr>", changed.split('class="outcomes"')[1], re.S)[1:3]]
+        assert [line.split()[-2:] for line in lines] == [["update", "ok"], ["create", "ok"]], lines  # newest first
+        assert second.run_id in lines[0] and first.run_id in lines[1]
         missing = get(api, "/retl/sync", id=f"{dag_id}.contacts", key="nobody@example.com")
         assert "No outcome recorded for" in text_of(missing)
+
+    def test_without_history_the_reports_feed_the_sync_page(self, api, two_runs):
+        dag_id, first, second, _ = two_runs
+        page = get(api, "/retl/sync", id=f"{dag_id}.reports_only")
+        assert "history:" not in text_of(page)
+        rejects = text_of(re.search(r"<table class=\"rejects\">.*?</table>", page, re.S).group(0))
+        assert "broken@" in rejects and "also broken" in rejects and "<script>" not in page
+        found = get(api, "/retl/sync", id=f"{dag_id}.reports_only", key="also broken")
+        lines = [text_of(r) for r in re.findall(r"<tr>.*?</tr>", found.split('class="outcomes"')[1], re.S)[1:3]]
+        assert len(lines) == 2 and all("rejected" in line and "@-sign" in line for line in lines), lines
+        assert {second.run_id in lines[0], first.run_id in lines[1]} == {True}
 
     def test_an_unknown_sync_is_404(self, api, two_runs):
         client, token = api
