@@ -30,10 +30,10 @@ def _auth_manager() -> Any:
     return get_auth_manager()
 
 
-def readable_dag_ids(user: GetUserDep) -> set[str]:
-    """DAGs whose XComs (sync reports) ``user`` may read."""
+def readable_dag_ids(user: GetUserDep, session: SessionDep) -> set[str]:
+    """DAGs with syncs whose XComs (sync reports) ``user`` may read."""
     manager = _auth_manager()
-    dag_ids = manager.get_authorized_dag_ids(user=user, method="GET")
+    dag_ids = manager.get_authorized_dag_ids(user=user, method="GET") & data.sync_dag_ids(session)
     return {
         dag_id
         for dag_id in dag_ids

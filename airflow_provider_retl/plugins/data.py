@@ -122,6 +122,14 @@ def run_from_report(report: Mapping[str, Any] | None, *, sync_id: str, link: str
     )
 
 
+def sync_dag_ids(session: Session) -> set[str]:
+    """DAGs that have a sync task instance (the only ones whose XCom permission matters here)."""
+    from airflow.models.taskinstance import TaskInstance
+    from sqlalchemy import select
+
+    return set(session.scalars(select(TaskInstance.dag_id).where(TaskInstance.operator == OPERATOR).distinct()))
+
+
 def task_instance_runs(
     session: Session,
     *,
