@@ -169,10 +169,35 @@ class HistoryStore:
 
     def _insert(self, table: str, columns: Sequence[str], rows: Iterable[tuple[Any, ...]]) -> int:
         """Insert in chunks of CHUNK rows: one executemany and one transaction per chunk."""
+        if _is_duckdb(self.hook):
+            return self._insert_duckdb(table, columns, rows)
         written = 0
         for chunk in _chunks(rows, CHUNK):
             self.hook.insert_rows(table, chunk, target_fields=list(columns), commit_every=CHUNK, executemany=True)
             written += len(chunk)
+        return written
+
+    def _insert_duckdb(self, table: str, columns: Sequence[str], rows: Iterable[tuple[Any, ...]]) -> int:
+        """DuckDB: one ``INSERT ... SELECT`` from a registered DataFrame per chunk.
+
+        DuckDB's executemany binds row by row (5,000 rows took ~30 s where this takes ~0.1 s).
+        """
+        import pandas as pd
+
+        names = ", ".join(columns)
+        written = 0
+        conn = self.hook.get_conn()
+        try:
+            for chunk in _chunks(rows, CHUNK):
+                frame = pd.DataFrame.from_records(chunk, columns=list(columns))
+                conn.register("retl_history_chunk", frame)
+                try:
+                    conn.execute(f"INSERT INTO {table} ({names}) SELECT {names} FROM retl_history_chunk")
+                finally:
+                    conn.unregister("retl_history_chunk")
+                written += len(chunk)
+        finally:
+            conn.close()
         return written
 
     def ensure_tables(self) -> None:
@@ -475,6 +500,10 @@ def _chunks(rows: Iterable[tuple[Any, ...]], size: int) -> Iterator[list[tuple[A
             chunk = []
     if chunk:
         yield chunk
+
+
+def _is_duckdb(hook: Any) -> bool:
+    return type(hook).__module__.startswith("airflow.providers.duckdb") or getattr(hook, "conn_type", None) == "duckdb"
 
 
 def _http_status(code: str | None) -> int | None:

@@ -13,6 +13,7 @@ import pytest
 
 from airflow_provider_retl.history.store import HistoryStore
 from airflow_provider_retl.testing.emulators import start_emulator
+from tests.airflow_harness import clear_and_rerun
 from tests.dags.warehouses import customers, make_warehouse
 
 pytestmark = pytest.mark.dagrun
@@ -135,12 +136,12 @@ def test_runs_and_changelog_in_the_warehouse(request, dag_runner, hubspot, tmp_p
 def test_failed_try_records_what_it_pushed_and_the_retry(dag_runner, hubspot, tmp_path, set_connection):
     warehouse = make_warehouse("duckdb", tmp_path, set_connection)
     warehouse.create(customers(150))
-    sync = Sync(dag_runner, warehouse, batch_size=50)
+    sync = Sync(dag_runner, warehouse, batch_size=50, destination_params={"max_concurrency": 1})
     # The first batch lands, then the destination fails (beyond the hook's one retry): try 1 fails.
     hubspot.faults.fail_next(2, "error", after=1)
     result, report = sync.run(retries=1)
     assert result.succeeded, result
-    assert result.task("sync").try_number == 2
+    assert list(result.task("sync").tries) == ["failed", "success"]
 
     store = store_of(warehouse.conn_id)
     runs = sorted(store.runs(sync.sync_id), key=lambda r: r["try_number"])
@@ -253,3 +254,38 @@ def test_acknowledged_reject_stops_retrying_until_the_row_changes(
     assert store.acknowledge_rejects(sync.sync_id, by="analyst") == 1
     result, report = sync.run()
     assert report["rejected"] == 0 and report["unchanged"] == 4
+
+
+def test_replay_clears_the_latest_task_instance(dag_runner, hubspot, tmp_path, set_connection):
+    from sqlalchemy import select
+
+    from airflow.models.dagrun import DagRun
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+
+    from airflow_provider_retl.history.replay import replay_rejects
+
+    warehouse = make_warehouse("sqlite", tmp_path, set_connection)
+    warehouse.create(customers(2))
+    warehouse.insert([(BAD, "Bad", "Row", "X")])
+    sync = Sync(dag_runner, warehouse)
+    result, report = sync.run()
+    assert result.succeeded and report["rejected"] == 1
+
+    replayed = replay_rejects(sync.dag_id, "sync")
+    assert replayed == {"dag_id": sync.dag_id, "run_id": result.run_id, "task_id": "sync", "cleared": 1}
+    with create_session() as session:
+        ti = session.scalars(select(TaskInstance).where(TaskInstance.dag_id == sync.dag_id)).one()
+        run = session.scalars(select(DagRun).where(DagRun.dag_id == sync.dag_id)).one()
+        assert ti.state is None and run.state == "queued"  # the scheduler runs the task again
+        run.state = "running"  # what the scheduler does first with a queued run
+    # The re-run (here the harness plays the scheduler) sends the row, fixed meanwhile, and nothing else.
+    warehouse.execute("update {table} set email = 'fixed@example.com' where email = ?", [BAD])
+    rerun = clear_and_rerun(result)
+    assert rerun.succeeded, rerun
+    again = rerun.return_value("sync")
+    assert again["created"] == 1 and again["unchanged"] == 2 and again["rejected"] == 0
+    with pytest.raises(LookupError, match="no task 'nope'"):
+        replay_rejects(sync.dag_id, "nope")
+    with pytest.raises(LookupError, match="no run"):
+        replay_rejects("no_such_dag", "sync")

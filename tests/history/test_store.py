@@ -139,3 +139,36 @@ def test_bad_history_parameters_fail_at_parse_time(kwargs, needle):
     spec = parse_history("conn:other", "s", True, 7)
     assert spec is not None and (spec.conn_id, spec.schema, spec.payload, spec.retention_days) == ("other", "s", True, 7)
     assert parse_history(None) is None
+
+
+def test_duckdb_writes_one_statement_per_chunk(tmp_path, set_connection):
+    from airflow.providers.duckdb.hooks.duckdb import DuckDBHook
+
+    set_connection("hist_duck", "duckdb", host=str(tmp_path / "h.duckdb"))
+    statements: list[str] = []
+
+    class CountingDuckDBHook(DuckDBHook):
+        def get_conn(self):
+            conn = super().get_conn()
+
+            class Counting:
+                def execute(self, sql, *args):
+                    statements.append(sql)
+                    return conn.execute(sql, *args)
+
+                def __getattr__(self, name):
+                    return getattr(conn, name)
+
+            return Counting()
+
+    store = HistoryStore(CountingDuckDBHook(duckdb_conn_id="hist_duck"))
+    store.ensure_tables()
+    outcomes = RecordOutcomes()
+    n = CHUNK + 3
+    outcomes.pushed("update", [f"k{i}" for i in range(n)], [None] * n, [None] * n)
+    statements.clear()
+    assert store.write_changes("s", "r", 2, outcomes) == n
+    assert [s.split()[0] for s in statements] == ["INSERT", "INSERT"]
+    assert store.hook.get_records("select count(*), min(try_number), count(destination_id) from retl_changes") == [
+        (n, 2, 0)
+    ]
