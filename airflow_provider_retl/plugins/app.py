@@ -105,7 +105,8 @@ def task_instance_tab(
     if not runs:
         return _html(pages.ti_page(None, message="This task is not a Reverse ETL sync."))
     run = runs[0]
-    return _html(pages.ti_page(run, groups=data.reject_groups_from_reports([run])))
+    tries = history.tries_of(run)
+    return _html(pages.ti_page(run, groups=data.reject_groups_from_reports([run]), tries=tries))
 
 
 def icon() -> Response:

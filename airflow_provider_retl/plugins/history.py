@@ -153,6 +153,25 @@ def sync_view(sync: Sync, *, key: str | None, dag_ids: Collection[str]) -> SyncV
     return _from_reports(sync, key, source=None)
 
 
+def tries_of(run: Run) -> list[Run]:
+    """Every try of ``run``'s task instance the history recorded, newest first ([] without a readable history)."""
+    where = history_location(Sync(run.sync_id, [run]))
+    if where is None:
+        return []
+    try:
+        rows = open_history(where).runs(run.sync_id, limit=HISTORY_RUNS)
+    except Exception as exc:  # noqa: BLE001 - the tab still shows the report without the tries
+        log.warning("Sync history of %s unreadable (%s)", run.sync_id, type(exc).__name__)
+        return []
+    mine = [
+        row
+        for row in rows
+        if (row.get("dag_id"), row.get("run_id"), row.get("task_id"), row.get("map_index"))
+        == (run.dag_id, run.run_id, run.task_id, run.map_index)
+    ]
+    return sorted(runs_from_history(mine, [run], {run.dag_id}), key=lambda r: -r.try_number)
+
+
 def _from_reports(sync: Sync, key: str | None, *, source: str | None) -> SyncView:
     with_report = next((run for run in sync.runs if run.report is not None), None)
     return SyncView(
@@ -164,4 +183,4 @@ def _from_reports(sync: Sync, key: str | None, *, source: str | None) -> SyncVie
     )
 
 
-__all__ = ["SyncView", "open_history", "sync_view"]
+__all__ = ["SyncView", "open_history", "sync_view", "tries_of"]

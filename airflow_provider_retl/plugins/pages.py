@@ -115,8 +115,10 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def ti_page(run: Run | None, *, message: str = "", groups: Sequence[Mapping[str, Any]] = ()) -> str:
-    """The task instance tab: one try's report (or why there is none)."""
+def ti_page(
+    run: Run | None, *, message: str = "", groups: Sequence[Mapping[str, Any]] = (), tries: Sequence[Run] = ()
+) -> str:
+    """The task instance tab: the latest try's report (or why there is none), and every try the history has."""
     report = dict(run.report) if run is not None and run.report is not None else None
     stats: list[tuple[str, str]] = []
     fields: list[tuple[str, str]] = []
@@ -132,7 +134,17 @@ def ti_page(run: Run | None, *, message: str = "", groups: Sequence[Mapping[str,
         ordered = [name for name in REPORT_FIELDS if name in report]
         ordered += sorted(name for name in report if name not in REPORT_FIELDS and name not in HIDDEN_FIELDS)
         fields = [(name, _cell(report[name])) for name in ordered]
-    return render("ti.html", run=run, message=message, report=report, stats=stats, fields=fields, groups=list(groups))
+    return render(
+        "ti.html",
+        run=run,
+        message=message,
+        report=report,
+        stats=stats,
+        fields=fields,
+        groups=list(groups),
+        tries=list(tries),
+        operations=OPERATIONS,
+    )
 
 
 def unauthenticated_page(login_url: str) -> str:

@@ -245,3 +245,37 @@ class TestPagesAfterRealRuns:
         assert TOKEN not in page
         other = get(api, "/retl/ti", dag_id=dag_id, run_id=second.run_id, task_id="missing", map_index="-1")
         assert "not a Reverse ETL sync" in other
+
+
+RETRY_DAG = """
+import datetime as dt
+from airflow.sdk import DAG
+from airflow_provider_retl.operators.reverse_etl import ReverseETLOperator
+
+with DAG(dag_id={dag_id!r}, schedule=None, start_date=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc), catchup=False):
+    ReverseETLOperator(task_id="contacts", conn_id={conn_id!r}, sql={sql!r}, destination_conn_id="hubspot_retry",
+                       object="contacts", primary_key="email", checkpoint="variable", batch_size=20,
+                       destination_params={{"max_concurrency": 1}}, retries=1, retry_delay=dt.timedelta(seconds=0))
+"""
+
+
+def test_the_task_instance_tab_lists_every_try_from_the_history(api, dag_runner, tmp_path, set_connection):
+    with start_emulator("hubspot", tokens=[TOKEN], rate_limit=None) as hubspot:
+        set_connection("hubspot_retry", "retl_hubspot", host=hubspot.url, password=TOKEN, extra={"max_retries": 1})
+        warehouse = make_warehouse("sqlite", tmp_path, set_connection)
+        warehouse.create(customers(60))
+        # The first batch lands, then the destination fails beyond the hook's one retry: try 1 fails.
+        hubspot.faults.fail_next(2, "error", after=1)
+        dag_id = "retl_ui_retried"
+        result = dag_runner.run_dag(RETRY_DAG.format(dag_id=dag_id, conn_id=warehouse.conn_id, sql=warehouse.sql), dag_id)
+    assert result.succeeded and list(result.task("contacts").tries) == ["failed", "success"], result
+    report = result.return_value("contacts")
+    page = get(api, "/retl/ti", dag_id=dag_id, run_id=result.run_id, task_id="contacts", map_index="{MAP_INDEX}")
+    tries = re.search(r"<table class=\"tries\">.*?</table>", page, re.S)
+    assert tries, page[-1500:]
+    rows = [[text_of(c).strip() for c in re.findall(r"<td[^>]*>(.*?)</td>", r, re.S)]
+            for r in re.findall(r"<tr>.*?</tr>", tries.group(0), re.S)[1:]]
+    assert [(r[0], r[2]) for r in rows] == [("2", "success"), ("1", "failed")], rows
+    created = {r[0]: int(r[3]) for r in rows}
+    assert created["2"] == report["created"] and created["1"] + created["2"] == 60 and created["1"] > 0
+    assert "Report (try 2)" in text_of(page)
