@@ -12,12 +12,13 @@ from __future__ import annotations
 import logging
 from importlib import resources
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity, DagDetails
 from airflow.api_fastapi.common.db.common import SessionDep
 from airflow.api_fastapi.core_api.security import GetUserDep, requires_access_dag
-from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
-from fastapi.responses import HTMLResponse, Response
+from fastapi import Depends, FastAPI, Form, HTTPException, Query, Request, status
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from airflow_provider_retl.plugins import base_path, data, history, pages
 
@@ -62,17 +63,34 @@ def index(session: SessionDep, dag_ids: ReadableDags) -> HTMLResponse:
     return _html(pages.index_page(data.group_syncs(runs)))
 
 
-def sync_page(
-    session: SessionDep,
-    dag_ids: ReadableDags,
-    sync_id: Annotated[str, Query(alias="id", max_length=1000)],
-    key: Annotated[str | None, Query(max_length=1000)] = None,
-) -> HTMLResponse:
-    """One sync: its runs over time, rejects grouped by reason, and the outcomes of ``key``."""
+def _sync(session: Any, dag_ids: set[str], sync_id: str) -> data.Sync:
     runs = [run for run in data.task_instance_runs(session, dag_ids=dag_ids) if run.sync_id == sync_id]
     if not runs:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "No such sync (or not in a DAG you can read)")
-    sync = data.group_syncs(runs)[0]
+    return data.group_syncs(runs)[0]
+
+
+def _may_change(user: Any, sync: data.Sync) -> bool:
+    # Acknowledging changes what the sync's next run sends: the right to edit its task instances.
+    manager = _auth_manager()
+    return all(
+        manager.is_authorized_dag(
+            method="PUT", access_entity=DagAccessEntity.TASK_INSTANCE, details=DagDetails(id=dag_id), user=user
+        )
+        for dag_id in {run.dag_id for run in sync.runs}
+    )
+
+
+def sync_page(
+    session: SessionDep,
+    dag_ids: ReadableDags,
+    user: GetUserDep,
+    sync_id: Annotated[str, Query(alias="id", max_length=1000)],
+    key: Annotated[str | None, Query(max_length=1000)] = None,
+    acknowledged: Annotated[int | None, Query(ge=0)] = None,
+) -> HTMLResponse:
+    """One sync: its runs over time, rejects grouped by reason, and the outcomes of ``key``."""
+    sync = _sync(session, dag_ids, sync_id)
     key = (key or "").strip() or None
     view = history.sync_view(sync, key=key, dag_ids=dag_ids)
     return _html(
@@ -83,8 +101,31 @@ def sync_page(
             key=key,
             outcomes=view.outcomes,
             history=view.source,
+            can_acknowledge=view.from_history and _may_change(user, sync),
+            acknowledged=acknowledged,
         )
     )
+
+
+def acknowledge(
+    session: SessionDep,
+    dag_ids: ReadableDags,
+    user: GetUserDep,
+    sync_id: Annotated[str, Form(alias="id", max_length=1000)],
+    run_id: Annotated[str, Form(max_length=250)],
+    reason: Annotated[str, Form(max_length=4000)],
+    stage: Annotated[str, Form(max_length=100)],
+) -> Response:
+    """Acknowledge one reason's rejects of a run (a form on the sync page), then show the sync again."""
+    sync = _sync(session, dag_ids, sync_id)
+    if not _may_change(user, sync):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "You may not change this sync's task instances")
+    try:
+        count = history.acknowledge(sync, run_id=run_id, reason=reason, stage=stage, by=user.get_name())
+    except LookupError as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
+    target = "sync?" + urlencode({"id": sync_id, "acknowledged": count})
+    return RedirectResponse(target, status_code=status.HTTP_303_SEE_OTHER)
 
 
 def task_instance_tab(
@@ -132,6 +173,7 @@ def create_app() -> FastAPI:
     html: dict[str, Any] = {"response_class": HTMLResponse}
     app.add_api_route("/", index, methods=["GET"], **html)
     app.add_api_route("/sync", sync_page, methods=["GET"], **html)
+    app.add_api_route("/acknowledge", acknowledge, methods=["POST"])
     app.add_api_route(
         "/ti",
         task_instance_tab,

@@ -40,6 +40,8 @@ class SyncView:
     outcomes: Sequence[Mapping[str, Any]] = ()
     #: Where the data came from, for the page ("table x in connection y"); None: the reports.
     source: str | None = None
+    #: Whether the rejects groups come from a readable history (which can record acknowledgements).
+    from_history: bool = False
 
 
 def history_location(sync: Sync) -> Mapping[str, Any] | None:
@@ -145,12 +147,21 @@ def sync_view(sync: Sync, *, key: str | None, dag_ids: Collection[str]) -> SyncV
                 rejects_run=latest.run_id,
                 outcomes=outcomes,
                 source=f"{where['runs_table']} and {where.get('changes_table')} (connection {where['conn_id']})",
+                from_history=True,
             )
         except Exception as exc:  # noqa: BLE001 - an unreadable history falls back to the reports
             log.warning("Sync history of %s unreadable (%s); showing the reports", sync.sync_id, type(exc).__name__)
             fallback = f"unreadable ({type(exc).__name__}); showing what Airflow's reports hold"
             return _from_reports(sync, key, source=fallback)
     return _from_reports(sync, key, source=None)
+
+
+def acknowledge(sync: Sync, *, run_id: str, reason: str, stage: str, by: str) -> int:
+    """Acknowledge the rejects of one reason in ``run_id`` (they stop being retried until their rows change)."""
+    where = history_location(sync)
+    if where is None:
+        raise LookupError("this sync keeps no history, so it cannot record acknowledgements")
+    return int(open_history(where).acknowledge_rejects(sync.sync_id, by, run_id=run_id, reason=reason, stage=stage))
 
 
 def tries_of(run: Run) -> list[Run]:
@@ -183,4 +194,4 @@ def _from_reports(sync: Sync, key: str | None, *, source: str | None) -> SyncVie
     )
 
 
-__all__ = ["SyncView", "open_history", "sync_view", "tries_of"]
+__all__ = ["SyncView", "acknowledge", "open_history", "sync_view", "tries_of"]

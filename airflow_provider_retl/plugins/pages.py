@@ -94,10 +94,15 @@ def sync_page(
     key: str | None,
     outcomes: Sequence[Mapping[str, Any]],
     history: str | None = None,
+    can_acknowledge: bool = False,
+    acknowledged: int | None = None,
 ) -> str:
-    """One sync: charts, rejects grouped by reason, the key search and its runs."""
+    """One sync: charts, rejects grouped by reason (with acknowledge buttons), the key search and its runs."""
+    ack = {"sync_id": sync.sync_id, "run_id": rejects_run} if can_acknowledge and rejects_run else None
     return render(
         "sync.html",
+        ack=ack,
+        acknowledged=acknowledged,
         sync=sync,
         charts=charts(sync.runs),
         groups=list(groups),

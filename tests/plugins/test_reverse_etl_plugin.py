@@ -221,6 +221,7 @@ class TestPagesAfterRealRuns:
         dag_id, first, second, _ = two_runs
         page = get(api, "/retl/sync", id=f"{dag_id}.reports_only")
         assert "history:" not in text_of(page)
+        assert 'action="acknowledge"' not in page  # acknowledgements live in the history tables
         rejects = text_of(re.search(r"<table class=\"rejects\">.*?</table>", page, re.S).group(0))
         assert "broken@" in rejects and "also broken" in rejects and "<script>" not in page
         found = get(api, "/retl/sync", id=f"{dag_id}.reports_only", key="also broken")
@@ -232,6 +233,25 @@ class TestPagesAfterRealRuns:
         client, token = api
         response = client.get("/retl/sync", params={"id": "<b>nope</b>"}, headers={"Authorization": f"Bearer {token}"})
         assert response.status_code == 404 and "<b>nope" not in response.text
+
+    def test_acknowledging_one_reason_records_its_keys(self, api, two_runs):
+        dag_id, _, second, _ = two_runs
+        client, token = api
+        page = get(api, "/retl/sync", id=f"{dag_id}.contacts")
+        forms = re.findall(r'<form method="post" action="acknowledge".*?</form>', page, re.S)
+        assert len(forms) == 3  # one per reason
+        form = next(f for f in forms if "broken@" in html.unescape(f) and "after the @-sign" in html.unescape(f))
+        fields = {name: html.unescape(value) for name, value in re.findall(r'name="(\w+)" value="([^"]*)"', form)}
+        assert fields["id"] == f"{dag_id}.contacts" and fields["run_id"] == second.run_id
+        assert client.post("/retl/acknowledge", data=fields).status_code == 401  # no session, no change
+        response = client.post("/retl/acknowledge", data=fields, headers={"Authorization": f"Bearer {token}"})
+        assert response.status_code == 200 and response.history[0].status_code == 303
+        assert "Acknowledged 1 rejected row(s)" in text_of(response.text)
+        from airflow_provider_retl.plugins.history import open_history
+
+        store = open_history(second.return_value("contacts")["history"])
+        acks = store.acknowledgements(f"{dag_id}.contacts")
+        assert [(a["record_key"], a["acknowledged_by"]) for a in acks] == [("broken@", "admin")]
 
     def test_the_task_instance_tab_shows_that_tries_report(self, api, two_runs):
         dag_id, _, second, _ = two_runs

@@ -6,7 +6,7 @@ subprocess on a free loopback port, the simple auth manager, the same metadata D
 connections) and Chromium: log in through the form, open "Reverse ETL" from the
 navigation, and check what a person sees there: the sync and its runs, the plots (SVG
 points), the rejects grouped by reason with example keys, a key search returning that
-record's outcomes, and the "Sync report" tab of the task instance. The sync page is saved
+record's outcomes, acknowledging one reason's rejects, and the "Sync report" tab of the task instance. The sync page is saved
 as ``docs/ui-reverse-etl.png`` (the README shows it) and every page under ``build/ui/``.
 
 Deselected unless ``-m ui`` is given (tests/conftest.py). A missing browser or playwright
@@ -200,6 +200,10 @@ def see_it_all(page, expect, url, first, second, report) -> None:
     frame.get_by_role("heading", name=SYNC_ID).scroll_into_view_if_needed()
     page.screenshot(path=str(SCREENSHOT))
     page.screenshot(path=str(BUILD / "ui-reverse-etl-sync.png"))
+
+    # Acknowledge one reason's rejects: a form posted from the frame, with the UI's session.
+    broken.get_by_role("button", name="Acknowledge").click()
+    expect(frame.locator(".notice")).to_contain_text("Acknowledged 1 rejected row(s)")
 
     # The task instance's "Sync report" tab: that try's report.
     page.goto(f"{url}/dags/{DAG_ID}/runs/{second.run_id}/tasks/contacts")
