@@ -156,6 +156,19 @@ class HistoryStore:
         self.acks_table = f"{dot}{prefix}acks"
         self._ensured = False
 
+    @classmethod
+    def from_location(cls, location: Mapping[str, Any]) -> HistoryStore:
+        """The store a sync report's ``history`` entry names (``{"conn_id", "schema", "runs_table", ...}``).
+
+        Resolves the connection through Airflow (imported here, not at module level).
+        """
+        from airflow.sdk import BaseHook
+
+        runs_table = str(location.get("runs_table") or "retl_runs")
+        prefix = runs_table.rsplit(".", 1)[-1][: -len("runs")] if runs_table.endswith("runs") else "retl_"
+        hook = BaseHook.get_connection(str(location["conn_id"])).get_hook()
+        return cls(hook, schema=location.get("schema") or None, prefix=prefix)
+
     # ------------------------------------------------------------------ plumbing
     @property
     def _p(self) -> str:

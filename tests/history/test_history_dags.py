@@ -182,7 +182,8 @@ def test_history_in_a_named_database_with_payload_and_retention(
     result, report = sync.run()
     assert result.succeeded, result
     assert report["history"]["conn_id"] == "hist_pg" and report["history"]["schema"] == pg_schema.name
-    pg_store = store_of("hist_pg", schema=pg_schema.name)
+    pg_store = HistoryStore.from_location(report["history"])  # how the UI finds it from the task's XCom
+    assert pg_store.changes_table == f"{pg_schema.name}.retl_changes"
     rows = changes(pg_store, sync.sync_id)
     assert len(rows) == 5
     payloads = [json.loads(r["payload"]) for r in rows]
