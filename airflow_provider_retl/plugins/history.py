@@ -54,15 +54,14 @@ def history_location(sync: Sync) -> Mapping[str, Any] | None:
 
 
 def open_history(where: Mapping[str, Any]) -> Any:
-    """A ``HistoryStore`` on the tables ``where`` names, through the server's view of the connection."""
-    from airflow.models.connection import Connection
+    """A ``HistoryStore`` on the tables ``where`` (a report's ``history`` entry) names.
 
+    The API server runs in Airflow's "server" process context, where the task SDK resolves
+    connections from the metadata DB and secrets backends as well as the environment.
+    """
     from airflow_provider_retl.history.store import HistoryStore
 
-    table = str(where["runs_table"]).rsplit(".", 1)[-1]
-    prefix = table.removesuffix("runs")
-    hook = Connection.get_connection_from_secrets(str(where["conn_id"])).get_hook()
-    store = HistoryStore(hook, schema=where.get("schema") or None, prefix=prefix)
+    store = HistoryStore.from_location(where)
     if store.runs_table != where["runs_table"]:
         raise ValueError("the report's history tables do not follow the store's naming")
     # The report says the sync wrote these tables: a page view must not create tables in a warehouse.
