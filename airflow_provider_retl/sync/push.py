@@ -145,6 +145,8 @@ class Pusher:
 
     def _hashed(self, reject: Reject, row_hash: Any, fields: dict[str, Any] | None = None) -> Reject:
         """``reject`` with the row hash of the refused content (and its fields while payloads are collected)."""
+        if self.outcomes is None:
+            return reject  # only the history needs them: no copy per reject otherwise
         payload = fields if self._payloads else None
         return dataclasses.replace(reject, row_hash=int(row_hash), payload=payload)
 
