@@ -12,10 +12,13 @@ from typing import Any
 from airflow_provider_retl.destinations import REGISTRY
 
 PACKAGE = "airflow-provider-retl"
+#: The Airflow plugin's name (``airflow_provider_retl.plugins.PLUGIN_NAME``; not imported here, since that
+#: module imports Airflow's plugins manager and provider info is read early).
+PLUGIN_NAME = "reverse_etl"
 
 
 def provider_info(version: str) -> dict[str, Any]:
-    """Provider metadata for Airflow: integrations, modules and one connection type per destination."""
+    """Provider metadata for Airflow: integrations, modules, one connection type per destination, the UI plugin."""
     specs = list(REGISTRY.values())
     integrations: list[dict[str, Any]] = [{"integration-name": "Reverse ETL", "tags": ["software"]}]
     for spec in specs:
@@ -42,6 +45,8 @@ def provider_info(version: str) -> dict[str, Any]:
         "connection-types": [spec.connection_type() for spec in specs],
         # `airflow retl ...` (Airflow's CLI parser calls each function and adds the commands it returns).
         "cli": ["airflow_provider_retl.cli.definition.get_retl_cli_commands"],
+        # Also the ``airflow.plugins`` entry point: this key is read only when provider discovery is not lazy.
+        "plugins": [{"name": PLUGIN_NAME, "plugin-class": "airflow_provider_retl.plugins.ReverseETLPlugin"}],
     }
 
 

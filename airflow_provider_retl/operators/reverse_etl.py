@@ -13,7 +13,10 @@ from airflow.sdk import BaseHook, BaseOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowNotFoundException
 
 from airflow_provider_retl.checkpoints.spec import is_warehouse_spec
-from airflow_provider_retl.operators.lineage import DestinationLink
+from airflow_provider_retl.history.store import HistoryStore, utc_now
+from airflow_provider_retl.operators.history import open_store, parse_history, run_row, write_try
+from airflow_provider_retl.operators.history import warn as warn_history
+from airflow_provider_retl.operators.lineage import DestinationLink, destination_url
 from airflow_provider_retl.operators.parameters import check_parameters, is_templated
 from airflow_provider_retl.operators.rejects_table import write_rejects
 from airflow_provider_retl.sql_errors import permanent_sql_error
@@ -27,6 +30,7 @@ from airflow_provider_retl.sync.errors import (
     GuardrailTripped,
     RejectRatioExceeded,
 )
+from airflow_provider_retl.sync.outcomes import RecordOutcomes
 from airflow_provider_retl.sync.records import Mode, Reject
 from airflow_provider_retl.sync.redaction import REDACTOR
 from airflow_provider_retl.sync.sqlnames import warehouse_checkpoint_table
@@ -124,6 +128,14 @@ class ReverseETLOperator(BaseOperator):
     :param allow_empty_source: mirror mode refuses (fails the task, sends nothing) when the
         query returns no usable row while records were synced before; set True to let an
         empty result delete them all.
+    :param history: where the sync history (a row per try, a row per record pushed or rejected;
+        see docs/history.md) is written: ``"warehouse"`` (default: tables ``retl_runs``,
+        ``retl_changes``, ``retl_acks`` on ``conn_id``), ``"conn:<conn_id>"`` (another SQL
+        connection) or None (off). A history that cannot be written only warns.
+    :param history_schema: schema of the history tables (default: the connection's default).
+    :param history_payload: also store the fields sent per record (personal data; default False).
+    :param history_retention_days: history rows of this sync older than this are deleted when a
+        try writes (default 90; None keeps everything).
     :param partition: ``"i/n"`` (or ``(i, n)``): sync only the keys whose key hash % n == i,
         so n tasks share one large sync; map over :func:`partitions`. Every task still runs
         the whole query; NULL/empty keys are rejected by partition 0 only, mirror deletes stay
@@ -183,6 +195,10 @@ class ReverseETLOperator(BaseOperator):
         min_source_ratio: float | None = 0.5,
         max_reject_ratio_before_send: float | None = None,
         override_guardrails: bool = False,
+        history: str | None = "warehouse",
+        history_schema: str | None = None,
+        history_payload: bool = False,
+        history_retention_days: float | None = 90,
         **kwargs: Any,
     ) -> None:
         # One active try of this sync per DAG: overlapping DagRuns queue instead of both planning
@@ -233,6 +249,14 @@ class ReverseETLOperator(BaseOperator):
         self.override_guardrails = override_guardrails
         #: Set per run from the DAG run's conf ``retl_override_guardrails``.
         self._override_once = False
+        self.history = history
+        self.history_schema = history_schema
+        self.history_payload = history_payload
+        self.history_retention_days = history_retention_days
+        try:
+            self._history = parse_history(history, history_schema, history_payload, history_retention_days)
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"ReverseETLOperator {self.task_id!r}: {exc}") from None
         self._check_at_parse_time()
 
     def _check_at_parse_time(self) -> None:
@@ -449,6 +473,10 @@ class ReverseETLOperator(BaseOperator):
             store.description,
             ", dry run" if self.plan_only else "",
         )
+        history = self._open_history()
+        acknowledged = self._acknowledged(history, sync_id)
+        outcomes = RecordOutcomes(payload=self._history.payload) if history is not None and self._history else None
+        started_at = utc_now()
         try:
             rejects: list[Reject] = []
             report = run_sync(
@@ -459,20 +487,115 @@ class ReverseETLOperator(BaseOperator):
                 log=self.log,
                 on_reject=rejects.append if self.rejects_table else None,
                 siblings=lambda: self._sibling_checkpoints(context),
+                outcomes=outcomes,
+                acknowledged=acknowledged or None,
             )
             self._write_rejects(rejects, sync_id, context)
         except RejectRatioExceeded as exc:
             self._write_rejects(rejects, sync_id, context)
-            context["ti"].xcom_push(key=REPORT_XCOM_KEY, value=REDACTOR.redact_value(exc.report.to_dict()))
+            self._write_history(history, outcomes, context, sync_id, started_at, exc)
+            result = exc.report.to_dict()
+            if history is not None:
+                result["history"] = history.describe(self._history_conn_id())
+            context["ti"].xcom_push(key=REPORT_XCOM_KEY, value=REDACTOR.redact_value(result))
             # Retrying cannot fix bad data: fail without retries, keep the report.
             raise AirflowFailException(str(exc)) from exc
         except GuardrailTripped as exc:
             # Nothing was sent; the report (what was read, planned and rejected) is for the alert and the UI.
             self._write_rejects(rejects, sync_id, context)
+            self._write_history(history, outcomes, context, sync_id, started_at, exc)
             if exc.report is not None:
-                context["ti"].xcom_push(key=REPORT_XCOM_KEY, value=REDACTOR.redact_value(exc.report.to_dict()))
+                result = exc.report.to_dict()
+                if history is not None:
+                    result["history"] = history.describe(self._history_conn_id())
+                context["ti"].xcom_push(key=REPORT_XCOM_KEY, value=REDACTOR.redact_value(result))
             raise
-        return report.to_dict()
+        except BaseException as exc:
+            self._write_history(history, outcomes, context, sync_id, started_at, exc)
+            raise
+        self._write_history(history, outcomes, context, sync_id, started_at, None)
+        if acknowledged and not self.plan_only:
+            # An acknowledgement holds for the next successful run: unchanged rows are checkpointed
+            # now, changed ones were sent again (a new reject can be acknowledged again).
+            self._mark_acknowledgements_applied(history, sync_id, list(acknowledged))
+        result = report.to_dict()
+        if history is not None:
+            result["history"] = history.describe(self._history_conn_id())
+        return result
+
+    # ------------------------------------------------------------------ history
+    def _history_conn_id(self) -> str | None:
+        if self._history is None:
+            return None
+        return self._history.conn_id or self.conn_id
+
+    def _open_history(self) -> HistoryStore | None:
+        """The history store of this sync (None: off, or unreachable, which only warns)."""
+        if self._history is None:
+            return None
+        try:
+            store = open_store(self._history, self.sql_hook if self._history.conn_id is None else None)
+            store.ensure_tables()
+            return store
+        except Exception as exc:  # noqa: BLE001 - history never changes the sync's outcome
+            warn_history(self.log, "sync history unavailable; this try is not recorded", exc)
+            return None
+
+    def _acknowledged(self, history: HistoryStore | None, sync_id: str) -> dict[str, int]:
+        """Rejects a user acknowledged since the last run: key -> the row hash they were refused with."""
+        if history is None:
+            return {}
+        try:
+            acks = history.pending_acknowledgements(sync_id)
+        except Exception as exc:  # noqa: BLE001
+            warn_history(self.log, "could not read acknowledged rejects (they are retried as usual)", exc)
+            return {}
+        if acks:
+            self.log.info("%d acknowledged rejects: unchanged rows are marked synced without sending", len(acks))
+        return acks
+
+    def _mark_acknowledgements_applied(self, history: HistoryStore | None, sync_id: str, keys: list[str]) -> None:
+        if history is None:
+            return
+        try:
+            history.mark_applied(sync_id, keys)
+        except Exception as exc:  # noqa: BLE001
+            warn_history(self.log, "could not mark acknowledgements applied (the next run re-applies them)", exc)
+
+    def _write_history(
+        self,
+        history: HistoryStore | None,
+        outcomes: RecordOutcomes | None,
+        context: Context,
+        sync_id: str,
+        started_at: str,
+        error: BaseException | None,
+    ) -> bool:
+        if history is None or outcomes is None or self._history is None:
+            return False
+        try:
+            row = run_row(
+                self,
+                context,
+                outcomes.report,
+                sync_id=sync_id,
+                started_at=started_at,
+                error=error,
+                destination_url=self._destination_url(),
+            )
+        except Exception as exc:  # noqa: BLE001
+            warn_history(self.log, "could not describe this try for the sync history", exc)
+            return False
+        return write_try(history, self._history, row, outcomes, self.log)
+
+    def _destination_url(self) -> str:
+        """The destination's page of the object (as the task's link shows it), or ""."""
+        try:
+            hook = self.destination_hook
+            extra = hook.get_connection(self.destination_conn_id).extra_dejson
+            return destination_url(hook.conn_type, hook.base_url, str(self.object), extra)
+        except Exception:  # noqa: BLE001 - a link is a nicety
+            return ""
 
 
 def _connection(conn_id: str, parameter: str) -> Any:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -38,6 +38,7 @@ from airflow_provider_retl.sync.diff import (
     KEY,
     KEY_HASH,
     KIND,
+    ROW_HASH,
     EventResendError,
     ReplacedIdentityError,
     SnapshotDiff,
@@ -50,6 +51,7 @@ from airflow_provider_retl.sync.errors import (
 )
 from airflow_provider_retl.sync.legacy import LEGACY_CHECKPOINT_NOTE
 from airflow_provider_retl.sync.logs import SyncLogger, redacting
+from airflow_provider_retl.sync.outcomes import RecordOutcomes
 from airflow_provider_retl.sync.plan import (
     SKIP_NOT_MIRROR,
     SKIP_UPDATE_MISSING,
@@ -77,6 +79,8 @@ def run_sync(
     clock: Callable[[], float] = time.monotonic,
     on_reject: Callable[[Reject], None] | None = None,
     siblings: Callable[[], Iterable[Checkpoint]] | None = None,
+    outcomes: RecordOutcomes | None = None,
+    acknowledged: Mapping[str, int] | None = None,
 ) -> SyncReport:
     """Sync a query result (an iterable of DataFrame chunks) into ``destination``; return the report.
 
@@ -89,6 +93,11 @@ def run_sync(
     sent, so re-partitioning never sends an event twice; on a layout's first run, any other sync
     takes the ids they hold for its live keys and deletes (mirror) the keys of its partition
     that left the source meanwhile.
+    ``outcomes`` collects every record's outcome (pushed or rejected) for a changelog, also
+    when the run fails part-way; ``outcomes.report`` is this run's report from the start.
+    ``acknowledged`` maps record keys to the row hash a user acknowledged their reject with:
+    such a row, while its content still has that hash, is marked synced as it is (checkpointed
+    with that hash, nothing sent), so it is no longer retried; once it changes it is sent again.
     """
     log = redacting(log or logging.getLogger("airflow_provider_retl.sync"))  # secrets never reach a log line
     started = clock()
@@ -104,8 +113,10 @@ def run_sync(
         rebaseline=config.rebaseline,
         partition=None if config.partition is None else "{}/{}".format(*config.partition),
         checkpoint=store.description,
-        on_reject=on_reject,
+        on_reject=_both(on_reject, outcomes.rejected) if outcomes is not None else on_reject,
     )
+    if outcomes is not None:
+        outcomes.report = report
     progress = Progress(log, config.progress_interval, clock)
 
     def finish() -> SyncReport:
@@ -175,6 +186,9 @@ def run_sync(
     sent_elsewhere = JournalEntry()
     if events and siblings is not None and not config.resend_events:
         sent_elsewhere = _adopt_sent_elsewhere(pending, report, siblings)
+    acknowledged_entry = None
+    if acknowledged and not config.rebaseline and len(pending):
+        pending, acknowledged_entry = _take_acknowledged(pending, report, acknowledged, outcomes)
     if not config.rebaseline and not config.dry_run:
         # Guards that stop a run before it sends anything.
         if events:
@@ -232,6 +246,7 @@ def run_sync(
         clock=clock,
         progress=progress,
         caps=caps,
+        outcomes=outcomes,
     )
     if not config.dry_run:
         try:
@@ -239,6 +254,8 @@ def run_sync(
         except GuardrailTripped as exc:
             exc.report = finish_early()
             raise
+    if acknowledged_entry is not None and not config.dry_run:
+        pusher.commit(acknowledged_entry)
     if len(sent_elsewhere) and not config.dry_run:
         pusher.commit(sent_elsewhere)  # known here from now on, whatever the layout of the next run
     if config.dry_run:
@@ -278,6 +295,50 @@ def run_sync(
         pusher.finalize()
     # else: nothing changed and the stored base is already this one (a no-op run rewrites nothing).
     return finish()
+
+
+#: ``SyncReport.skipped`` reason of acknowledged rejects marked as synced.
+SKIP_ACKNOWLEDGED = "acknowledged reject, unchanged since: marked as synced without sending"
+
+
+def _both(first: Callable[[Reject], None] | None, second: Callable[[Reject], None]) -> Callable[[Reject], None]:
+    if first is None:
+        return second
+
+    def call(reject: Reject) -> None:
+        first(reject)
+        second(reject)
+
+    return call
+
+
+def _take_acknowledged(
+    pending: pd.DataFrame,
+    report: SyncReport,
+    acknowledged: Mapping[str, int],
+    outcomes: RecordOutcomes | None,
+) -> tuple[pd.DataFrame, JournalEntry | None]:
+    """Pending rows whose reject a user acknowledged, unchanged since: out of the plan, into the checkpoint.
+
+    They are checkpointed with their row hash (and the destination id the checkpoint had, if
+    any), so the next diff sees them unchanged and a later change of the row sends it again.
+    """
+    texts = [fp.display_key(k) for k in pending[KEY].to_numpy(dtype=object)]
+    row_hashes = pending[ROW_HASH].to_numpy(dtype=np.uint64)
+    hit = np.array([acknowledged.get(t) == int(h) for t, h in zip(texts, row_hashes.tolist(), strict=True)], dtype=bool)
+    if not hit.any():
+        return pending, None
+    rows = np.flatnonzero(hit)
+    kinds = pending[KIND].to_numpy(dtype=object)[rows]
+    for kind in (ChangeKind.NEW.value, ChangeKind.CHANGED.value):
+        report.planned[kind] -= int((kinds == kind).sum())
+    report.unchanged += len(rows)
+    report.skip(SKIP_ACKNOWLEDGED, len(rows))
+    ids = [i if isinstance(i, str) and i not in ("", PENDING) else None for i in pending[DEST_ID].to_numpy()[rows]]
+    entry = JournalEntry.puts(pending[KEY_HASH].to_numpy(dtype=np.uint64)[rows], row_hashes[rows], ids)
+    if outcomes is not None:
+        outcomes.acknowledged([texts[r] for r in rows.tolist()], ids, row_hashes[rows].tolist())
+    return pending[~hit].reset_index(drop=True), entry
 
 
 def _jobs(

@@ -26,6 +26,7 @@ from airflow_provider_retl.sync.destination import Capabilities, Destination
 from airflow_provider_retl.sync.diff import DEST_ID, INTERNAL, KEY, KEY_HASH, KIND, ROW_HASH, LiveHolders
 from airflow_provider_retl.sync.errors import BatchRejectedError, OutcomeUnknownError, RetryableSyncError, SyncError
 from airflow_provider_retl.sync.logs import SyncLogger
+from airflow_provider_retl.sync.outcomes import RecordOutcomes
 from airflow_provider_retl.sync.plan import SKIP_INSERT_EXISTS, SKIP_REMOVED_ADOPTED, Action
 from airflow_provider_retl.sync.progress import Progress
 from airflow_provider_retl.sync.records import EXISTS, PENDING, Outcome, Record, Reject, SyncReport
@@ -74,8 +75,12 @@ class Pusher:
         clock: Callable[[], float],
         progress: Progress,
         caps: Capabilities | None = None,
+        outcomes: RecordOutcomes | None = None,
     ):
         self.destination = destination
+        #: Every record's outcome, for the history changelog (None: not collected, no cost).
+        self.outcomes = outcomes
+        self._payloads = outcomes is not None and outcomes.payloads is not None
         self.caps = caps if caps is not None else destination.capabilities(config.object)
         #: Records per call, keys per lookup, calls in flight: read once for the run.
         self.limits = destination.limits
@@ -117,7 +122,7 @@ class Pusher:
         rows = np.asarray(rows, dtype=np.int64)
         if self.validated is None or len(self.validated) != len(pending):
             self.validated = np.zeros(len(pending), dtype=bool)
-        wires, failures, keys, _, _ = self._wire_rows(pending, rows)
+        wires, failures, keys, _, row_hashes = self._wire_rows(pending, rows)
         kinds = pending[KIND].iloc[rows].to_numpy() if KIND in pending.columns else None
         with self._wire_lock:
             for block in np.unique(rows // WIRE_BLOCK).tolist():
@@ -131,7 +136,7 @@ class Pusher:
             if reject is None:
                 self.validated[rows[i]] = True
             else:
-                self.report.add_reject(reject)
+                self.report.add_reject(self._hashed(reject, row_hashes[i], fields))
                 failed.append(int(rows[i]))
         return np.asarray(failed, dtype=np.int64)
 
@@ -170,11 +175,12 @@ class Pusher:
             if not checked[i]:
                 reject = self._local_reject(key, fields, failures.get(i), kind)
                 if reject is not None:
-                    rejects.append(reject)
+                    rejects.append(self._hashed(reject, row_hashes[i], fields))
                     continue
             match_value = fields.get(self.match_field) if self.match_field else None
             if needs_match and (match_value is None or match_value == ""):
-                rejects.append(dataclasses.replace(self.empty_match_reject(key), kind=kind))
+                reject = dataclasses.replace(self.empty_match_reject(key), kind=kind)
+                rejects.append(self._hashed(reject, row_hashes[i], fields))
                 continue
             dest_id = ids[i] if isinstance(ids[i], str) and ids[i] != PENDING else None
             record = Record(key, fields, int(key_hashes[i]), int(row_hashes[i]), dest_id, match_value)
@@ -183,6 +189,13 @@ class Pusher:
                 record.event_id = self.event_id(int(event_hashes[i]))
             records.append(record)
         return records, rejects
+
+    def _hashed(self, reject: Reject, row_hash: Any, fields: dict[str, Any] | None = None) -> Reject:
+        """``reject`` with the row hash of the refused content (and its fields while payloads are collected)."""
+        if self.outcomes is None:
+            return reject  # only the history needs them: no copy per reject otherwise
+        payload = fields if self._payloads else None
+        return dataclasses.replace(reject, row_hash=int(row_hash), payload=payload)
 
     def _wire_rows(self, pending: pd.DataFrame, rows: np.ndarray) -> tuple[Any, ...]:
         """For ``rows``: wire dicts (fresh copies), {index in rows: (field, reason)} for values that
@@ -380,11 +393,10 @@ class Pusher:
                 self.refused_updates.append((record, outcome))
                 continue
             if not outcome.ok:
-                self.report.add_reject(
-                    Reject(
-                        record.key, outcome.reason or "rejected by the destination", "destination", code=outcome.code
-                    )
+                reject = Reject(
+                    record.key, outcome.reason or "rejected by the destination", "destination", code=outcome.code
                 )
+                self.report.add_reject(self._hashed(reject, record.row_hash, record.fields))
                 continue
             dest_id = outcome.dest_id or record.dest_id or record.event_id
             if action is not Action.SEND_EVENT and dest_id:
@@ -393,7 +405,8 @@ class Pusher:
                     # The destination matched this row onto a record another live key holds (an
                     # upsert or "already exists" on a shared match value): never checkpoint the
                     # merge, or mirror would later delete a record a live row maps to.
-                    self.report.add_reject(self.collision_reject(record.key, other))
+                    reject = self.collision_reject(record.key, other)
+                    self.report.add_reject(self._hashed(reject, record.row_hash, record.fields))
                     continue
                 self.written[str(dest_id)] = (record.key_hash, record.key)
             keys.append(record.key_hash)
@@ -401,6 +414,8 @@ class Pusher:
             ids.append(dest_id)
             if action is Action.SEND_EVENT:
                 self.report.events += 1
+                if self.outcomes is not None:
+                    self._observe("event", record, dest_id)
                 continue
             created = outcome.created
             if created is None and action not in (Action.UPSERT, Action.BULK_UPSERT):
@@ -411,6 +426,10 @@ class Pusher:
                 self.report.updated += 1
             else:
                 self.report.upserted += 1
+            if self.outcomes is not None:
+                self._observe(
+                    "create" if created is True else "update" if created is False else "upsert", record, dest_id
+                )
         if records:
             self.report.batches += 1
         self.commit(JournalEntry.puts(keys, rows, ids), flush=False)
@@ -418,6 +437,13 @@ class Pusher:
             # Events that were refused (or never sent) lose their "pending" mark: retried next run.
             refused = np.setdiff1d(batch_key_hashes, np.asarray(keys, dtype=np.uint64))
             self.commit(JournalEntry.deletes(refused), flush=False)
+
+    def _observe(self, operation: str, record: Record, dest_id: Any) -> None:
+        assert self.outcomes is not None
+        payload = record.fields if self._payloads else None
+        self.outcomes.pushed_one(
+            operation, record.key, None if dest_id is None else str(dest_id), record.row_hash, payload
+        )
 
     def batches(self, rows: np.ndarray, size: int) -> list[np.ndarray]:
         return [rows[i : i + size] for i in range(0, len(rows), size)]
@@ -628,6 +654,10 @@ class Pusher:
                     )
             self.report.batches += 1
             self.commit(JournalEntry.deletes(done))
+            if self.outcomes is not None and done:
+                ok = [outcome.ok for outcome in outcomes]
+                deleted_ids = [i for i, good in zip(batch_ids, ok, strict=True) if good]
+                self.outcomes.pushed("delete", [f"#{kh:016x}" for kh in done], deleted_ids, [None] * len(done))
 
     def rematch_refused_updates(self) -> None:
         """Updates by id that the destination refused: did their match value move to another record?

@@ -7,6 +7,7 @@ Nothing here imports Airflow or an HTTP library: destinations (hooks) build
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import re
 from collections.abc import Callable
@@ -103,6 +104,10 @@ class Reject:
     code: str | None = None
     #: For a row refused before sending ("validation"): what the plan had it as ("new" or "changed").
     kind: str | None = None
+    #: Row hash of the refused content where known (history: an acknowledgement holds until it changes).
+    row_hash: int | None = dataclasses.field(default=None, compare=False, repr=False)
+    #: The fields refused, only while a run collects payloads for its history (personal data).
+    payload: dict[str, Any] | None = dataclasses.field(default=None, compare=False, repr=False)
 
 
 #: Rejects kept in full in the report (the count is always exact).
@@ -210,6 +215,9 @@ class SyncReport:
         finally:
             self.on_reject = listener
         data.pop("on_reject", None)
+        for reject in data["rejects"]:
+            reject.pop("row_hash", None)
+            reject.pop("payload", None)  # internal: the history's acknowledgements, not the report
         data["pushed"] = self.pushed
         data["rejects_truncated"] = self.rejected > len(self.rejects)
         return data
