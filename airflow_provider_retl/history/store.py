@@ -22,6 +22,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_retl.sync.errors import ConfigurationError
+from airflow_provider_retl.sync.records import reason_pattern
 from airflow_provider_retl.sync.redaction import REDACTOR
 
 if TYPE_CHECKING:
@@ -75,6 +76,7 @@ CHANGE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("operation", "TEXT"),
     ("status", "TEXT"),
     ("reason", "TEXT"),
+    ("reason_group", "TEXT"),
     ("stage", "TEXT"),
     ("field_name", "TEXT"),
     ("reason_code", "TEXT"),
@@ -278,6 +280,7 @@ class HistoryStore:
                     operation,
                     status,
                     clean_text(reason),
+                    None if reason is None else clean_text(reason_pattern(reason)),
                     stage,
                     field,
                     clean_text(code, 200),
@@ -368,14 +371,16 @@ class HistoryStore:
         scope = f"sync_id = {p} AND run_id = {p} AND try_number = {p} AND status = 'rejected'"
         params = [sync_id, run_id, tries[0][0]]
         groups = self._records(
-            f"SELECT reason, stage, MIN(reason_code), COUNT(*) FROM {self.changes_table} WHERE {scope} "
-            f"GROUP BY reason, stage ORDER BY COUNT(*) DESC LIMIT 100",
+            # By the reason's pattern (its values blanked, as the report groups them): 1,000 invalid
+            # emails are one group, not 1,000.
+            f"SELECT reason_group, stage, MIN(reason_code), COUNT(*) FROM {self.changes_table} WHERE {scope} "
+            f"GROUP BY reason_group, stage ORDER BY COUNT(*) DESC LIMIT 100",
             params,
         )
         out = []
         for reason, stage, code, count in groups:
             keys = self._records(
-                f"SELECT record_key FROM {self.changes_table} WHERE {scope} AND reason = {p} AND stage = {p} "
+                f"SELECT record_key FROM {self.changes_table} WHERE {scope} AND reason_group = {p} AND stage = {p} "
                 f"ORDER BY record_key LIMIT {int(examples)}",
                 [*params, reason, stage],
             )
@@ -444,8 +449,8 @@ class HistoryStore:
         p = self._p
         where = f"sync_id = {p} AND run_id = {p} AND status = 'rejected'"
         params: list[Any] = [sync_id, run_id]
-        if reason is not None:
-            where += f" AND reason = {p}"
+        if reason is not None:  # a group's reason, as reject_groups() gives it
+            where += f" AND reason_group = {p}"
             params.append(reason)
         if stage is not None:
             where += f" AND stage = {p}"

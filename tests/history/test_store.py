@@ -89,14 +89,17 @@ def test_reader_api(tmp_path, set_connection):
     assert [(s["sync_id"], s["state"]) for s in store.syncs()] == [("a", "failed"), ("b", "success")]
     outcomes = RecordOutcomes()
     for i in range(7):
-        outcomes.rejected(Reject(f"k{i}", "invalid email", "validation", field="email", row_hash=i))
+        # Seven different values, one kind of problem: one group, as the report groups them.
+        reason = f"invalid email 'k{i}@': There must be something after the @-sign."
+        outcomes.rejected(Reject(f"k{i}", reason, "validation", field="email", row_hash=i))
     outcomes.rejected(Reject("k9", "HTTP 400", "destination", code="400"))
     store.write_changes("a", "r2", 1, outcomes)
     groups = store.reject_groups("a")
     assert [(g["stage"], g["count"]) for g in groups] == [("validation", 7), ("destination", 1)]
     assert groups[0]["examples"] == ["k0", "k1", "k2", "k3", "k4"]
+    assert groups[0]["reason"] == "invalid email '…': There must be something after the @-sign."
     assert store.key_history("a", "k9")[0]["http_status"] == 400
-    assert store.acknowledge_rejects("a", by="me", reason="invalid email") == 7
+    assert store.acknowledge_rejects("a", by="me", reason=groups[0]["reason"]) == 7
     assert store.pending_acknowledgements("a") == {f"k{i}": i for i in range(7)}
     assert store.describe("c")["runs_table"] == "h_runs"
 
