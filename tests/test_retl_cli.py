@@ -45,6 +45,7 @@ def test_the_retl_group_lists_its_commands():
     done = airflow_cli("retl", "--help")
     assert done.returncode == 0, done.stderr
     assert "test" in done.stdout and "Test a destination connection" in done.stdout
+    assert "replay" in done.stdout and "Replay a sync's rejects now" in done.stdout
 
 
 def test_a_connection_imported_into_the_metadata_db_passes(airflow_db, hubspot, tmp_path):
@@ -85,3 +86,34 @@ def test_a_missing_or_foreign_connection_fails_saying_so():
     done = airflow_cli("retl", "test", "cli_no_such_conn")
     assert done.returncode == 1
     assert "Connection 'cli_no_such_conn' is not defined" in done.stderr
+
+
+TINY_DAG = '''
+import datetime as dt
+from airflow.sdk import DAG
+from airflow.providers.standard.operators.empty import EmptyOperator
+
+with DAG("{dag_id}", schedule=None, start_date=dt.datetime(2026, 1, 1), catchup=False) as dag:
+    EmptyOperator(task_id="sync")
+'''
+
+
+def test_replay_clears_the_syncs_task_in_the_latest_run(dag_runner):
+    from sqlalchemy import select
+
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+
+    dag_id = "retl_cli_replay"
+    result = dag_runner.run_dag(TINY_DAG.format(dag_id=dag_id), dag_id)
+    assert result.state == "success"
+    done = airflow_cli("retl", "replay", dag_id, "sync")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"Cleared 'sync' in run '{result.run_id}' of '{dag_id}'" in done.stdout
+    with create_session() as session:
+        ti = session.scalars(select(TaskInstance).where(TaskInstance.dag_id == dag_id)).one()
+        assert ti.state is None  # the scheduler runs it again
+    missing = airflow_cli("retl", "replay", dag_id, "nope")
+    assert missing.returncode == 1 and "has no task 'nope'" in missing.stderr
+    no_run = airflow_cli("retl", "replay", "retl_cli_no_such_dag", "sync")
+    assert no_run.returncode == 1 and "has no run" in no_run.stderr

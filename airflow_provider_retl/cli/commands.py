@@ -50,6 +50,20 @@ def test_connection(args: argparse.Namespace) -> None:
     print(f"Connection {conn_id!r} works: {message}")
 
 
+def replay(args: argparse.Namespace) -> None:
+    """``airflow retl replay <dag_id> <task_id> [--run-id RUN]``: clear the sync's task instance now."""
+    os.environ["_AIRFLOW_PROCESS_CONTEXT"] = "server"  # it writes the metadata DB, like `airflow tasks clear`
+    from airflow_provider_retl.history.replay import replay_rejects
+
+    try:
+        done = replay_rejects(args.dag_id, args.task_id, args.run_id)
+    except LookupError as err:
+        _fail(str(err))
+    if not done["cleared"]:
+        _fail(f"{args.task_id!r} in run {done['run_id']!r} is running or queued: let it finish, then replay")
+    print(f"Cleared {args.task_id!r} in run {done['run_id']!r} of {args.dag_id!r}: the scheduler runs it again")
+
+
 def _fail(message: str) -> NoReturn:
     print(REDACTOR.redact(message), file=sys.stderr, flush=True)
     raise SystemExit(1)

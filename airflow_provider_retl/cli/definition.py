@@ -15,6 +15,10 @@ from airflow.cli.cli_config import ActionCommand, Arg, GroupCommand, lazy_load_c
 
 ARG_CONN_ID = Arg(("conn_id",), help="Connection id of a Reverse ETL destination (retl_* connection type)")
 
+ARG_DAG_ID = Arg(("dag_id",), help="The DAG of the sync")
+ARG_TASK_ID = Arg(("task_id",), help="The ReverseETLOperator task of the sync")
+ARG_RUN_ID = Arg(("--run-id",), help="The DAG run (default: the DAG's latest run)")
+
 #: The subcommands of ``airflow retl``.
 RETL_COMMANDS: list[ActionCommand] = [
     ActionCommand(
@@ -29,6 +33,17 @@ RETL_COMMANDS: list[ActionCommand] = [
         ),
         func=lazy_load_command("airflow_provider_retl.cli.commands.test_connection"),
         args=(ARG_CONN_ID,),
+    ),
+    ActionCommand(
+        name="replay",
+        help="Replay a sync's rejects now: run its task again in the DAG's latest run (or --run-id)",
+        description=(
+            "Clears the sync's task instance (every map index) so the scheduler runs it again; rejected "
+            "rows are never checkpointed, so the new try sends every row not yet synced (the rejects, "
+            "and whatever changed since) and nothing else. A running or queued try is left alone."
+        ),
+        func=lazy_load_command("airflow_provider_retl.cli.commands.replay"),
+        args=(ARG_DAG_ID, ARG_TASK_ID, ARG_RUN_ID),
     ),
 ]
 
