@@ -68,7 +68,7 @@ def main() -> int:
     ]
     assert len(prebuilt[0]) == len(columns)
 
-    def hooks(target: str):  # noqa: ANN202 - a benchmark
+    def hooks(target: str):
         if target == "duckdb":
             from airflow.providers.duckdb.hooks.duckdb import DuckDBHook
 
