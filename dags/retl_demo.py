@@ -33,6 +33,7 @@ with DAG(
         primary_key="email",
         mode="upsert",
         checkpoint="variable",
+        history="conn:retl_history",  # run history and row changelog (the warehouse is opened read-only)
         max_reject_ratio=0.2,
     )
     customers_to_webhook = ReverseETLOperator(
@@ -44,4 +45,5 @@ with DAG(
         primary_key="customer_id",
         mode="mirror",
         checkpoint="xcom",
+        history="conn:retl_history",
     )

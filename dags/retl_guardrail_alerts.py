@@ -48,6 +48,7 @@ with DAG(
         primary_key="customer_id",
         mode="mirror",
         checkpoint="variable",
+        history="conn:retl_history",  # run history and row changelog (the warehouse is opened read-only)
         max_delete_ratio=0.2,
         max_deletes=500,
         min_source_ratio=0.5,

@@ -22,6 +22,9 @@ from airflow_provider_retl.operators.reverse_etl import ReverseETLOperator
 
 HERE = Path(__file__).resolve().parent
 WAREHOUSE_CONN_ID = "warehouse"
+#: Every sync's run history and row changelog (the Reverse ETL view's key search reads it): a SQLite
+#: database of its own, since the DuckDB warehouse is opened read-only while dbt owns its writes.
+HISTORY = "conn:retl_history"
 
 #: Updated when dbt has rebuilt the models the syncs read.
 CUSTOMER_TRAITS = Asset("duckdb://warehouse/main/customer_traits", group="shop")
@@ -122,6 +125,7 @@ def sync(task_id: str, destination_conn_id: str, **kwargs) -> ReverseETLOperator
         conn_id=WAREHOUSE_CONN_ID,
         destination_conn_id=destination_conn_id,
         pool=POOLS[destination_conn_id],
+        history=HISTORY,
         **kwargs,
     )
 
@@ -136,6 +140,7 @@ def sales_syncs() -> TaskGroup:
             destination_conn_id="hubspot_default",
             pool=POOLS["hubspot_default"],
             max_reject_ratio=0.1,
+            history=HISTORY,
         ).expand_kwargs(
             [
                 {

@@ -78,7 +78,9 @@ def example_connections(urls: Mapping[str, str], home: Path) -> dict[str, dict[s
     from airflow_provider_retl.testing import example_stack
 
     conns = example_stack.connections(
-        {k: v for k, v in urls.items() if k in example_stack.PORTS}, warehouse_path=str(home / "shop.duckdb")
+        {k: v for k, v in urls.items() if k in example_stack.PORTS},
+        warehouse_path=str(home / "shop.duckdb"),
+        history_path=str(home / "retl_history.sqlite"),
     )
     conns["webhook_default"] = demo_data().webhook_connection(urls["webhook"])
     conns[demo_data().WAREHOUSE_CONN_ID] = demo_data().warehouse_connection(home / "demo.duckdb", read_only=True)

@@ -98,6 +98,10 @@ def main() -> int:
         )
     )
     os.environ.update(demo_data.connection_env("webhook_default", demo_data.webhook_connection(webhook.url)))
+    # The sync history (dags/retl_demo.py: history="conn:retl_history"), beside the warehouse.
+    os.environ.update(
+        demo_data.connection_env("retl_history", {"conn_type": "sqlite", "host": str(STATE / "retl_history.sqlite")})
+    )
     print(f"Warehouse: {WAREHOUSE} ({demo_data.CUSTOMERS} customers)")
     print(f"HubSpot emulator at {hubspot.url}, webhook receiver at {webhook.url}")
 

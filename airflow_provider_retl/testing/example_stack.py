@@ -109,7 +109,14 @@ def stop_all(running: Mapping[str, RunningEmulator]) -> None:
         emulator.stop()
 
 
-def connections(urls: Mapping[str, str], *, warehouse_path: str | None = None) -> dict[str, dict[str, Any]]:
+#: The example DAGs' sync history (``history="conn:retl_history"``): a SQLite file of its own, since
+#: their DuckDB warehouses are opened read-only (many sync tasks read them at once).
+HISTORY_CONN_ID = "retl_history"
+
+
+def connections(
+    urls: Mapping[str, str], *, warehouse_path: str | None = None, history_path: str | None = None
+) -> dict[str, dict[str, Any]]:
     """Connection id -> Connection fields (JSON form) for the example DAGs, given each emulator's URL."""
     conns: dict[str, dict[str, Any]] = {
         CONN_IDS["hubspot"]: {
@@ -152,14 +159,18 @@ def connections(urls: Mapping[str, str], *, warehouse_path: str | None = None) -
         # Read-only: the syncs of a run read the file in parallel, and DuckDB lets many processes
         # read a file but only one write it. dbt (cosmos) takes only the path from this connection.
         conns["warehouse"] = {"conn_type": "duckdb", "host": warehouse_path, "extra": {"read_only": True}}
+    if history_path is not None:
+        conns[HISTORY_CONN_ID] = {"conn_type": "sqlite", "host": history_path}
     return conns
 
 
-def connection_env(urls: Mapping[str, str], *, warehouse_path: str | None = None) -> dict[str, str]:
+def connection_env(
+    urls: Mapping[str, str], *, warehouse_path: str | None = None, history_path: str | None = None
+) -> dict[str, str]:
     """``AIRFLOW_CONN_<ID>`` environment variables for ``connections(...)``."""
     return {
         f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps(fields)
-        for conn_id, fields in connections(urls, warehouse_path=warehouse_path).items()
+        for conn_id, fields in connections(urls, warehouse_path=warehouse_path, history_path=history_path).items()
     }
 
 

@@ -81,7 +81,9 @@ def example_env(tmp_path, monkeypatch):
     running = example_stack.start_example_emulators()
     warehouse = tmp_path / "shop.duckdb"
     urls = {kind: emulator.url for kind, emulator in running.items()}
-    for name, value in example_stack.connection_env(urls, warehouse_path=str(warehouse)).items():
+    for name, value in example_stack.connection_env(
+        urls, warehouse_path=str(warehouse), history_path=str(tmp_path / "retl_history.sqlite")
+    ).items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("RETL_DBT_PROJECT_DIR", str(DAGS / "dbt" / "shop"))
     monkeypatch.setenv("RETL_DBT_EXECUTABLE", str(DBT))
@@ -128,6 +130,19 @@ def test_shop_example_runs_end_to_end_and_reruns_send_nothing(dag_runner, exampl
     assert {kind: emulator.emulator.request_count() for kind, emulator in running.items()} == before
     cio = running["customerio"].emulator
     assert sorted(e["attributes"]["event_key"] for e in cio.events(include_duplicates=True)) == sorted(events)
+    # Every sync try of both runs is in the examples' history database (the warehouse is read-only).
+    import sqlite3
+
+    history = sqlite3.connect(warehouse.parent / "retl_history.sqlite")
+    try:
+        tries = history.execute("select run_id, state from retl_runs").fetchall()
+        changelog = history.execute("select count(*) from retl_changes where status = 'ok'").fetchone()[0]
+    finally:
+        history.close()
+    assert sorted({r for r, _ in tries}) == sorted({result.run_id, again.run_id})
+    assert len(tries) == 2 * len(SYNC_TASKS) and {s for _, s in tries} == {"success"}
+    assert changelog >= sum(result.return_value(t, m)["pushed"] for t, m in SYNC_TASKS) > 0
+    assert report.get("history", {}).get("conn_id") == "retl_history"
 
 
 def test_asset_scheduled_syncs_run_after_the_dbt_dag_updates_the_asset(dag_runner, example_env):
