@@ -8,8 +8,8 @@ report's summary and the guardrail's message (what it saw, how to override it on
 the SMTP provider's ``SmtpNotifier``.
 
 The SMTP connection ``retl_alerts_smtp`` points at a mail server on this machine, so the DAG
-parses and runs without a real one; under ``make airflow`` any local SMTP debugging server on
-port 1025 receives the mails, e.g.::
+parses and runs without a real one; ``make airflow`` defines it so (any local SMTP debugging
+server on port 1025 receives the mails); elsewhere, e.g.::
 
     export AIRFLOW_CONN_RETL_ALERTS_SMTP='{"conn_type": "smtp", "host": "127.0.0.1", "port": 1025,
         "extra": {"disable_ssl": true, "disable_tls": true, "from_email": "airflow@localhost"}}'

@@ -84,6 +84,13 @@ def example_connections(urls: Mapping[str, str], home: Path) -> dict[str, dict[s
     )
     conns["webhook_default"] = demo_data().webhook_connection(urls["webhook"])
     conns[demo_data().WAREHOUSE_CONN_ID] = demo_data().warehouse_connection(home / "demo.duckdb", read_only=True)
+    # dags/retl_guardrail_alerts.py mails its alerts here: any local SMTP debugging server on 1025 receives them.
+    conns["retl_alerts_smtp"] = {
+        "conn_type": "smtp",
+        "host": "127.0.0.1",
+        "port": 1025,
+        "extra": {"disable_ssl": True, "disable_tls": True, "from_email": "airflow@localhost"},
+    }
     for fields in conns.values():
         # Airflow 3.3.2's Test button in the connection list sends port 0 for a connection without
         # one and gets a 400 (apache/airflow#73298); the emulator's port (also in the URL) avoids that.

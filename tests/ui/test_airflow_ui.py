@@ -215,7 +215,7 @@ def check_examples_parsed_and_connections_listed(api: Api, af: Any) -> None:
     errors = api.call("GET", "/importErrors")
     assert errors["total_entries"] == 0, errors
     listed = {c["connection_id"]: c for c in api.call("GET", "/connections?limit=100")["connections"]}
-    assert DESTINATION_CONNECTIONS | {"warehouse", "demo_warehouse"} <= set(listed), sorted(listed)
+    assert DESTINATION_CONNECTIONS | {"warehouse", "demo_warehouse", "retl_history", "retl_alerts_smtp"} <= set(listed), sorted(listed)
     for conn_id in sorted(DESTINATION_CONNECTIONS):
         conn = listed[conn_id]
         assert "pat-example" not in str(conn["password"])  # the API never shows a stored secret
