@@ -83,3 +83,29 @@ def airflow_bench(request, airflow_fork_server, tmp_path_factory) -> Iterator[Be
         bench = Bench(store, scenario, running, airflow_fork_server, workdir).prepare()
         yield bench
         print(f"\n{store} {scenario.name}: kills fired {dict(bench.tally)}")
+
+
+@pytest.fixture(scope="module")
+def hubspot():
+    """A HubSpot emulator for the test module, without a rate limit (these suites count requests)."""
+    with start_emulator("hubspot", rate_limit=None) as running:
+        yield running
+
+
+@pytest.fixture
+def hook(hubspot, monkeypatch, request):
+    """A real HubSpotHook on the module's emulator, emptied first, through a connection named after the module.
+
+    A module that needs other extras (batch size, retries) defines its own ``hook``.
+    """
+    import json
+
+    from airflow_provider_retl.hooks.hubspot import HubSpotHook
+    from airflow_provider_retl.testing.emulators import DEFAULT_TOKEN
+
+    hubspot.emulator.reset()
+    conn_id = request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_")
+    doc = {"conn_type": "retl_hubspot", "host": hubspot.url, "password": DEFAULT_TOKEN, "extra": {"rate_limit": 0}}
+    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(doc))
+    with HubSpotHook(conn_id, sleep=lambda s: None) as h:
+        yield h

@@ -8,7 +8,6 @@ canonical value, or (whole-query problems) a clear error before anything is sent
 from __future__ import annotations
 
 import datetime as dt
-import json
 
 import pandas as pd
 import pytest
@@ -17,7 +16,6 @@ from airflow_provider_retl.sync.checkpoint import FileCheckpointStore
 from airflow_provider_retl.sync.config import SyncConfig
 from airflow_provider_retl.sync.engine import run_sync
 from airflow_provider_retl.sync.errors import ConfigurationError, EmptySourceError
-from airflow_provider_retl.testing.emulators import DEFAULT_TOKEN, start_emulator
 
 GOOD = [{"email": f"good{i}@example.com", "firstname": f"G{i}"} for i in range(5)]
 BAD_KEY = "bad@example.com"
@@ -49,23 +47,6 @@ CASES = {
     "unicode": ({"firstname": "👩\u200d🚀 مرحبا e\u0301"}, ("synced", {"firstname": "👩\u200d🚀 مرحبا e\u0301"})),
     "control_chars": ({"firstname": "a\x00b\x07c\nd"}, ("synced", {"firstname": "a\x00b\x07c\nd"})),
 }
-
-
-@pytest.fixture(scope="module")
-def hubspot():
-    with start_emulator("hubspot", rate_limit=None) as running:
-        yield running
-
-
-@pytest.fixture
-def hook(hubspot, monkeypatch):
-    from airflow_provider_retl.hooks.hubspot import HubSpotHook
-
-    hubspot.emulator.reset()
-    doc = {"conn_type": "retl_hubspot", "host": hubspot.url, "password": DEFAULT_TOKEN, "extra": {"rate_limit": 0}}
-    monkeypatch.setenv("AIRFLOW_CONN_BAD_INPUT", json.dumps(doc))
-    with HubSpotHook("bad_input", sleep=lambda s: None) as h:
-        yield h
 
 
 def sync(hook, tmp_path, rows, **kw):

@@ -11,7 +11,6 @@ run's conf); the DAG-run side is tested in ``tests/dags/test_sync_dags.py`` and
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -23,26 +22,8 @@ from airflow_provider_retl.sync.config import SyncConfig
 from airflow_provider_retl.sync.engine import run_sync
 from airflow_provider_retl.sync.errors import GuardrailTripped, RejectRatioExceeded
 from airflow_provider_retl.sync.records import SyncReport
-from airflow_provider_retl.testing.emulators import DEFAULT_TOKEN, start_emulator
 
 SQL = "select email, firstname from people"
-
-
-@pytest.fixture(scope="module")
-def hubspot():
-    with start_emulator("hubspot", rate_limit=None) as running:
-        yield running
-
-
-@pytest.fixture
-def hook(hubspot, monkeypatch):
-    from airflow_provider_retl.hooks.hubspot import HubSpotHook
-
-    hubspot.emulator.reset()
-    doc = {"conn_type": "retl_hubspot", "host": hubspot.url, "password": DEFAULT_TOKEN, "extra": {"rate_limit": 0}}
-    monkeypatch.setenv("AIRFLOW_CONN_GUARDRAILS_HTTP", json.dumps(doc))
-    with HubSpotHook("guardrails_http", sleep=lambda s: None) as h:
-        yield h
 
 
 class Source:

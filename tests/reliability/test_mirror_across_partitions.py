@@ -9,7 +9,6 @@ one of them knows that left the source is deleted; a live key it knows keeps its
 
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pandas as pd
@@ -19,29 +18,11 @@ from airflow_provider_retl.sync import fingerprint as fp
 from airflow_provider_retl.sync.checkpoint import MemoryCheckpointStore
 from airflow_provider_retl.sync.config import SyncConfig
 from airflow_provider_retl.sync.engine import run_sync
-from airflow_provider_retl.testing.emulators import DEFAULT_TOKEN, start_emulator
 
 OBJECTS = {
     "companies": {"primary_key": "k", "match_on": "domain", "mapping": {"domain": "m", "name": "v"}},
     "contacts": {"primary_key": "k", "match_on": "email", "mapping": {"email": "m", "firstname": "v"}},
 }
-
-
-@pytest.fixture(scope="module")
-def hubspot():
-    with start_emulator("hubspot", rate_limit=None) as running:
-        yield running
-
-
-@pytest.fixture
-def hook(hubspot, monkeypatch):
-    from airflow_provider_retl.hooks.hubspot import HubSpotHook
-
-    hubspot.emulator.reset()
-    doc = {"conn_type": "retl_hubspot", "host": hubspot.url, "password": DEFAULT_TOKEN, "extra": {"rate_limit": 0}}
-    monkeypatch.setenv("AIRFLOW_CONN_MIRROR_PARTITIONS", json.dumps(doc))
-    with HubSpotHook("mirror_partitions", sleep=lambda s: None) as h:
-        yield h
 
 
 def match(obj: str, i: int) -> str:

@@ -21,24 +21,7 @@ from airflow_provider_retl.sync.diff import ReplacedIdentityError
 from airflow_provider_retl.sync.engine import run_sync
 from airflow_provider_retl.sync.plan import SKIP_REMOVED_ADOPTED
 from airflow_provider_retl.sync.push import MATCH_COLLISION
-from airflow_provider_retl.testing.emulators import DEFAULT_TOKEN, start_emulator
-
-
-@pytest.fixture(scope="module")
-def hubspot():
-    with start_emulator("hubspot", rate_limit=None) as running:
-        yield running
-
-
-@pytest.fixture
-def hook(hubspot, monkeypatch):
-    from airflow_provider_retl.hooks.hubspot import HubSpotHook
-
-    hubspot.emulator.reset()
-    doc = {"conn_type": "retl_hubspot", "host": hubspot.url, "password": DEFAULT_TOKEN, "extra": {"rate_limit": 0}}
-    monkeypatch.setenv("AIRFLOW_CONN_MIRROR_IDENTITY", json.dumps(doc))
-    with HubSpotHook("mirror_identity", sleep=lambda s: None) as h:
-        yield h
+from airflow_provider_retl.testing.emulators import start_emulator
 
 
 @pytest.fixture(params=["file", "memory"])

@@ -6,7 +6,6 @@ operator (the task fails at once, without Airflow retries, and still pushes its 
 
 from __future__ import annotations
 
-import json
 import uuid
 
 import pandas as pd
@@ -17,24 +16,7 @@ from airflow_provider_retl.sync.config import DEFAULT_MAX_REJECT_RATIO, SyncConf
 from airflow_provider_retl.sync.engine import run_sync
 from airflow_provider_retl.sync.errors import GuardrailTripped, RejectRatioExceeded
 from airflow_provider_retl.sync.records import REJECT_EXAMPLES_PER_REASON, SyncReport
-from airflow_provider_retl.testing.emulators import DEFAULT_TOKEN, start_emulator
-
-
-@pytest.fixture(scope="module")
-def hubspot():
-    with start_emulator("hubspot", rate_limit=None) as running:
-        yield running
-
-
-@pytest.fixture
-def hook(hubspot, monkeypatch):
-    from airflow_provider_retl.hooks.hubspot import HubSpotHook
-
-    hubspot.emulator.reset()
-    doc = {"conn_type": "retl_hubspot", "host": hubspot.url, "password": DEFAULT_TOKEN, "extra": {"rate_limit": 0}}
-    monkeypatch.setenv("AIRFLOW_CONN_REJECT_THRESHOLD", json.dumps(doc))
-    with HubSpotHook("reject_threshold", sleep=lambda s: None) as h:
-        yield h
+from airflow_provider_retl.testing.emulators import start_emulator
 
 
 def rows(good: int, bad: int) -> pd.DataFrame:

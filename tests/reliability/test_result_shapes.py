@@ -19,24 +19,7 @@ from airflow_provider_retl.sync.checkpoint import MemoryCheckpointStore
 from airflow_provider_retl.sync.config import SyncConfig
 from airflow_provider_retl.sync.engine import run_sync
 from airflow_provider_retl.sync.errors import ConfigurationError
-from airflow_provider_retl.testing.emulators import DEFAULT_TOKEN, start_emulator
-
-
-@pytest.fixture(scope="module")
-def hubspot():
-    with start_emulator("hubspot", rate_limit=None) as running:
-        yield running
-
-
-@pytest.fixture
-def hook(hubspot, monkeypatch):
-    from airflow_provider_retl.hooks.hubspot import HubSpotHook
-
-    hubspot.emulator.reset()
-    doc = {"conn_type": "retl_hubspot", "host": hubspot.url, "password": DEFAULT_TOKEN, "extra": {"rate_limit": 0}}
-    monkeypatch.setenv("AIRFLOW_CONN_RESULT_SHAPES", json.dumps(doc))
-    with HubSpotHook("result_shapes", sleep=lambda s: None) as h:
-        yield h
+from airflow_provider_retl.testing.emulators import start_emulator
 
 
 def sync(hook, chunks, **kw):
