@@ -177,6 +177,19 @@ def destination_url(conn_type: str, base_url: str, object: str, extra: Mapping[s
         return link.fallback.format_map(context)
 
 
+def operator_destination_url(operator: Any) -> str:
+    """``destination_url`` of a ReverseETLOperator's object, from its destination hook and connection.
+
+    Raises what building the hook or reading the connection raises; callers decide what a
+    missing link means (the task's button and the history's run row both show none).
+    """
+    hook = operator.destination_hook
+    if not getattr(hook, "base_url", None):
+        hook.get_conn()
+    extra = hook.get_connection(operator.destination_conn_id).extra_dejson
+    return destination_url(hook.conn_type, hook.base_url, str(operator.object), extra)
+
+
 class DestinationLink(BaseOperatorLink):
     """The task's "Destination" button: the synced object in the destination app."""
 
@@ -186,11 +199,7 @@ class DestinationLink(BaseOperatorLink):
         # Called in the worker when the task ends (Airflow 3 stores the result in XCom), with
         # the rendered operator: its destination hook is the one the sync used.
         try:
-            hook = operator.destination_hook  # type: ignore[attr-defined]
-            if not getattr(hook, "base_url", None):
-                hook.get_conn()
-            extra = hook.get_connection(operator.destination_conn_id).extra_dejson  # type: ignore[attr-defined]
-            return destination_url(hook.conn_type, hook.base_url, str(operator.object), extra)  # type: ignore[attr-defined]
+            return operator_destination_url(operator)
         except Exception as exc:  # noqa: BLE001 - a link never fails the task
             log.info("No destination link: %s", exc)
             return ""

@@ -16,7 +16,7 @@ from airflow_provider_retl.checkpoints.spec import is_warehouse_spec
 from airflow_provider_retl.history.store import HistoryStore, utc_now
 from airflow_provider_retl.operators.history import open_store, parse_history, run_row, write_try
 from airflow_provider_retl.operators.history import warn as warn_history
-from airflow_provider_retl.operators.lineage import DestinationLink, destination_url
+from airflow_provider_retl.operators.lineage import DestinationLink, operator_destination_url
 from airflow_provider_retl.operators.parameters import check_parameters, is_templated
 from airflow_provider_retl.operators.rejects_table import write_rejects
 from airflow_provider_retl.sql_errors import permanent_sql_error
@@ -591,9 +591,7 @@ class ReverseETLOperator(BaseOperator):
     def _destination_url(self) -> str:
         """The destination's page of the object (as the task's link shows it), or ""."""
         try:
-            hook = self.destination_hook
-            extra = hook.get_connection(self.destination_conn_id).extra_dejson
-            return destination_url(hook.conn_type, hook.base_url, str(self.object), extra)
+            return operator_destination_url(self)
         except Exception:  # noqa: BLE001 - a link is a nicety
             return ""
 
